@@ -1,0 +1,44 @@
+"""pxexec: pass large task data by proxy through any concurrent.futures-style engine.
+
+Importing pxexec needs no optional dependency; engines and backends are imported
+when first used.
+"""
+
+from __future__ import annotations
+
+from pxexec.errors import (
+    ConfigError,
+    DeserializationError,
+    MissingDependencyError,
+    MissingKeyError,
+    PxexecError,
+    StoreConnectionError,
+    StoreIOError,
+    UnknownConnectorError,
+)
+from pxexec.factory import StoreFactory
+from pxexec.proxy import Proxy, ProxyOr, extract, get_factory, is_proxy, is_resolved, resolve
+from pxexec.store import Store
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "DeserializationError",
+    "MissingDependencyError",
+    "MissingKeyError",
+    "Proxy",
+    "ProxyOr",
+    "PxexecError",
+    "Store",
+    "StoreConnectionError",
+    "StoreFactory",
+    "StoreIOError",
+    "UnknownConnectorError",
+    "__version__",
+    "extract",
+    "get_factory",
+    "is_proxy",
+    "is_resolved",
+    "resolve",
+]

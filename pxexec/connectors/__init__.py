@@ -1,0 +1,111 @@
+"""Connector registry: short names and URL schemes mapped to lazily imported classes.
+
+Third parties register connectors with ``register_connector`` or through the
+``pxexec.connectors`` entry-point group (name -> "module:Class").
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from pxexec.connectors.base import BaseConnector, Connector, ConnectorConfig
+from pxexec.errors import ConfigError, MissingDependencyError, UnknownConnectorError
+
+__all__ = [
+    "BaseConnector",
+    "Connector",
+    "connector_class",
+    "connector_from_config",
+    "connector_from_url",
+    "known_connectors",
+    "register_connector",
+]
+
+_REGISTRY: dict[str, str] = {
+    "local": "pxexec.connectors.local:LocalConnector",
+    "file": "pxexec.connectors.file:FileConnector",
+    "shm": "pxexec.connectors.shm:SharedMemoryConnector",
+    "redis": "pxexec.connectors.redis:RedisConnector",
+}
+# URL schemes that map to a registered name
+_SCHEMES = {"rediss": "redis", "unix": "redis"}
+_EXTRAS = {"redis": "redis"}
+_entry_points_loaded = False
+
+
+def register_connector(name: str, target: str | type[Any]) -> None:
+    """Register a connector class (or its "module:Class" path) under ``name``."""
+    if isinstance(target, str) and ":" not in target:
+        raise ConfigError(f"Connector target {target!r} must look like 'package.module:Class'.")
+    _REGISTRY[name] = target if isinstance(target, str) else f"{target.__module__}:{target.__qualname__}"
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for ep in entry_points(group="pxexec.connectors"):
+        _REGISTRY.setdefault(ep.name, ep.value)
+
+
+def known_connectors() -> list[str]:
+    """Names of every registered connector (built-in and third-party)."""
+    _load_entry_points()
+    return sorted(_REGISTRY)
+
+
+def connector_class(name: str) -> type[Any]:
+    """The class registered under ``name``, imported on first use."""
+    _load_entry_points()
+    name = _SCHEMES.get(name, name)
+    target = _REGISTRY.get(name)
+    if target is None:
+        raise UnknownConnectorError(
+            f"Unknown connector {name!r}. Known connectors: {', '.join(known_connectors())}. "
+            "Third-party connectors register through the 'pxexec.connectors' entry point."
+        )
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except MissingDependencyError:
+        raise
+    except ImportError as exc:
+        extra = _EXTRAS.get(name)
+        if extra:
+            raise MissingDependencyError(exc.name or name, extra, f"The {name!r} connector") from exc
+        raise
+    cls: type[Any] = getattr(module, attr)
+    return cls
+
+
+def connector_from_config(config: ConnectorConfig) -> Any:
+    """Rebuild a connector from the dict its ``config()`` returned."""
+    if not isinstance(config, dict) or "type" not in config:
+        raise ConfigError(
+            f"A connector config must be a table with a 'type' key, got {config!r}."
+        )
+    return connector_class(str(config["type"])).from_config(config)
+
+
+def connector_from_url(url: str, **options: Any) -> Any:
+    """Make a connector from a short name or URL.
+
+    ``"local"``, ``"shm"`` (or ``"shm:///dir"``), ``"file:///path"``,
+    ``"redis://host:port/db"``, ``"rediss://..."``, ``"unix:///path/redis.sock"``.
+    ``options`` are passed to the connector's constructor.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme or url
+    if scheme in ("redis", "rediss", "unix"):
+        return connector_class("redis")(url, **options)
+    if scheme == "file":
+        if not parts.path:
+            raise ConfigError(f"File URL {url!r} needs a path, e.g. 'file:///scratch/pxexec'.")
+        return connector_class("file")(unquote(parts.path), **options)
+    if scheme == "shm" and parts.path:
+        return connector_class("shm")(unquote(parts.path), **options)
+    return connector_class(scheme)(**options)

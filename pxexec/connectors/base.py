@@ -1,0 +1,104 @@
+"""The connector contract: moving bytes in and out of a backend.
+
+A connector knows nothing of Python objects. ``put`` takes a sequence of buffers
+(the frames of one payload) and returns a key, a small string; ``get`` returns one
+buffer holding the concatenated frames, or ``None`` when the key is missing.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+Buffer = Any  # bytes, bytearray, memoryview (an mmap-backed view is fine)
+ConnectorConfig = dict[str, Any]
+
+
+@runtime_checkable
+class Connector(Protocol):
+    """What every backend implements. Keys are strings; evict is idempotent."""
+
+    def put(self, frames: Sequence[Buffer]) -> str: ...
+
+    def get(self, key: str) -> Buffer | None: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def evict(self, key: str) -> None: ...
+
+    def put_batch(self, payloads: Sequence[Sequence[Buffer]]) -> list[str]: ...
+
+    def get_batch(self, keys: Sequence[str]) -> list[Buffer | None]: ...
+
+    def evict_batch(self, keys: Sequence[str]) -> None: ...
+
+    def config(self) -> ConnectorConfig: ...
+
+    @classmethod
+    def from_config(cls, config: ConnectorConfig) -> Connector: ...
+
+    def close(self) -> None: ...
+
+
+class BaseConnector:
+    """Batch operations as loops, for backends without native batches."""
+
+    #: name in the connector registry; written into ``config()["type"]``
+    type_name = ""
+
+    def put(self, frames: Sequence[Buffer]) -> str:
+        raise NotImplementedError
+
+    def get(self, key: str) -> Buffer | None:
+        raise NotImplementedError
+
+    def evict(self, key: str) -> None:
+        raise NotImplementedError
+
+    def put_batch(self, payloads: Sequence[Sequence[Buffer]]) -> list[str]:
+        return [self.put(frames) for frames in payloads]
+
+    def get_batch(self, keys: Sequence[str]) -> list[Buffer | None]:
+        return [self.get(key) for key in keys]
+
+    def evict_batch(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            self.evict(key)
+
+    def close(self) -> None:
+        """Release client resources; stored objects stay where they are."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A connector travels as its config and is rebuilt where it lands.
+        from pxexec.connectors import connector_from_config
+
+        return (connector_from_config, (self.config(),))
+
+    def config(self) -> ConnectorConfig:
+        raise NotImplementedError
+
+    def __enter__(self) -> BaseConnector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def new_token() -> str:
+    """An unguessable key component (128 random bits)."""
+    return secrets.token_hex(16)
+
+
+def check_options(kind: str, config: ConnectorConfig, allowed: set[str]) -> dict[str, Any]:
+    """Validate a connector config; return its options without the ``type`` entry."""
+    from pxexec.errors import ConfigError
+
+    options = {k: v for k, v in config.items() if k != "type"}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"Unknown option(s) {unknown} for the {kind!r} connector; allowed: "
+            f"{sorted(allowed)}."
+        )
+    return options

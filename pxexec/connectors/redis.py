@@ -1,0 +1,323 @@
+"""Redis connector (redis-py): one string value per object, under a per-store prefix.
+
+Large values are written and read on a pooled redis-py connection without joining
+frames or copying the reply: frames are sent one after another as the bulk argument
+of one SET, and a GET reply is received straight into a writable buffer. Values
+over ``max_part`` bytes (Redis refuses strings over 512 MB) are split into parts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from pxexec.connectors.base import Buffer, BaseConnector, ConnectorConfig, check_options, new_token
+from pxexec.errors import ConfigError, MissingDependencyError, StoreConnectionError
+
+try:
+    import redis
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+except ImportError as exc:  # pragma: no cover - exercised without the extra
+    raise MissingDependencyError("redis", "redis", "The Redis connector") from exc
+
+MAX_PART = 500 * 1024 * 1024  # under Redis' 512 MB proto-max-bulk-len default
+_RAW_MIN = 64 * 1024  # below this, plain redis-py commands are as fast
+
+
+def _redact(url: str) -> str:
+    """The URL without credentials, for messages."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return f"unix://{parts.path}"
+    host = parts.hostname or "localhost"
+    port = parts.port or 6379
+    return f"{parts.scheme}://{host}:{port}{parts.path or ''}"
+
+
+class RedisConnector(BaseConnector):
+    """Stores objects in a Redis server.
+
+    ``url`` is a redis-py URL: ``redis://[user:password@]host:port/db``, ``rediss://``
+    for TLS, or ``unix:///path/redis.sock``. ``password_env`` names an environment
+    variable holding the password, so that configs and proxies never carry it.
+    ``ttl`` (seconds) makes every object expire on its own. ``retries`` retries
+    transient connection errors with exponential backoff.
+    """
+
+    type_name = "redis"
+
+    def __init__(
+        self,
+        url: str = "redis://localhost:6379/0",
+        *,
+        prefix: str = "pxexec",
+        ttl: float | None = None,
+        connect_timeout: float = 5.0,
+        timeout: float = 60.0,
+        retries: int = 0,
+        password_env: str | None = None,
+        max_part: int = MAX_PART,
+    ) -> None:
+        if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError(
+                f"Redis URL {_redact(url)!r} must start with redis://, rediss:// or unix://."
+            )
+        if ":" in prefix or not prefix:
+            raise ConfigError(f"Redis key prefix {prefix!r} must be non-empty without ':'.")
+        if max_part < 1024:
+            raise ConfigError("max_part must be at least 1024 bytes.")
+        self.url = url
+        self.prefix = prefix
+        self.ttl = ttl
+        self.connect_timeout = connect_timeout
+        self.timeout = timeout
+        self.retries = retries
+        self.password_env = password_env
+        self.max_part = max_part
+        self.address = _redact(url)
+        self._client: Any = None
+        self._pid = -1
+
+    # -- client -----------------------------------------------------------------------
+
+    @property
+    def client(self) -> Any:
+        """The redis-py client, created on first use (once per process)."""
+        if self._client is None or self._pid != os.getpid():
+            options: dict[str, Any] = {
+                "socket_connect_timeout": self.connect_timeout,
+                "socket_timeout": self.timeout,
+                "retry": Retry(ExponentialBackoff(cap=2.0, base=0.05), self.retries),
+                "protocol": 2,
+            }
+            if self.password_env:
+                password = os.environ.get(self.password_env)
+                if password is None:
+                    raise ConfigError(
+                        f"The Redis password variable {self.password_env!r} is not set in "
+                        "this process's environment."
+                    )
+                options["password"] = password
+            self._client = redis.Redis.from_url(self.url, **options)
+            self._pid = os.getpid()
+        return self._client
+
+    @contextlib.contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            raise StoreConnectionError(
+                f"Redis at {self.address} could not {action}: {exc}. Check that the "
+                "server is running and reachable from this host, and that the URL, "
+                "password and TLS settings are right."
+            ) from exc
+
+    def _ex(self) -> list[bytes]:
+        if self.ttl is None:
+            return []
+        return [b"PX", str(max(1, int(self.ttl * 1000))).encode()]
+
+    # -- keys -------------------------------------------------------------------------
+
+    def _new_key(self, nbytes: int) -> str:
+        key = f"{self.prefix}:{new_token()}"
+        nparts = -(-nbytes // self.max_part)
+        return f"{key}:p{nparts}" if nparts > 1 else key
+
+    def _check(self, key: str) -> bool:
+        return key.startswith(self.prefix + ":")
+
+    @staticmethod
+    def _parts(key: str) -> list[str]:
+        head, _, tail = key.rpartition(":p")
+        if head and tail.isdigit():
+            return [f"{key}#{i}" for i in range(int(tail))]
+        return [key]
+
+    # -- single objects ---------------------------------------------------------------
+
+    def put(self, frames: Sequence[Buffer]) -> str:
+        views = [v for v in (memoryview(f).cast("B") for f in frames) if v.nbytes]
+        total = sum(v.nbytes for v in views)
+        key = self._new_key(total)
+        parts = self._parts(key)
+        with self._errors("store an object"):
+            if len(parts) == 1 and total < _RAW_MIN:
+                self.client.execute_command("SET", key, b"".join(views), *self._ex())
+            else:
+                for name, chunk in zip(parts, _split(views, self.max_part)):
+                    self._raw_set(name, chunk)
+        return key
+
+    def _raw_set(self, key: str, views: list[memoryview]) -> None:
+        size = sum(v.nbytes for v in views)
+        name = key.encode()
+        extra = self._ex()
+        head = b"*%d\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n" % (3 + len(extra), len(name), name, size)
+        tail = b"\r\n" + b"".join(b"$%d\r\n%s\r\n" % (len(x), x) for x in extra)
+        with self._connection() as conn:
+            conn.send_packed_command([head, *views, tail])
+            conn.read_response()
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[Any]:
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
+        try:
+            yield conn
+        except BaseException:
+            conn.disconnect()  # never hand a half-read connection back to the pool
+            raise
+        finally:
+            pool.release(conn)
+
+    def get(self, key: str) -> Buffer | None:
+        if not self._check(key):
+            return None
+        parts = self._parts(key)
+        with self._errors("read an object"):
+            chunks = [self._raw_get(name) for name in parts]
+        if any(c is None for c in chunks):
+            return None
+        if len(chunks) == 1:
+            return chunks[0]
+        out = bytearray(sum(c.nbytes for c in chunks if c is not None))
+        pos = 0
+        for c in chunks:
+            assert c is not None
+            out[pos : pos + c.nbytes] = c
+            pos += c.nbytes
+        return memoryview(out)
+
+    def _raw_get(self, key: str) -> memoryview | None:
+        with self._connection() as conn:
+            conn.send_command("GET", key)
+            return _read_bulk(conn._sock)
+
+    def exists(self, key: str) -> bool:
+        if not self._check(key):
+            return False
+        with self._errors("check an object"):
+            return bool(self.client.exists(self._parts(key)[0]))
+
+    def evict(self, key: str) -> None:
+        if self._check(key):
+            with self._errors("evict an object"):
+                self.client.delete(*self._parts(key))
+
+    # -- batches ----------------------------------------------------------------------
+
+    def put_batch(self, payloads: Sequence[Sequence[Buffer]]) -> list[str]:
+        sizes = [sum(memoryview(f).nbytes for f in frames) for frames in payloads]
+        if any(size >= _RAW_MIN for size in sizes):
+            return [self.put(frames) for frames in payloads]
+        keys = [self._new_key(size) for size in sizes]
+        with self._errors("store objects"):
+            pipe = self.client.pipeline(transaction=False)
+            for key, frames in zip(keys, payloads):
+                pipe.execute_command("SET", key, b"".join(frames), *self._ex())
+            pipe.execute()
+        return keys
+
+    def get_batch(self, keys: Sequence[str]) -> list[Buffer | None]:
+        simple = [k for k in keys if self._check(k) and len(self._parts(k)) == 1]
+        found: dict[str, Buffer | None] = {}
+        if simple:
+            with self._errors("read objects"):
+                found = dict(zip(simple, self.client.mget(simple)))
+        return [found[k] if k in found else self.get(k) for k in keys]
+
+    def evict_batch(self, keys: Sequence[str]) -> None:
+        names = [name for k in keys if self._check(k) for name in self._parts(k)]
+        if names:
+            with self._errors("evict objects"):
+                self.client.delete(*names)
+
+    def keys(self) -> list[str]:
+        """Keys stored under this connector's prefix (SCAN; for tests and tools)."""
+        with self._errors("list objects"):
+            names = [k.decode() for k in self.client.scan_iter(match=f"{self.prefix}:*")]
+        whole = {n.partition("#")[0] for n in names}
+        return sorted(whole)
+
+    # -- config -----------------------------------------------------------------------
+
+    def config(self) -> ConnectorConfig:
+        return {
+            "type": self.type_name,
+            "url": self.url,
+            "prefix": self.prefix,
+            "ttl": self.ttl,
+            "connect_timeout": self.connect_timeout,
+            "timeout": self.timeout,
+            "retries": self.retries,
+            "password_env": self.password_env,
+            "max_part": self.max_part,
+        }
+
+    @classmethod
+    def from_config(cls, config: ConnectorConfig) -> RedisConnector:
+        allowed = {
+            "url", "prefix", "ttl", "connect_timeout", "timeout", "retries", "password_env",
+            "max_part",
+        }
+        options: dict[str, Any] = check_options(cls.type_name, config, allowed)
+        return cls(**options)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __repr__(self) -> str:
+        return f"RedisConnector({self.address!r}, prefix={self.prefix!r})"
+
+
+def _split(views: list[memoryview], limit: int) -> Iterator[list[memoryview]]:
+    """Cut a sequence of buffers into consecutive chunks of at most ``limit`` bytes."""
+    chunk: list[memoryview] = []
+    room = limit
+    for view in views:
+        while view.nbytes:
+            take = view[:room]
+            chunk.append(take)
+            room -= take.nbytes
+            view = view[take.nbytes :]
+            if room == 0:
+                yield chunk
+                chunk, room = [], limit
+    if chunk:
+        yield chunk
+
+
+def _read_bulk(sock: Any) -> memoryview | None:
+    """Read one RESP2 bulk-string reply into a fresh writable buffer."""
+    head = bytearray()
+    while b"\r\n" not in head:
+        data = sock.recv(65536)
+        if not data:
+            raise redis.ConnectionError("Connection closed by server.")
+        head += data
+    line, _, rest = bytes(head).partition(b"\r\n")
+    if line.startswith(b"-"):
+        raise redis.ResponseError(line[1:].decode(errors="replace"))
+    if line in (b"$-1", b"_"):
+        return None
+    if not line.startswith(b"$"):
+        raise redis.ConnectionError(f"Unexpected Redis reply {line[:40]!r}.")
+    size = int(line[1:])
+    out = bytearray(size + 2)
+    view = memoryview(out)
+    have = min(len(rest), size + 2)
+    view[:have] = rest[:have]
+    while have < size + 2:
+        got = sock.recv_into(view[have:])
+        if got == 0:
+            raise redis.ConnectionError("Connection closed by server mid-reply.")
+        have += got
+    return view[:size]

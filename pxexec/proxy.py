@@ -1,0 +1,392 @@
+"""Lazy, transparent proxies.
+
+A ``Proxy`` wraps a factory (a self-contained callable returning the target) and
+forwards every operation to the target, which it fetches on first use, once per
+process, under a lock (N threads touching one unresolved proxy cause one fetch).
+
+Metadata that execution engines inspect (``isinstance``/``__class__``, ``hash``,
+``__module__``, byte size, Dask token) is answered from values cached when the proxy
+was made, without resolving. Pickling a proxy pickles only its factory and those
+cached values.
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, Union
+
+from pxexec.sizing import estimate_nbytes
+
+T = TypeVar("T")
+
+_UNSET: Any = object()
+# Hashing large strings and bytes is O(n); their hash is computed on demand instead.
+EAGER_HASH_LIMIT = 1 << 20
+
+
+@dataclass(frozen=True)
+class ProxyInfo:
+    """What a proxy knows about its target without fetching it."""
+
+    cls: type[Any] | None = None
+    hash: int | None = None
+    hashable: bool | None = None  # None: unknown, resolve to find out
+    nbytes: int | None = None
+    token: str | None = None
+
+    @classmethod
+    def of(cls, obj: Any, token: str | None = None) -> ProxyInfo:
+        target_cls = obj.__class__
+        value: int | None = None
+        hashable: bool | None
+        if isinstance(obj, (str, bytes)) and len(obj) > EAGER_HASH_LIMIT:
+            hashable = None
+        else:
+            try:
+                value, hashable = hash(obj), True
+            except TypeError:
+                hashable = False
+        return cls(target_cls, value, hashable, estimate_nbytes(obj), token)
+
+    def portable(self) -> ProxyInfo:
+        """A copy safe to pickle: drops classes other processes could not import."""
+        c = self.cls
+        if c is None or (c.__module__ != "__main__" and "<locals>" not in c.__qualname__):
+            return self
+        return ProxyInfo(None, self.hash, self.hashable, self.nbytes, self.token)
+
+
+def _target(proxy: Proxy[Any]) -> Any:
+    target = proxy.__px_target__
+    if target is _UNSET:
+        with proxy.__px_lock__:
+            target = proxy.__px_target__
+            if target is _UNSET:
+                target = proxy.__px_factory__()
+                object.__setattr__(proxy, "__px_target__", target)
+    return target
+
+
+def _rebuild(factory: Callable[[], Any], info: ProxyInfo | None, kind: type[Any]) -> Any:
+    return kind(factory, info=info)
+
+
+class _ProxyType(type):
+    # ``Proxy.__module__`` on the class stays this module (pickle, typing, repr need it);
+    # on an instance it is the target's module (engines' serializers read it).
+    @property
+    def __module__(cls) -> str:  # type: ignore[override]
+        return "pxexec.proxy"
+
+
+def _unary(op: Callable[[Any], Any]) -> Callable[[Proxy[Any]], Any]:
+    def method(self: Proxy[Any]) -> Any:
+        return op(_target(self))
+
+    return method
+
+
+def _binary(op: Callable[[Any, Any], Any]) -> Callable[[Proxy[Any], Any], Any]:
+    def method(self: Proxy[Any], other: Any) -> Any:
+        return op(_target(self), other)
+
+    return method
+
+
+def _reflected(op: Callable[[Any, Any], Any]) -> Callable[[Proxy[Any], Any], Any]:
+    def method(self: Proxy[Any], other: Any) -> Any:
+        return op(other, _target(self))
+
+    return method
+
+
+def _inplace(op: Callable[[Any, Any], Any]) -> Callable[[Proxy[Any], Any], Any]:
+    # A mutable target changes in place and the name keeps the proxy; an immutable
+    # one gives a new plain object, as with the target itself.
+    def method(self: Proxy[Any], other: Any) -> Any:
+        target = _target(self)
+        result = op(target, other)
+        return self if result is target else result
+
+    return method
+
+
+class Proxy(Generic[T], metaclass=_ProxyType):
+    """A lazy stand-in for the object its factory returns.
+
+    >>> p = Proxy(lambda: [1, 2, 3])
+    >>> len(p), p[0], isinstance(p, list)
+    (3, 1, True)
+    """
+
+    __slots__ = ("__px_factory__", "__px_info__", "__px_lock__", "__px_target__", "__weakref__")
+
+    def __init__(self, factory: Callable[[], T], *, info: ProxyInfo | None = None) -> None:
+        if not callable(factory):
+            raise TypeError(f"A proxy needs a callable factory, got {type(factory).__name__}.")
+        object.__setattr__(self, "__px_factory__", factory)
+        object.__setattr__(self, "__px_info__", info or ProxyInfo())
+        object.__setattr__(self, "__px_lock__", threading.Lock())
+        object.__setattr__(self, "__px_target__", _UNSET)
+
+    # -- metadata answered without resolving ------------------------------------------
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type[Any]:  # type: ignore[override]
+        cls = self.__px_info__.cls
+        return cls if cls is not None else type(_target(self))
+
+    @property  # type: ignore[misc]
+    def __module__(self) -> str:  # type: ignore[override]
+        return str(self.__class__.__module__)
+
+    def __hash__(self) -> int:
+        info = self.__px_info__
+        if info.hashable is True and info.hash is not None:
+            return info.hash
+        if info.hashable is False:
+            cls = info.cls.__name__ if info.cls else "object"
+            raise TypeError(f"unhashable type: '{cls}'")
+        return hash(_target(self))
+
+    def __sizeof__(self) -> int:
+        nbytes = self.__px_info__.nbytes
+        return nbytes if nbytes is not None else sys.getsizeof(_target(self))
+
+    @property
+    def __pxexec_nbytes__(self) -> int:
+        """The target's data size in bytes (for engines' memory accounting)."""
+        return self.__sizeof__()
+
+    def __dask_tokenize__(self) -> Any:
+        token = self.__px_info__.token
+        if token is not None:
+            return ("pxexec.Proxy", token)
+        from dask.base import normalize_token  # only reached from inside dask
+
+        return normalize_token(_target(self))
+
+    def __repr__(self) -> str:
+        info = self.__px_info__
+        name = info.cls.__qualname__ if info.cls is not None else "?"
+        describe = getattr(self.__px_factory__, "describe", None)
+        where = describe() if callable(describe) else repr(self.__px_factory__)
+        state = "resolved" if self.__px_target__ is not _UNSET else "unresolved"
+        return f"<Proxy[{name}] {state} {where}>"
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        return (_rebuild, (self.__px_factory__, self.__px_info__.portable(), type(self)))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return self.__reduce_ex__(2)
+
+    def __copy__(self) -> Proxy[T]:
+        return type(self)(self.__px_factory__, info=self.__px_info__)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return copy.deepcopy(_target(self), memo)
+
+    # -- attribute access -------------------------------------------------------------
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") and name.endswith("__"):
+            # Engines probe dunders (``__dask_graph__``, ...): answer from the class
+            # when the target's class does not define them, without resolving.
+            cls = self.__px_info__.cls
+            if cls is not None and not hasattr(cls, name):
+                raise AttributeError(f"{cls.__qualname__!r} object has no attribute {name!r}")
+        return getattr(_target(self), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "__orig_class__":  # set by typing on Proxy[T](...); not the target's
+            return
+        setattr(_target(self), name, value)
+
+    def __delattr__(self, name: str) -> None:
+        delattr(_target(self), name)
+
+    def __dir__(self) -> list[str]:
+        return dir(_target(self))
+
+    # -- conversions ------------------------------------------------------------------
+
+    __str__ = _unary(str)
+    __bytes__ = _unary(bytes)
+    __bool__ = _unary(bool)
+    __int__ = _unary(int)
+    __float__ = _unary(float)
+    __complex__ = _unary(complex)
+    __index__ = _unary(operator.index)
+    __len__ = _unary(len)
+    __iter__ = _unary(iter)
+    __reversed__ = _unary(reversed)
+    __neg__ = _unary(operator.neg)
+    __pos__ = _unary(operator.pos)
+    __abs__ = _unary(operator.abs)
+    __invert__ = _unary(operator.invert)
+
+    def __fspath__(self) -> Any:
+        return _target(self).__fspath__()
+
+    def __format__(self, spec: str) -> str:
+        return format(_target(self), spec)
+
+    def __round__(self, ndigits: Any = None) -> Any:
+        return round(_target(self)) if ndigits is None else round(_target(self), ndigits)
+
+    def __trunc__(self) -> Any:
+        import math
+
+        return math.trunc(_target(self))
+
+    def __floor__(self) -> Any:
+        import math
+
+        return math.floor(_target(self))
+
+    def __ceil__(self) -> Any:
+        import math
+
+        return math.ceil(_target(self))
+
+    def __length_hint__(self) -> int:
+        return operator.length_hint(_target(self))
+
+    def __buffer__(self, flags: int) -> memoryview:  # Python 3.12+ buffer protocol
+        return memoryview(_target(self))
+
+    def __next__(self) -> Any:
+        return next(_target(self))
+
+    # -- containers and calls ---------------------------------------------------------
+
+    __contains__ = _binary(operator.contains)
+    __getitem__ = _binary(operator.getitem)
+    __delitem__ = _binary(operator.delitem)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        _target(self)[key] = value
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return _target(self)(*args, **kwargs)
+
+    def __enter__(self) -> Any:
+        return _target(self).__enter__()
+
+    def __exit__(self, *exc: Any) -> Any:
+        return _target(self).__exit__(*exc)
+
+    async def __aenter__(self) -> Any:
+        return await _target(self).__aenter__()
+
+    async def __aexit__(self, *exc: Any) -> Any:
+        return await _target(self).__aexit__(*exc)
+
+    def __await__(self) -> Any:
+        return _target(self).__await__()
+
+    def __aiter__(self) -> Any:
+        return _target(self).__aiter__()
+
+    def __anext__(self) -> Any:
+        return _target(self).__anext__()
+
+    # -- comparisons and arithmetic ---------------------------------------------------
+
+    __eq__ = _binary(operator.eq)  # type: ignore[assignment]
+    __ne__ = _binary(operator.ne)  # type: ignore[assignment]
+    __lt__ = _binary(operator.lt)
+    __le__ = _binary(operator.le)
+    __gt__ = _binary(operator.gt)
+    __ge__ = _binary(operator.ge)
+
+    __add__ = _binary(operator.add)
+    __sub__ = _binary(operator.sub)
+    __mul__ = _binary(operator.mul)
+    __matmul__ = _binary(operator.matmul)
+    __truediv__ = _binary(operator.truediv)
+    __floordiv__ = _binary(operator.floordiv)
+    __mod__ = _binary(operator.mod)
+    __divmod__ = _binary(divmod)
+    __lshift__ = _binary(operator.lshift)
+    __rshift__ = _binary(operator.rshift)
+    __and__ = _binary(operator.and_)
+    __xor__ = _binary(operator.xor)
+    __or__ = _binary(operator.or_)
+
+    __radd__ = _reflected(operator.add)
+    __rsub__ = _reflected(operator.sub)
+    __rmul__ = _reflected(operator.mul)
+    __rmatmul__ = _reflected(operator.matmul)
+    __rtruediv__ = _reflected(operator.truediv)
+    __rfloordiv__ = _reflected(operator.floordiv)
+    __rmod__ = _reflected(operator.mod)
+    __rdivmod__ = _reflected(divmod)
+    __rpow__ = _reflected(pow)
+    __rlshift__ = _reflected(operator.lshift)
+    __rrshift__ = _reflected(operator.rshift)
+    __rand__ = _reflected(operator.and_)
+    __rxor__ = _reflected(operator.xor)
+    __ror__ = _reflected(operator.or_)
+
+    __iadd__ = _inplace(operator.iadd)
+    __isub__ = _inplace(operator.isub)
+    __imul__ = _inplace(operator.imul)
+    __imatmul__ = _inplace(operator.imatmul)
+    __itruediv__ = _inplace(operator.itruediv)
+    __ifloordiv__ = _inplace(operator.ifloordiv)
+    __imod__ = _inplace(operator.imod)
+    __ipow__ = _inplace(operator.ipow)
+    __ilshift__ = _inplace(operator.ilshift)
+    __irshift__ = _inplace(operator.irshift)
+    __iand__ = _inplace(operator.iand)
+    __ixor__ = _inplace(operator.ixor)
+    __ior__ = _inplace(operator.ior)
+
+    def __pow__(self, other: Any, modulo: Any = None) -> Any:
+        target = _target(self)
+        return pow(target, other) if modulo is None else pow(target, other, modulo)
+
+
+ProxyOr = Union[T, Proxy[T]]
+"""A value that may be given either as itself or as a proxy of it."""
+
+
+def is_resolved(obj: Any) -> bool:
+    """Whether a proxy has fetched its target in this process (non-proxies: True)."""
+    return not isinstance(obj, Proxy) or obj.__px_target__ is not _UNSET
+
+
+def resolve(obj: Any) -> None:
+    """Fetch a proxy's target now (for example to overlap I/O before first use)."""
+    if isinstance(obj, Proxy):
+        _target(obj)
+
+
+def extract(obj: ProxyOr[T]) -> T:
+    """The target of a proxy, resolving it if needed; a non-proxy is returned as is."""
+    return _target(obj) if isinstance(obj, Proxy) else obj
+
+
+def get_factory(proxy: Proxy[T]) -> Callable[[], T]:
+    """The factory a proxy resolves through."""
+    if not isinstance(proxy, Proxy):
+        raise TypeError(f"get_factory() needs a Proxy, got {type(proxy).__name__}.")
+    factory: Callable[[], T] = proxy.__px_factory__
+    return factory
+
+
+def get_info(proxy: Proxy[Any]) -> ProxyInfo:
+    """The metadata a proxy answers without resolving."""
+    info: ProxyInfo = proxy.__px_info__
+    return info
+
+
+def is_proxy(obj: Any) -> bool:
+    """Whether ``obj`` is a proxy (without resolving it)."""
+    return isinstance(obj, Proxy)

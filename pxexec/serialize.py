@@ -1,0 +1,326 @@
+"""Framed, zero-copy serialization.
+
+``serialize(obj)`` returns a list of frames: a small header followed by raw data
+buffers (with alignment padding between them). No large buffer is copied to build
+the list: a numpy array's frame is a view of its memory. The logical payload is the
+concatenation of the frames, and ``deserialize`` accepts either the list or one
+contiguous buffer holding that concatenation (what connectors return).
+
+Layout of the header (little endian)::
+
+    magic "PXF1" | version u8 | codec u8 | flags u16 | nframes u32 | meta_len u32
+    | header_len u32 | nframes x u64 data-frame lengths | meta (JSON) | crc32 u32 | zero pad
+
+Every data frame starts at a multiple of ``ALIGN`` bytes from the start of the
+payload, so arrays deserialized from an mmap are aligned.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import struct
+import zlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pxexec.errors import DeserializationError, SerializationError
+
+MAGIC = b"PXF1"
+VERSION = 1
+ALIGN = 64
+_FIXED = struct.Struct("<4sBBHIII")
+_CRC = struct.Struct("<I")
+MAX_FRAMES = 1 << 20
+
+# codec ids
+BYTES, BYTEARRAY, STR, NDARRAY, PICKLE, CLOUDPICKLE, POLARS = 1, 2, 3, 4, 5, 6, 7
+CODEC_NAMES = {
+    BYTES: "bytes",
+    BYTEARRAY: "bytearray",
+    STR: "str",
+    NDARRAY: "ndarray",
+    PICKLE: "pickle",
+    CLOUDPICKLE: "cloudpickle",
+    POLARS: "polars",
+}
+
+Frames = list[Any]  # bytes-likes: bytes, bytearray, memoryview
+Serializer = Callable[[Any], Sequence[Any]]
+Deserializer = Callable[[Any], Any]
+
+
+def _as_bytes_view(buf: Any) -> memoryview:
+    view = buf.raw() if isinstance(buf, pickle.PickleBuffer) else memoryview(buf)
+    if view.ndim != 1 or view.format != "B":
+        view = view.cast("B") if view.c_contiguous else memoryview(view.tobytes())
+    return view
+
+
+def _pad(length: int) -> int:
+    return (-length) % ALIGN
+
+
+_ZEROS = bytes(ALIGN)
+
+
+def _frame(codec: int, meta: dict[str, Any] | None, data: Sequence[Any]) -> Frames:
+    views = [_as_bytes_view(d) for d in data]
+    meta_bytes = json.dumps(meta, separators=(",", ":")).encode() if meta else b""
+    body_len = _FIXED.size + 8 * len(views) + len(meta_bytes) + _CRC.size
+    header_len = body_len + _pad(body_len)
+    head = bytearray(
+        _FIXED.pack(MAGIC, VERSION, codec, 0, len(views), len(meta_bytes), header_len)
+    )
+    head += struct.pack(f"<{len(views)}Q", *(v.nbytes for v in views))
+    head += meta_bytes
+    head += _CRC.pack(zlib.crc32(head))
+    head += _ZEROS[: header_len - len(head)]
+    frames: Frames = [bytes(head)]
+    for i, view in enumerate(views):
+        frames.append(view)
+        if i < len(views) - 1:
+            frames.append(_ZEROS[: _pad(view.nbytes)])
+    return frames
+
+
+def payload_size(frames: Sequence[Any]) -> int:
+    """Total size in bytes of the payload ``frames`` describe (their concatenation)."""
+    return sum(memoryview(f).nbytes for f in frames)
+
+
+def join(frames: Sequence[Any]) -> bytes:
+    """Concatenate frames into one ``bytes`` (only for backends that need one value)."""
+    return b"".join(frames)
+
+
+# -- serialize -----------------------------------------------------------------------
+
+
+def serialize(obj: Any) -> Frames:
+    """Serialize ``obj`` to a list of frames without copying large buffers."""
+    kind = type(obj)
+    if kind is bytes:
+        return _frame(BYTES, None, [obj])
+    if kind is bytearray:
+        return _frame(BYTEARRAY, None, [obj])
+    if kind is str:
+        return _frame(STR, None, [obj.encode("utf-8", "surrogatepass")])
+    module = kind.__module__.partition(".")[0]
+    if module == "numpy" and kind.__name__ == "ndarray" and _plain_dtype(obj.dtype):
+        return _serialize_ndarray(obj)
+    if module == "polars" and kind.__name__ in ("DataFrame", "Series"):
+        return _serialize_polars(obj)
+    return _serialize_pickle(obj)
+
+
+def _plain_dtype(dtype: Any) -> bool:
+    # structured, sub-array and object dtypes go through pickle (still out-of-band)
+    return not dtype.hasobject and dtype.fields is None and dtype.subdtype is None
+
+
+def _serialize_ndarray(arr: Any) -> Frames:
+    import numpy as np
+
+    if arr.flags.c_contiguous:
+        order, data = "C", arr
+    elif arr.flags.f_contiguous:
+        order, data = "F", arr.T
+    else:
+        order, data = "C", np.ascontiguousarray(arr)
+    meta = {"dtype": arr.dtype.str, "shape": list(arr.shape), "order": order}
+    if data.size == 0:
+        return _frame(NDARRAY, meta, [b""])
+    return _frame(NDARRAY, meta, [data.reshape(-1).view(np.uint8)])
+
+
+def _serialize_polars(obj: Any) -> Frames:
+    table = obj.to_arrow()
+    stream, buffers = _pickle_oob(table, pickle.dumps)
+    meta = {"kind": type(obj).__name__}
+    return _frame(POLARS, meta, [stream, *buffers])
+
+
+def _pickle_oob(obj: Any, dumps: Callable[..., bytes]) -> tuple[bytes, list[Any]]:
+    buffers: list[Any] = []
+    stream = dumps(obj, protocol=5, buffer_callback=buffers.append)
+    return stream, buffers
+
+
+def _serialize_pickle(obj: Any) -> Frames:
+    try:
+        stream, buffers = _pickle_oob(obj, pickle.dumps)
+        codec = PICKLE
+    except (pickle.PicklingError, TypeError, AttributeError) as first:
+        import cloudpickle
+
+        try:
+            stream, buffers = _pickle_oob(obj, cloudpickle.dumps)
+        except Exception as exc:
+            raise SerializationError(
+                f"Cannot serialize an object of type {type(obj).__qualname__}: pickle "
+                f"failed ({first}) and cloudpickle failed ({exc}). Make the object "
+                "picklable or pass a custom serializer to the Store."
+            ) from exc
+        codec = CLOUDPICKLE
+    return _frame(codec, None, [stream, *buffers])
+
+
+# -- deserialize ---------------------------------------------------------------------
+
+
+def deserialize(data: Any) -> Any:
+    """Rebuild an object from ``serialize``'s frames or from one buffer holding them.
+
+    Arrays view ``data`` without a copy when it is writable (e.g. a private mmap);
+    from a read-only buffer they are copied once so that they come back writable.
+    """
+    if isinstance(data, (list, tuple)):
+        if not data:
+            raise DeserializationError("Cannot deserialize an empty list of frames.")
+        codec, meta, frames, writable = _parse_frames(data)
+    else:
+        codec, meta, frames, writable = _parse_buffer(data)
+    try:
+        return _decode(codec, meta, frames, writable)
+    except DeserializationError:
+        raise
+    except ModuleNotFoundError as exc:
+        raise DeserializationError(
+            f"The stored object needs module {exc.name!r}, which this process cannot "
+            "import. Install it where the object is resolved."
+        ) from exc
+    except Exception as exc:
+        raise DeserializationError(
+            f"Stored {CODEC_NAMES.get(codec, '?')} payload could not be decoded "
+            f"({type(exc).__name__}: {exc}); it is corrupted or was written by "
+            "an incompatible serializer."
+        ) from exc
+
+
+def _parse_header(view: memoryview) -> tuple[int, dict[str, Any], list[int], int]:
+    if view.nbytes < _FIXED.size + _CRC.size:
+        raise DeserializationError(
+            f"Payload of {view.nbytes} bytes is too short to be a pxexec object "
+            "(truncated or not written by pxexec)."
+        )
+    magic, version, codec, _flags, nframes, meta_len, header_len = _FIXED.unpack_from(view)
+    if magic != MAGIC:
+        raise DeserializationError(
+            "Payload does not start with the pxexec marker: it was not written by "
+            "pxexec's serializer (a foreign value under this key) or it is corrupted."
+        )
+    if version != VERSION:
+        raise DeserializationError(
+            f"Payload has format version {version}; this pxexec reads version {VERSION}. "
+            "Use the same pxexec version on every process."
+        )
+    if nframes > MAX_FRAMES:
+        raise DeserializationError(f"Payload header claims {nframes} frames: corrupted.")
+    body_len = _FIXED.size + 8 * nframes + meta_len
+    if body_len + _CRC.size > view.nbytes or header_len < body_len + _CRC.size:
+        raise DeserializationError("Payload header is truncated or corrupted.")
+    (crc,) = _CRC.unpack_from(view, body_len)
+    if zlib.crc32(view[:body_len]) != crc:
+        raise DeserializationError("Payload header checksum does not match: corrupted.")
+    if codec not in CODEC_NAMES:
+        raise DeserializationError(f"Payload names unknown codec {codec}: corrupted.")
+    lengths = list(struct.unpack_from(f"<{nframes}Q", view, _FIXED.size))
+    meta_raw = bytes(view[_FIXED.size + 8 * nframes : body_len])
+    meta = json.loads(meta_raw) if meta_raw else {}
+    return codec, meta, lengths, header_len
+
+
+def _parse_buffer(data: Any) -> tuple[int, dict[str, Any], list[memoryview], bool]:
+    try:
+        view = _as_bytes_view(data)
+    except TypeError as exc:
+        raise DeserializationError(
+            f"Cannot deserialize {type(data).__name__}: expected bytes-like frames."
+        ) from exc
+    codec, meta, lengths, offset = _parse_header(view)
+    frames = []
+    for i, length in enumerate(lengths):
+        end = offset + length
+        if end > view.nbytes:
+            raise DeserializationError(
+                f"Payload is truncated: {view.nbytes} bytes, header describes at least "
+                f"{end}."
+            )
+        frames.append(view[offset:end])
+        offset = end + (_pad(length) if i < len(lengths) - 1 else 0)
+    if offset != view.nbytes:
+        raise DeserializationError(
+            f"Payload has {view.nbytes - offset} unexpected trailing bytes: corrupted."
+        )
+    return codec, meta, frames, not view.readonly
+
+
+def _parse_frames(data: Sequence[Any]) -> tuple[int, dict[str, Any], list[memoryview], bool]:
+    try:
+        views = [_as_bytes_view(f) for f in data]
+    except TypeError as exc:
+        raise DeserializationError("Frames must be bytes-like objects.") from exc
+    codec, meta, lengths, header_len = _parse_header(views[0])
+    if views[0].nbytes != header_len:
+        raise DeserializationError("First frame is not a complete pxexec header.")
+    frames = views[1::2]
+    if [f.nbytes for f in frames] != lengths or len(views) != max(1, 2 * len(lengths)):
+        raise DeserializationError(
+            "Frames do not match the lengths in their header: truncated or reordered."
+        )
+    return codec, meta, frames, all(not f.readonly for f in frames)
+
+
+def _decode(codec: int, meta: dict[str, Any], frames: list[memoryview], writable: bool) -> Any:
+    if codec in (BYTES, BYTEARRAY, STR) and len(frames) != 1:
+        raise DeserializationError("A bytes/str payload must have exactly one frame.")
+    if codec == BYTES:
+        return bytes(frames[0])
+    if codec == BYTEARRAY:
+        return bytearray(frames[0])
+    if codec == STR:
+        return str(frames[0], "utf-8", "surrogatepass")
+    if codec == NDARRAY:
+        return _decode_ndarray(meta, frames)
+    if not frames:
+        raise DeserializationError("A pickled payload has no frames.")
+    buffers: list[Any] = frames[1:] if writable else [bytearray(f) for f in frames[1:]]
+    obj = pickle.loads(frames[0], buffers=buffers)
+    if codec == POLARS:
+        import polars as pl
+
+        result = pl.from_arrow(obj)
+        if meta.get("kind") == "Series" and isinstance(result, pl.DataFrame):
+            result = result.to_series()
+        return result
+    return obj
+
+
+def _decode_ndarray(meta: dict[str, Any], frames: list[memoryview]) -> Any:
+    import numpy as np
+
+    if len(frames) != 1:
+        raise DeserializationError("An ndarray payload must have exactly one frame.")
+    dtype = np.dtype(str(meta["dtype"]))
+    shape = tuple(int(n) for n in meta["shape"])
+    order = meta["order"]
+    if order not in ("C", "F"):
+        raise DeserializationError(f"Unknown array order {order!r}: corrupted.")
+    count = 1
+    for n in shape:
+        count *= n
+    frame = frames[0]
+    if frame.nbytes != count * dtype.itemsize:
+        raise DeserializationError(
+            f"Array payload holds {frame.nbytes} bytes; shape {shape} of {dtype} needs "
+            f"{count * dtype.itemsize}: corrupted or truncated."
+        )
+    if count == 0:
+        return np.empty(shape, dtype=dtype, order=order)
+    flat = np.frombuffer(frame, dtype=dtype)
+    if frame.readonly:
+        flat = flat.copy()
+    if order == "F":
+        return flat.reshape(shape[::-1]).T
+    return flat.reshape(shape)
