@@ -148,7 +148,7 @@ class Proxy(Generic[T], metaclass=_ProxyType):
     def __hash__(self) -> int:
         info = self.__px_info__
         if info.hashable is True and info.hash is not None:
-            return info.hash
+            return int(info.hash)
         if info.hashable is False:
             cls = info.cls.__name__ if info.cls else "object"
             raise TypeError(f"unhashable type: '{cls}'")
@@ -353,7 +353,7 @@ class Proxy(Generic[T], metaclass=_ProxyType):
         return pow(target, other) if modulo is None else pow(target, other, modulo)
 
 
-ProxyOr = Union[T, Proxy[T]]
+ProxyOr = Union[T, Proxy[T]]  # noqa: UP007 - an alias must work on Python 3.10 too
 """A value that may be given either as itself or as a proxy of it."""
 
 

@@ -84,6 +84,30 @@ def _frame(codec: int, meta: dict[str, Any] | None, data: Sequence[Any]) -> Fram
     return frames
 
 
+def alloc(nbytes: int) -> memoryview:
+    """A fresh writable byte buffer.
+
+    Large buffers come from numpy when it is installed: its allocator asks for
+    transparent huge pages, which makes first-touch of big buffers several times
+    cheaper than ``bytearray`` on many machines.
+    """
+    if nbytes >= 1 << 20:
+        try:
+            import numpy as np
+        except ImportError:
+            pass
+        else:
+            return memoryview(np.empty(nbytes, dtype=np.uint8)).cast("B")
+    return memoryview(bytearray(nbytes))
+
+
+def writable_copy(view: memoryview) -> memoryview:
+    """A writable copy of ``view`` (see ``alloc``)."""
+    out = alloc(view.nbytes)
+    out[:] = view
+    return out
+
+
 def payload_size(frames: Sequence[Any]) -> int:
     """Total size in bytes of the payload ``frames`` describe (their concatenation)."""
     return sum(memoryview(f).nbytes for f in frames)
@@ -269,7 +293,9 @@ def _parse_frames(data: Sequence[Any]) -> tuple[int, dict[str, Any], list[memory
         raise DeserializationError(
             "Frames do not match the lengths in their header: truncated or reordered."
         )
-    return codec, meta, frames, all(not f.readonly for f in frames)
+    # The frames may be the memory of a live object (serialize does not copy):
+    # decode from them as read-only, so the result never aliases that object.
+    return codec, meta, [f.toreadonly() for f in frames], False
 
 
 def _decode(codec: int, meta: dict[str, Any], frames: list[memoryview], writable: bool) -> Any:
@@ -285,7 +311,7 @@ def _decode(codec: int, meta: dict[str, Any], frames: list[memoryview], writable
         return _decode_ndarray(meta, frames)
     if not frames:
         raise DeserializationError("A pickled payload has no frames.")
-    buffers: list[Any] = frames[1:] if writable else [bytearray(f) for f in frames[1:]]
+    buffers: list[Any] = frames[1:] if writable else [writable_copy(f) for f in frames[1:]]
     obj = pickle.loads(frames[0], buffers=buffers)
     if codec == POLARS:
         import polars as pl

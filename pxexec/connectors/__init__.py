@@ -40,7 +40,9 @@ def register_connector(name: str, target: str | type[Any]) -> None:
     """Register a connector class (or its "module:Class" path) under ``name``."""
     if isinstance(target, str) and ":" not in target:
         raise ConfigError(f"Connector target {target!r} must look like 'package.module:Class'.")
-    _REGISTRY[name] = target if isinstance(target, str) else f"{target.__module__}:{target.__qualname__}"
+    if not isinstance(target, str):
+        target = f"{target.__module__}:{target.__qualname__}"
+    _REGISTRY[name] = target
 
 
 def _load_entry_points() -> None:
@@ -76,7 +78,8 @@ def connector_class(name: str) -> type[Any]:
     except ImportError as exc:
         extra = _EXTRAS.get(name)
         if extra:
-            raise MissingDependencyError(exc.name or name, extra, f"The {name!r} connector") from exc
+            feature = f"The {name!r} connector"
+            raise MissingDependencyError(exc.name or name, extra, feature) from exc
         raise
     cls: type[Any] = getattr(module, attr)
     return cls
@@ -98,8 +101,10 @@ def connector_from_url(url: str, **options: Any) -> Any:
     ``"redis://host:port/db"``, ``"rediss://..."``, ``"unix:///path/redis.sock"``.
     ``options`` are passed to the connector's constructor.
     """
+    if "://" not in url:  # a bare name: "local", "shm", or a registered third party
+        return connector_class(url)(**options)
     parts = urlsplit(url)
-    scheme = parts.scheme or url
+    scheme = parts.scheme
     if scheme in ("redis", "rediss", "unix"):
         return connector_class("redis")(url, **options)
     if scheme == "file":

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import re
 from collections.abc import Sequence
 from typing import Any
 
-from pxexec.connectors.base import Buffer, BaseConnector, ConnectorConfig, check_options, new_token
+from pxexec.connectors.base import BaseConnector, Buffer, ConnectorConfig, check_options, new_token
 from pxexec.errors import ConfigError, StoreIOError
 
 _KEY = re.compile(r"[0-9a-f]{32}")
@@ -128,10 +129,8 @@ class FileConnector(BaseConnector):
             return False
 
     def evict(self, key: str) -> None:
-        try:
+        with contextlib.suppress(KeyError):
             _unlink(self._file(key))
-        except KeyError:
-            pass
 
     def keys(self) -> list[str]:
         """Keys of the objects currently stored in this namespace."""
@@ -157,7 +156,5 @@ class FileConnector(BaseConnector):
 
 
 def _unlink(path: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass

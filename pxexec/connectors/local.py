@@ -6,7 +6,7 @@ import threading
 import weakref
 from collections.abc import Sequence
 
-from pxexec.connectors.base import Buffer, BaseConnector, ConnectorConfig, check_options, new_token
+from pxexec.connectors.base import BaseConnector, Buffer, ConnectorConfig, check_options, new_token
 from pxexec.errors import ConfigError
 
 _INSTANCES: weakref.WeakValueDictionary[str, LocalConnector] = weakref.WeakValueDictionary()

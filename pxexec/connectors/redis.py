@@ -14,8 +14,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from pxexec.connectors.base import Buffer, BaseConnector, ConnectorConfig, check_options, new_token
+from pxexec.connectors.base import BaseConnector, Buffer, ConnectorConfig, check_options, new_token
 from pxexec.errors import ConfigError, MissingDependencyError, StoreConnectionError
+from pxexec.serialize import alloc
 
 try:
     import redis
@@ -186,13 +187,13 @@ class RedisConnector(BaseConnector):
             return None
         if len(chunks) == 1:
             return chunks[0]
-        out = bytearray(sum(c.nbytes for c in chunks if c is not None))
+        out = alloc(sum(c.nbytes for c in chunks if c is not None))
         pos = 0
         for c in chunks:
             assert c is not None
             out[pos : pos + c.nbytes] = c
             pos += c.nbytes
-        return memoryview(out)
+        return out
 
     def _raw_get(self, key: str) -> memoryview | None:
         with self._connection() as conn:
@@ -311,8 +312,7 @@ def _read_bulk(sock: Any) -> memoryview | None:
     if not line.startswith(b"$"):
         raise redis.ConnectionError(f"Unexpected Redis reply {line[:40]!r}.")
     size = int(line[1:])
-    out = bytearray(size + 2)
-    view = memoryview(out)
+    view = alloc(size + 2)
     have = min(len(rest), size + 2)
     view[:have] = rest[:have]
     while have < size + 2:

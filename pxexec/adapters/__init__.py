@@ -1,0 +1,1 @@
+"""Engine-specific glue, one module per engine; each imports its engine lazily."""

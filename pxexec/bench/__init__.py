@@ -1,0 +1,1 @@
+"""Workloads behind `pxexec bench`."""

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Set up a fresh machine: redis-server (system package) and a virtualenv with pxexec
+# and its test extras in .venv. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "setup: redis-server not found; installing it with the system package manager"
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq redis-server >/dev/null
+  else
+    echo "setup: no apt-get here; install redis-server yourself" >&2
+    exit 1
+  fi
+fi
+
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -m pip install -q -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -c "import pxexec, redis, numpy, dask, distributed, parsl" 
+echo "setup: ready (.venv, redis-server $(redis-server --version | awk '{print $3}'))"
