@@ -97,7 +97,8 @@ def alloc(nbytes: int) -> memoryview:
         except ImportError:
             pass
         else:
-            return memoryview(np.empty(nbytes, dtype=np.uint8)).cast("B")
+            view: memoryview = np.empty(nbytes, dtype=np.uint8).data
+            return view
     return memoryview(bytearray(nbytes))
 
 

@@ -19,7 +19,12 @@ PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -m pip install -q -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
+log=$(mktemp)
+if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q -e '.[test]'; } >"$log" 2>&1; then
+  cat "$log" >&2
+  echo "setup: pip install failed (log above)" >&2
+  exit 1
+fi
+rm -f "$log"
 .venv/bin/python -c "import pxexec, redis, numpy, dask, distributed, parsl" 
 echo "setup: ready (.venv, redis-server $(redis-server --version | awk '{print $3}'))"
