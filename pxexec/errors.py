@@ -51,12 +51,12 @@ class UnknownConnectorError(PxexecError, ValueError):
 class MissingDependencyError(PxexecError, ImportError):
     """An optional dependency is needed for the requested feature."""
 
-    def __init__(self, package: str, extra: str, feature: str) -> None:
+    def __init__(self, package: str, extra: str, feature: str, how: str = "") -> None:
         self.package = package
         self.extra = extra
+        how = how or f"Install it with: pip install 'pxexec[{extra}]'"
         super().__init__(
-            f"{feature} needs the optional package {package!r}, which is not installed. "
-            f"Install it with: pip install 'pxexec[{extra}]'",
+            f"{feature} needs the optional package {package!r}, which is not installed. {how}",
             name=package,
         )
 

@@ -16,6 +16,8 @@ import threading
 from typing import Any
 
 from pxexec.connectors import connector_from_config
+from pxexec.connectors.base import Buffer, ConnectorConfig
+from pxexec.connectors.shm import SharedMemoryConnector
 from pxexec.serialize import deserialize, serialize
 
 LARGE = 8 * 1024 * 1024 + 13
@@ -118,3 +120,37 @@ class ConnectorConformance:
         assert connector.get("not-a-key-of-this-connector") is None
         assert connector.exists("not-a-key-of-this-connector") is False
         connector.evict("not-a-key-of-this-connector")
+
+
+class CountingConnector(SharedMemoryConnector):
+    """A shared-memory connector that logs every ``get`` (pid and key) to a file.
+
+    The log lives beside the objects, so gets made in worker processes are counted
+    too: ``CountingConnector.gets(config)`` reads them back.
+    """
+
+    type_name = "pxexec.testing:CountingConnector"
+
+    @property
+    def log_path(self) -> str:
+        return f"{self.path}.gets"
+
+    def get(self, key: str) -> Buffer | None:
+        import os
+
+        with open(self.log_path, "a") as f:
+            f.write(f"{os.getpid()} {key}\n")
+        return super().get(key)
+
+    def gets(self) -> list[tuple[int, str]]:
+        """Every get so far, as (pid, key), from every process."""
+        try:
+            with open(self.log_path) as f:
+                return [(int(p), k) for p, k in (line.split() for line in f)]
+        except FileNotFoundError:
+            return []
+
+    @classmethod
+    def from_config(cls, config: ConnectorConfig) -> CountingConnector:
+        options = {k: v for k, v in config.items() if k != "type"}
+        return cls(**options)

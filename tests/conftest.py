@@ -2,13 +2,21 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from pxexec.bench.redis_server import RedisServer
 from pxexec.store import clear_registry
+
+# Worker processes started by engines (Parsl's process_worker_pool.py, TaskVine
+# workers) find this environment's executables and the tests package.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+os.environ["PYTHONPATH"] = _ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +43,83 @@ def shm_dir() -> Iterator[str]:
 def _fresh_registry() -> Iterator[None]:
     yield
     clear_registry()
+
+
+ENGINES = ["thread", "process-spawn", "process-fork", "dask", "parsl-thread", "parsl-htex",
+           "taskvine"]
+
+
+@pytest.fixture(scope="session")
+def dask_cluster() -> Iterator[Any]:
+    from distributed import LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    )
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture(scope="session")
+def parsl_htex(tmp_path_factory: Any) -> Iterator[Any]:
+    from parsl.config import Config
+    from parsl.executors import HighThroughputExecutor
+    from parsl.providers import LocalProvider
+
+    from pxexec.adapters.parsl import executor_from_config
+
+    config = Config(
+        executors=[HighThroughputExecutor(
+            label="htex", max_workers_per_node=2, cores_per_worker=1, address="127.0.0.1",
+            provider=LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1),
+        )],
+        run_dir=str(tmp_path_factory.mktemp("parsl-htex")),
+        strategy="none",
+        initialize_logging=False,
+    )
+    pool = executor_from_config(config)
+    yield pool
+    pool.shutdown()
+
+
+@pytest.fixture(scope="session")
+def parsl_threads(tmp_path_factory: Any) -> Iterator[Any]:
+    from parsl.config import Config
+    from parsl.executors.threads import ThreadPoolExecutor as ParslThreads
+
+    from pxexec.adapters.parsl import executor_from_config
+
+    config = Config(
+        executors=[ParslThreads(label="threads", max_threads=2)],
+        run_dir=str(tmp_path_factory.mktemp("parsl-threads")),
+        initialize_logging=False,
+    )
+    pool = executor_from_config(config)
+    yield pool
+    pool.shutdown()
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: Any) -> Iterator[tuple[Any, bool]]:
+    """(engine, close_engine): a real engine of each kind, ready to wrap."""
+    import concurrent.futures as cf
+    import multiprocessing
+
+    name = request.param
+    if name == "thread":
+        yield cf.ThreadPoolExecutor(2), True
+    elif name.startswith("process"):
+        ctx = multiprocessing.get_context(name.split("-")[1])
+        yield cf.ProcessPoolExecutor(2, mp_context=ctx), True
+    elif name == "dask":
+        from distributed import Client
+
+        yield Client(request.getfixturevalue("dask_cluster")), True
+    elif name == "parsl-thread":
+        yield request.getfixturevalue("parsl_threads"), False
+    elif name == "parsl-htex":
+        yield request.getfixturevalue("parsl_htex"), False
+    elif name == "taskvine":
+        from tests.taskvine_standin import FuturesExecutor
+
+        yield FuturesExecutor(port=0, factory=False), True

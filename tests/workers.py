@@ -30,3 +30,46 @@ def mutate(proxy: Any) -> float:
 
 def touch(proxy: Any) -> Any:
     return proxy + 0
+
+
+def total(x: Any) -> float:
+    return float(x.sum())
+
+
+def double(x: Any) -> Any:
+    return x * 2
+
+
+def identity(x: Any) -> Any:
+    return x
+
+
+def fail(x: Any) -> Any:
+    raise ValueError(f"task failed on purpose with {x.__class__.__name__}")
+
+
+def make_array(n: int, value: float = 1.0) -> Any:
+    import numpy as np
+
+    return np.full(n, value)
+
+
+def add(a: Any, b: Any = 0) -> Any:
+    return a + b
+
+
+def sleepy(x: Any, seconds: float = 0.2) -> Any:
+    import time
+
+    time.sleep(seconds)
+    return x
+
+
+def sizes(items: Any) -> list[int]:
+    return [int(getattr(i, "nbytes", 0)) for i in items]
+
+
+def kinds(*args: Any, **kwargs: Any) -> list[str]:
+    from pxexec.proxy import is_proxy
+
+    return [a.__class__.__name__ + ("*" if is_proxy(a) else "") for a in (*args, *kwargs.values())]

@@ -64,7 +64,7 @@ def connector_class(name: str) -> type[Any]:
     """The class registered under ``name``, imported on first use."""
     _load_entry_points()
     name = _SCHEMES.get(name, name)
-    target = _REGISTRY.get(name)
+    target = name if ":" in name else _REGISTRY.get(name)  # "module:Class" works too
     if target is None:
         raise UnknownConnectorError(
             f"Unknown connector {name!r}. Known connectors: {', '.join(known_connectors())}. "

@@ -1,0 +1,96 @@
+"""The engine interface StoreExecutor talks to, and the concurrent.futures engine."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+from collections.abc import Callable
+from typing import Any
+
+
+class Engine:
+    """Thin glue between StoreExecutor and one execution engine.
+
+    ``native_futures``: the engine's futures may be passed as task arguments and
+    become dependencies. ``drive``: futures progress only while someone blocks in
+    ``result()`` (TaskVine).
+    """
+
+    name = "concurrent.futures"
+    native_futures = False
+    drive = False
+
+    def __init__(self, executor: Any) -> None:
+        self.executor = executor
+
+    def submit(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return self.executor.submit(fn, *args, **kwargs)
+
+    def is_future(self, obj: Any) -> bool:
+        return isinstance(obj, cf.Future)
+
+    def add_done_callback(self, future: Any, callback: Callable[[Any], None]) -> None:
+        future.add_done_callback(callback)
+
+    def outcome(self, future: Any) -> tuple[bool, BaseException | None, Any]:
+        """(cancelled, exception, result) of a finished engine future."""
+        if future.cancelled():
+            return True, None, None
+        try:
+            return False, None, future.result()
+        except BaseException as exc:
+            return False, exc, None
+
+    def cancel(self, future: Any) -> bool:
+        try:
+            return bool(future.cancel())
+        except Exception:
+            return False
+
+    def wait(self, future: Any, timeout: float | None) -> None:
+        """Block until ``future`` is done (only used by engines that need driving)."""
+        future.result(timeout)
+
+    def shutdown(self, wait: bool, cancel_futures: bool) -> None:
+        self.executor.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
+def engine_for(executor: Any, engine: str | None = None) -> Engine:
+    """The adapter for ``executor``: named by ``engine`` or detected from its type."""
+    if isinstance(executor, Engine):
+        return executor
+    name = engine or detect_engine(executor)
+    if name == "dask":
+        from pxexec.adapters.dask import DaskEngine
+
+        return DaskEngine(executor)
+    if name == "parsl":
+        from pxexec.adapters.parsl import ParslEngine
+
+        return ParslEngine(executor)
+    if name == "taskvine":
+        from pxexec.adapters.taskvine import TaskVineEngine
+
+        return TaskVineEngine(executor)
+    if name == "concurrent.futures":
+        return Engine(executor)
+    raise ValueError(
+        f"Unknown engine {name!r}: use 'dask', 'parsl', 'taskvine' or 'concurrent.futures'."
+    )
+
+
+def detect_engine(executor: Any) -> str:
+    kind = type(executor)
+    module = kind.__module__
+    if module.startswith("distributed"):
+        return "dask"
+    if module.startswith("parsl"):
+        return "parsl"
+    if "taskvine" in module and kind.__name__ == "FuturesExecutor":
+        return "taskvine"
+    if callable(getattr(executor, "submit", None)):
+        return "concurrent.futures"
+    raise TypeError(
+        f"{kind.__qualname__} is not an executor: StoreExecutor wraps an object with a "
+        "concurrent.futures-style submit() (a Dask Client, a Parsl executor, TaskVine's "
+        "FuturesExecutor, a process or thread pool)."
+    )

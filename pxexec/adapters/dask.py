@@ -1,0 +1,162 @@
+"""Dask distributed: the StoreExecutor engine and a drop-in ``Client``.
+
+``Client(..., ps_store=store, ps_threshold=nbytes)`` is a ``distributed.Client`` whose
+``submit`` and ``map`` pass arguments and results of at least ``ps_threshold`` bytes
+by proxy, keeping Dask's semantics (``pure``, ``key``, futures as arguments,
+``gather``, ``as_completed``).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from pxexec.adapters.base import Engine
+from pxexec.errors import MissingDependencyError
+from pxexec.policies import SizeAtLeast
+from pxexec.proxy import Proxy
+from pxexec.store import Store
+from pxexec.task import Boxed, ProxyTask, check_policy
+
+try:
+    import distributed
+    from dask.base import tokenize
+    from dask.utils import funcname
+except ImportError as exc:  # pragma: no cover - exercised without the extra
+    raise MissingDependencyError("distributed", "dask", "The Dask adapter") from exc
+
+log = logging.getLogger("pxexec")
+
+# keyword arguments Client.submit keeps for itself
+_RESERVED = {
+    "key", "workers", "resources", "retries", "priority", "fifo_timeout",
+    "allow_other_workers", "actor", "actors", "pure",
+}
+
+
+def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return fn(*args, **kwargs)
+
+
+class DaskEngine(Engine):
+    """StoreExecutor glue for a ``distributed.Client``: one task per submit."""
+
+    name = "dask"
+    native_futures = True
+
+    def submit(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if _RESERVED.isdisjoint(kwargs):
+            return self.executor.submit(fn, *args, pure=False, **kwargs)
+        return self.executor.submit(_call, fn, args, kwargs, pure=False)
+
+    def is_future(self, obj: Any) -> bool:
+        return isinstance(obj, distributed.Future)
+
+    def outcome(self, future: Any) -> tuple[bool, BaseException | None, Any]:
+        if future.status == "cancelled":
+            return True, None, None
+        try:
+            return False, None, future.result()
+        except BaseException as exc:
+            return False, exc, None
+
+    def cancel(self, future: Any) -> bool:
+        future.cancel()
+        return True
+
+    def shutdown(self, wait: bool, cancel_futures: bool) -> None:
+        self.executor.close()
+
+
+class Client(distributed.Client):  # type: ignore[misc]
+    """A ``distributed.Client`` that passes large arguments and results by proxy.
+
+    ``ps_store`` is the pxexec Store to use; ``ps_threshold`` the size in bytes from
+    which an argument or result is proxied (default 100 kB). Without ``ps_store``
+    it behaves exactly like ``distributed.Client``. Stored arguments are evicted
+    when the future that used them completes; results come back as proxies.
+    """
+
+    def __init__(
+        self, *args: Any, ps_store: Store | None = None, ps_threshold: int = 100_000,
+        **kwargs: Any,
+    ) -> None:
+        self._ps_store = ps_store
+        self._ps_policy = SizeAtLeast(ps_threshold)
+        self._ps_tasks: dict[Any, ProxyTask] = {}
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+    def _ps_task(self, func: Callable[..., Any]) -> ProxyTask:
+        task = self._ps_tasks.get(func)
+        if task is None:
+            task = ProxyTask(func, self._ps_store, self._ps_policy)
+            self._ps_tasks[func] = task
+        return task
+
+    def _ps_arg(self, value: Any, keys: list[str]) -> Any:
+        if isinstance(value, Proxy):
+            return Boxed(value)
+        if isinstance(value, distributed.Future) or not check_policy(self._ps_policy, value):
+            return value
+        assert self._ps_store is not None
+        proxy = self._ps_store.proxy(value)
+        keys.append(proxy.__px_factory__.key)
+        return Boxed(proxy)
+
+    def _ps_free_when_done(self, future: Any, keys: list[str]) -> None:
+        if not keys:
+            return
+        store = self._ps_store
+        assert store is not None
+
+        def free(_: Any) -> None:
+            try:
+                store.evict_batch(keys)
+            except Exception:
+                log.exception("pxexec: could not evict task inputs from %r", store)
+
+        future.add_done_callback(free)
+
+    def submit(self, func: Callable[..., Any], *args: Any, key: Any = None,
+               pure: bool | None = None, **kwargs: Any) -> Any:
+        if self._ps_store is None or not callable(func):
+            return super().submit(func, *args, key=key, pure=pure, **kwargs)
+        options = {k: kwargs.pop(k) for k in list(kwargs) if k in _RESERVED}
+        if key is None:
+            # The same call with the same inputs gets the same key, as in Dask.
+            if pure is None or pure:
+                key = f"{funcname(func)}-{tokenize(func, kwargs, *args)}"
+            else:
+                key = f"{funcname(func)}-{uuid.uuid4().hex}"
+        if key in self.futures:  # already submitted: the same future, nothing stored
+            return distributed.Future(key, self)
+        keys: list[str] = []
+        new_args = [self._ps_arg(a, keys) for a in args]
+        new_kwargs = {k: self._ps_arg(v, keys) for k, v in kwargs.items()}
+        future = super().submit(
+            _call, self._ps_task(func), tuple(new_args), new_kwargs, key=key, pure=False,
+            **options,
+        )
+        self._ps_free_when_done(future, keys)
+        return future
+
+    def map(self, func: Callable[..., Any], *iterables: Iterable[Any], key: Any = None,
+            pure: bool = True, **kwargs: Any) -> Any:
+        if self._ps_store is None or not callable(func):
+            return super().map(func, *iterables, key=key, pure=pure, **kwargs)  # type: ignore[arg-type]
+        options = {k: kwargs.pop(k) for k in list(kwargs) if k in _RESERVED or k == "batch_size"}
+        calls = list(zip(*iterables))
+        if isinstance(key, (list, tuple)):
+            keys = list(key)
+        else:
+            prefix = key if isinstance(key, str) else funcname(func)
+            keys = [
+                f"{prefix}-{tokenize(func, kwargs, *call)}" if pure
+                else f"{prefix}-{uuid.uuid4().hex}"
+                for call in calls
+            ]
+        return [
+            self.submit(func, *call, key=k, **options, **kwargs) for k, call in zip(keys, calls)
+        ]

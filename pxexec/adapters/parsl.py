@@ -1,0 +1,49 @@
+"""Parsl: run StoreExecutor on a Parsl configuration (ParslPoolExecutor)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pxexec.adapters.base import Engine
+from pxexec.errors import MissingDependencyError
+
+
+def _parsl() -> Any:
+    try:
+        import parsl
+        from parsl.concurrent import ParslPoolExecutor
+    except ImportError as exc:
+        raise MissingDependencyError("parsl", "parsl", "The Parsl adapter") from exc
+    return parsl, ParslPoolExecutor
+
+
+def executor_from_config(config: Any, *, executors: str | list[str] = "all") -> Any:
+    """A ``ParslPoolExecutor`` running ``config`` (a ``parsl.config.Config``).
+
+    It owns a DataFlowKernel of its own (not Parsl's global one, so several can
+    coexist); its ``shutdown`` (or StoreExecutor's) cleans that kernel up.
+    """
+    _, pool = _parsl()
+    from parsl.dataflow.dflow import DataFlowKernel
+
+    class OwnedParslPool(pool):  # type: ignore[misc, valid-type]
+        def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+            dfk = self._dfk
+            super().shutdown(wait=wait, cancel_futures=cancel_futures)
+            if dfk is not None:
+                dfk.cleanup()
+
+    return OwnedParslPool(dfk=DataFlowKernel(config), executors=executors)
+
+
+class ParslEngine(Engine):
+    """Parsl AppFutures are concurrent.futures.Future objects and may be arguments."""
+
+    name = "parsl"
+    native_futures = True
+
+    def cancel(self, future: Any) -> bool:
+        return False  # Parsl cannot cancel a submitted task
+
+    def shutdown(self, wait: bool, cancel_futures: bool) -> None:
+        self.executor.shutdown(wait=wait)

@@ -1,0 +1,120 @@
+"""TOML config files: the store (connector and options), the policy, executor options.
+
+::
+
+    [store]
+    name = "my-workflow"
+    connector = "redis://localhost:6379/0"   # a URL, or a table: {type = "file", directory = "..."}
+    cache_size = 16
+
+    [policy]                                 # or: policy = "mypkg.policies:large_arrays"
+    type = "size_at_least"
+    nbytes = 1_000_000
+
+    [executor]
+    ownership = true
+    proxy_containers = false
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from pxexec.connectors import connector_from_config, connector_from_url
+from pxexec.errors import ConfigError, PxexecError
+from pxexec.executor import DEFAULT_THRESHOLD
+from pxexec.policies import SizeAtLeast, load_policy
+from pxexec.store import Store
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+SECTIONS = {"store", "policy", "executor"}
+STORE_KEYS = {"name", "connector", "cache_size"}
+EXECUTOR_KEYS = {"ownership", "proxy_containers", "proxy_results", "close_engine", "engine"}
+
+
+@dataclass
+class Config:
+    """What a config file describes."""
+
+    store: Store
+    policy: Any
+    executor_options: dict[str, Any] = field(default_factory=dict)
+
+
+def load(path: str) -> Config:
+    """Read and validate a TOML config file; build its store and policy."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"Config file {path!r} does not exist.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}).") from exc
+    return from_dict(data, source=path)
+
+
+def from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
+    """Build a Config from the parsed contents of a config file."""
+    unknown = set(data) - SECTIONS
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown section(s) {sorted(unknown)}; allowed: {sorted(SECTIONS)}."
+        )
+    store_table = data.get("store")
+    if not isinstance(store_table, dict):
+        raise ConfigError(f"{source}: a [store] table with 'name' and 'connector' is required.")
+    store = _store(store_table, source)
+    policy_value = data.get("policy")
+    policy = (
+        SizeAtLeast(DEFAULT_THRESHOLD) if policy_value is None
+        else load_policy(policy_value, where=f"{source}: [policy]")
+    )
+    options = data.get("executor", {})
+    if not isinstance(options, dict):
+        raise ConfigError(f"{source}: [executor] must be a table.")
+    bad = set(options) - EXECUTOR_KEYS
+    if bad:
+        raise ConfigError(
+            f"{source}: unknown key(s) {sorted(bad)} in [executor]; allowed: "
+            f"{sorted(EXECUTOR_KEYS)}."
+        )
+    for key, value in options.items():
+        if key != "engine" and not isinstance(value, bool):
+            raise ConfigError(f"{source}: [executor].{key} must be true or false, got {value!r}.")
+    return Config(store, policy, dict(options))
+
+
+def _store(table: dict[str, Any], source: str) -> Store:
+    bad = set(table) - STORE_KEYS
+    if bad:
+        raise ConfigError(
+            f"{source}: unknown key(s) {sorted(bad)} in [store]; allowed: {sorted(STORE_KEYS)}."
+        )
+    name = table.get("name")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{source}: [store].name must be a non-empty string.")
+    connector_value = table.get("connector")
+    cache_size = table.get("cache_size", 16)
+    if not isinstance(cache_size, int) or cache_size < 0:
+        raise ConfigError(f"{source}: [store].cache_size must be a whole number >= 0.")
+    try:
+        if isinstance(connector_value, str):
+            connector = connector_from_url(connector_value)
+        elif isinstance(connector_value, dict):
+            connector = connector_from_config(connector_value)
+        else:
+            raise ConfigError(
+                "a connector URL (e.g. 'shm', 'redis://host:6379/0') or a table with a "
+                "'type' is required"
+            )
+    except PxexecError as exc:
+        raise ConfigError(f"{source}: [store].connector: {exc}") from exc
+    except TypeError as exc:
+        raise ConfigError(f"{source}: [store].connector: bad option ({exc}).") from exc
+    return Store(name, connector, cache_size=cache_size)

@@ -1,0 +1,456 @@
+"""StoreExecutor: any concurrent.futures-style engine, with large data passed by proxy."""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from pxexec.adapters.base import Engine, engine_for
+from pxexec.factory import StoreFactory
+from pxexec.policies import SizeAtLeast
+from pxexec.proxy import Proxy
+from pxexec.store import Store
+from pxexec.task import Boxed, ProxyTask, check_policy
+
+log = logging.getLogger("pxexec")
+
+#: default should_proxy: objects of at least this many bytes go by proxy
+DEFAULT_THRESHOLD = 100_000
+
+
+def proxy_key(obj: Any) -> str | None:
+    """The store key behind a proxy made by a store (None for anything else)."""
+    if isinstance(obj, Proxy):
+        factory = obj.__px_factory__
+        if type(factory) is StoreFactory:
+            return factory.key
+    return None
+
+
+def _keys_in(value: Any) -> set[str]:
+    """Keys of store proxies at the top level of ``value`` or one container below."""
+    key = proxy_key(value)
+    if key is not None:
+        return {key}
+    kind = type(value)
+    items: Iterable[Any] = ()
+    if kind is list or kind is tuple:
+        items = value
+    elif kind is dict:
+        items = value.values()
+    return {k for k in map(proxy_key, items) if k is not None}
+
+
+class StoreFuture(cf.Future):  # type: ignore[type-arg]
+    """The future StoreExecutor returns: a real ``concurrent.futures.Future``.
+
+    It mirrors the engine's future; ``engine_future`` is that future (for example a
+    Dask future), and passing a StoreFuture to another ``submit`` makes it a
+    dependency.
+    """
+
+    def __init__(self, executor: StoreExecutor) -> None:
+        super().__init__()
+        self._px_executor = executor
+        self.engine_future: Any = None
+        self.input_keys: list[str] = []  # objects this task's submission stored
+        self.foreign_keys: set[str] = set()  # proxies the caller passed in (not ours)
+        self.abandoned = False  # nobody will read the result: free it on completion
+
+    def cancel(self) -> bool:
+        engine_future = self.engine_future
+        if engine_future is not None and not self._px_executor._engine.cancel(engine_future):
+            return False
+        if not super().cancel():
+            return False
+        with self._condition:
+            if self._state == "CANCELLED":  # wake up wait()/as_completed() waiters
+                self.set_running_or_notify_cancel()
+        return True
+
+    def result(self, timeout: float | None = None) -> Any:
+        self._drive(timeout)
+        return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        self._drive(timeout)
+        return super().exception(timeout)
+
+    def _drive(self, timeout: float | None) -> None:
+        engine = self._px_executor._engine
+        if engine.drive and not self.done() and self.engine_future is not None:
+            try:
+                engine.wait(self.engine_future, timeout)
+            except Exception:  # the outcome is recorded through the callback
+                pass
+
+
+class StoreExecutor(cf.Executor):
+    """Wraps an engine so that large arguments and results travel by proxy.
+
+    ``executor`` is a Dask ``distributed.Client``, a Parsl executor, TaskVine's
+    ``FuturesExecutor``, or a ``concurrent.futures`` pool. ``should_proxy`` is any
+    callable ``obj -> bool`` (default: ``SizeAtLeast(100_000)``), applied to each
+    argument on the client and to each result on the worker.
+
+    With ``ownership=True`` (the default) the objects a task's submission stored are
+    evicted when its future completes (success, exception or cancellation), except
+    those the task returned. Results come back as proxies; ``free(result)`` evicts
+    one. ``proxy_containers=True`` also considers the items of list, tuple and dict
+    arguments and results. ``close_engine`` makes ``shutdown`` shut the engine down
+    too (a Dask client is closed, not its cluster).
+
+    >>> from concurrent.futures import ThreadPoolExecutor
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> store = Store("doc", LocalConnector())
+    >>> with StoreExecutor(ThreadPoolExecutor(2), store, should_proxy=lambda x: True) as ex:
+    ...     ex.submit(sum, [1, 2, 3]).result()
+    6
+    """
+
+    def __init__(
+        self,
+        executor: Any,
+        store: Store,
+        should_proxy: Callable[[Any], bool] | None = None,
+        *,
+        ownership: bool = True,
+        proxy_containers: bool = False,
+        proxy_results: bool = True,
+        close_engine: bool = True,
+        engine: str | None = None,
+    ) -> None:
+        if should_proxy is None:
+            should_proxy = SizeAtLeast(DEFAULT_THRESHOLD)
+        if not callable(should_proxy):
+            raise TypeError(
+                f"should_proxy must be a callable obj -> bool, got "
+                f"{type(should_proxy).__name__}. Use e.g. pxexec.policies.SizeAtLeast(1_000_000)."
+            )
+        if not isinstance(store, Store):
+            raise TypeError(f"store must be a pxexec.Store, got {type(store).__name__}.")
+        self.executor = executor
+        self.store = store
+        self.should_proxy = should_proxy
+        self.ownership = ownership
+        self.proxy_containers = proxy_containers
+        self.proxy_results = proxy_results
+        self.close_engine = close_engine
+        self._engine: Engine = engine_for(executor, engine)
+        self._tasks: dict[Any, ProxyTask] = {}
+        self._pending: set[StoreFuture] = set()
+        self._lock = threading.Lock()
+        self._shutdown = False
+
+    @classmethod
+    def from_config(cls, executor: Any, path: str, **overrides: Any) -> StoreExecutor:
+        """A StoreExecutor whose store, policy and options come from a TOML file."""
+        from pxexec.config import load
+
+        config = load(path)
+        options = {**config.executor_options, **overrides}
+        return cls(executor, config.store, config.policy, **options)
+
+    # -- submission -------------------------------------------------------------------
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> StoreFuture:
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        future = StoreFuture(self)
+        try:
+            new_args = tuple(self._prepare(a, future) for a in args)
+            new_kwargs = {k: self._prepare(v, future) for k, v in kwargs.items()}
+        except BaseException:
+            self._free(future.input_keys)
+            raise
+        with self._lock:
+            self._pending.add(future)
+        deps = [a for a in (*new_args, *new_kwargs.values()) if isinstance(a, cf.Future)]
+        if deps and not self._engine.native_futures:
+            self._submit_after(deps, future, fn, new_args, new_kwargs)
+            return future
+        try:
+            self._launch(future, fn, new_args, new_kwargs)
+        except BaseException:
+            self._free(future.input_keys)
+            with self._lock:
+                self._pending.discard(future)
+            raise
+        return future
+
+    def _task(self, fn: Callable[..., Any]) -> ProxyTask:
+        # One wrapper per function: engines that cache per function (Parsl) stay small.
+        try:
+            task = self._tasks.get(fn)
+        except TypeError:  # unhashable callable
+            task = None
+        if task is None:
+            task = ProxyTask(
+                fn,
+                self.store,
+                self.should_proxy if self.proxy_results else None,
+                containers=self.proxy_containers or isinstance(fn, _Chunk),
+                box_result=True,
+            )
+            try:
+                self._tasks[fn] = task
+            except TypeError:
+                pass
+        return task
+
+    def _prepare(self, value: Any, future: StoreFuture) -> Any:
+        kind = type(value)
+        if kind is StoreFuture:
+            if self._engine.native_futures and value.engine_future is not None:
+                return value.engine_future
+            return value
+        if isinstance(value, Proxy):
+            key = proxy_key(value)
+            if key is not None:
+                future.foreign_keys.add(key)
+            return Boxed(value)
+        if self._engine.is_future(value):
+            return value
+        if self.proxy_containers and (kind is list or kind is tuple or kind is dict):
+            return self._prepare_items(value, future)
+        if check_policy(self.should_proxy, value):
+            proxy = self.store.proxy(value)
+            future.input_keys.append(proxy.__px_factory__.key)
+            return Boxed(proxy)
+        return value
+
+    def _prepare_items(self, value: Any, future: StoreFuture) -> Any:
+        def one(item: Any) -> Any:
+            if isinstance(item, Proxy):
+                return Boxed(item)
+            if type(item) is StoreFuture or self._engine.is_future(item):
+                return item
+            if check_policy(self.should_proxy, item):
+                proxy = self.store.proxy(item)
+                future.input_keys.append(proxy.__px_factory__.key)
+                return Boxed(proxy)
+            return item
+
+        if type(value) is dict:
+            return {k: one(v) for k, v in value.items()}
+        return type(value)(one(v) for v in value)
+
+    def _launch(
+        self, future: StoreFuture, fn: Callable[..., Any], args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        engine_future = self._engine.submit(self._task(fn), args, kwargs)
+        future.engine_future = engine_future
+        self._engine.add_done_callback(engine_future, lambda ef: self._on_engine_done(future, ef))
+
+    def _submit_after(
+        self, deps: list[cf.Future], future: StoreFuture, fn: Callable[..., Any],  # type: ignore[type-arg]
+        args: tuple[Any, ...], kwargs: dict[str, Any],
+    ) -> None:
+        """For engines whose tasks cannot take futures: submit once the deps are done."""
+        remaining = [len(deps)]
+        lock = threading.Lock()
+
+        def substitute(value: Any) -> Any:
+            return Boxed(value) if isinstance(value, Proxy) else value
+
+        def on_dep_done(_: Any) -> None:
+            with lock:
+                remaining[0] -= 1
+                if remaining[0]:
+                    return
+            if future.cancelled():
+                self._finish(future, True, None, None)
+                return
+            for dep in deps:
+                error = dep.exception() if not dep.cancelled() else cf.CancelledError()
+                if error is not None:
+                    self._finish(future, False, error, None)
+                    return
+            resolved_args = tuple(
+                substitute(a.result()) if isinstance(a, cf.Future) else a for a in args
+            )
+            resolved_kwargs = {
+                k: substitute(v.result()) if isinstance(v, cf.Future) else v
+                for k, v in kwargs.items()
+            }
+            try:
+                self._launch(future, fn, resolved_args, resolved_kwargs)
+            except BaseException as exc:
+                self._finish(future, False, exc, None)
+
+        for dep in deps:
+            dep.add_done_callback(on_dep_done)
+
+    # -- completion -------------------------------------------------------------------
+
+    def _on_engine_done(self, future: StoreFuture, engine_future: Any) -> None:
+        cancelled, exc, result = self._engine.outcome(engine_future)
+        if type(result) is Boxed:
+            result = result.value
+        self._finish(future, cancelled, exc, result)
+
+    def _finish(
+        self, future: StoreFuture, cancelled: bool, exc: BaseException | None, result: Any
+    ) -> None:
+        # Inputs are freed before the future completes: once result() returns, the
+        # store holds only what the caller owns.
+        try:
+            if self.ownership:
+                returned = _keys_in(result) if not cancelled and exc is None else set()
+                if future.abandoned:
+                    self._free(sorted((returned | set(future.input_keys)) - future.foreign_keys))
+                else:
+                    self._free([k for k in future.input_keys if k not in returned])
+        finally:
+            with self._lock:
+                self._pending.discard(future)
+            try:
+                if cancelled:
+                    future.cancel()
+                elif not future.done():
+                    if exc is not None:
+                        future.set_exception(exc)
+                    else:
+                        future.set_result(result)
+            except cf.InvalidStateError:  # cancelled by the caller meanwhile
+                pass
+            if future.abandoned and self.ownership and not cancelled and exc is None:
+                # map() gave up on this future while it ran: free what it returned
+                self._free(sorted(_keys_in(result) - future.foreign_keys))
+
+    def _free(self, keys: list[str]) -> None:
+        if not keys:
+            return
+        try:
+            self.store.evict_batch(keys)
+        except Exception:
+            log.exception("pxexec: could not evict %d task input(s) from %r", len(keys), self.store)
+
+    def free(self, result: Any) -> None:
+        """Evict the stored objects behind a result (a proxy or a container of them)."""
+        self._free(sorted(_keys_in(result)))
+
+    # -- map and shutdown -------------------------------------------------------------
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+        buffersize: int | None = None,
+    ) -> Iterator[Any]:
+        """Like ``Executor.map``: results in order, one element at a time.
+
+        ``chunksize`` > 1 runs that many calls per task. ``buffersize`` bounds the
+        number of tasks in flight (submitting lazily as results are consumed). An
+        iterator abandoned half-way cancels what has not run and frees what the
+        executor stored for the elements it did not yield.
+        """
+        if chunksize < 1:
+            raise ValueError("chunksize must be >= 1")
+        if buffersize is not None and buffersize < 1:
+            raise ValueError("buffersize must be >= 1")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        calls: Iterator[tuple[Any, ...]] = zip(*iterables)
+        chunks = _chunks(calls, chunksize)
+
+        def submit() -> StoreFuture | None:
+            if chunksize == 1:
+                args = next(calls, None)
+                return None if args is None else self.submit(fn, *args)
+            return self._submit_chunk(fn, chunks)
+
+        return self._results(submit, deadline, buffersize, chunked=chunksize > 1)
+
+    def _submit_chunk(
+        self, fn: Callable[..., Any], chunks: Iterator[list[tuple[Any, ...]]]
+    ) -> StoreFuture | None:
+        chunk = next(chunks, None)
+        if chunk is None:
+            return None
+        width = len(chunk[0])
+        flat = [a for call in chunk for a in call]
+        return self.submit(_Chunk(fn, width), *flat)
+
+    def _results(
+        self, submit: Callable[[], StoreFuture | None], deadline: float | None,
+        buffersize: int | None, chunked: bool,
+    ) -> Iterator[Any]:
+        futures: collections.deque[StoreFuture] = collections.deque()
+        exhausted = False
+
+        def fill() -> None:
+            nonlocal exhausted
+            while not exhausted and (buffersize is None or len(futures) < buffersize):
+                f = submit()
+                if f is None:
+                    exhausted = True
+                else:
+                    futures.append(f)
+
+        fill()
+        try:
+            while futures:
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                result = futures[0].result(remaining)
+                futures.popleft()
+                fill()
+                if chunked:
+                    yield from result
+                else:
+                    yield result
+        finally:
+            for f in futures:  # abandoned, timed out or failed: nobody reads these
+                f.abandoned = True
+                if not f.cancel() and f.done() and not f.cancelled() and f.exception() is None:
+                    self._free(sorted(_keys_in(f.result()) - f.foreign_keys))
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._shutdown = True
+        with self._lock:
+            pending = list(self._pending)
+        if cancel_futures:
+            for f in pending:
+                f.cancel()
+        if wait:
+            for f in pending:
+                try:
+                    f.exception()
+                except cf.CancelledError:
+                    pass
+        if self.close_engine:
+            self._engine.shutdown(wait, cancel_futures)
+
+
+class _Chunk:
+    """Runs ``fn`` over a chunk of calls passed flat (so dependencies stay top level)."""
+
+    def __init__(self, fn: Callable[..., Any], width: int) -> None:
+        self.fn = fn
+        self.width = width
+        self.__name__ = f"chunk_{getattr(fn, '__name__', 'call')}"
+
+    def __call__(self, *flat: Any) -> list[Any]:
+        w = self.width
+        return [self.fn(*flat[i : i + w]) for i in range(0, len(flat), w)] if w else [self.fn()]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Chunk) and other.fn == self.fn and other.width == self.width
+
+    def __hash__(self) -> int:
+        return hash((_Chunk, self.width))
+
+
+def _chunks(calls: Iterator[tuple[Any, ...]], size: int) -> Iterator[list[tuple[Any, ...]]]:
+    while True:
+        chunk = [c for _, c in zip(range(size), calls)]
+        if not chunk:
+            return
+        yield chunk

@@ -1,0 +1,32 @@
+"""should_proxy policies: callables ``obj -> bool`` that decide what goes by proxy.
+
+Built-ins are small picklable classes combinable with ``&``, ``|`` and ``~``::
+
+    SizeAtLeast(1_000_000) | TypeIn("pandas:DataFrame")
+"""
+
+from __future__ import annotations
+
+from pxexec.policies.base import (
+    Always,
+    And,
+    Never,
+    Not,
+    Or,
+    Policy,
+    SizeAtLeast,
+    TypeIn,
+)
+from pxexec.policies.loading import load_policy
+
+__all__ = [
+    "Always",
+    "And",
+    "Never",
+    "Not",
+    "Or",
+    "Policy",
+    "SizeAtLeast",
+    "TypeIn",
+    "load_policy",
+]

@@ -1,0 +1,163 @@
+"""Built-in policies and their combinators."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pxexec.errors import ConfigError
+from pxexec.sizing import estimate_nbytes
+
+
+class Policy:
+    """Base of the built-in policies: callable, picklable, combinable."""
+
+    def __call__(self, obj: Any) -> bool:
+        raise NotImplementedError
+
+    def __and__(self, other: Any) -> Policy:
+        return And(self, _as_policy(other))
+
+    def __or__(self, other: Any) -> Policy:
+        return Or(self, _as_policy(other))
+
+    def __invert__(self) -> Policy:
+        return Not(self)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and vars(other) == vars(self)
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, repr(self)))
+
+
+class _Wrapped(Policy):
+    """A plain callable adapted to the combinators."""
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+
+    def __call__(self, obj: Any) -> bool:
+        return bool(self.fn(obj))
+
+    def __repr__(self) -> str:
+        return repr(self.fn)
+
+
+def _as_policy(value: Any) -> Policy:
+    if isinstance(value, Policy):
+        return value
+    if callable(value):
+        return _Wrapped(value)
+    raise TypeError(f"Cannot combine a policy with {type(value).__name__}: not callable.")
+
+
+class Always(Policy):
+    """Proxy everything."""
+
+    def __call__(self, obj: Any) -> bool:
+        return True
+
+    def __repr__(self) -> str:
+        return "Always()"
+
+
+class Never(Policy):
+    """Proxy nothing."""
+
+    def __call__(self, obj: Any) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return "Never()"
+
+
+class SizeAtLeast(Policy):
+    """Proxy objects whose estimated data size is at least ``nbytes``.
+
+    The size is estimated per type (buffer ``nbytes``, numpy/pandas/polars/pyarrow
+    native sizes, str/bytes length, a bounded walk of containers), never by
+    serializing the object.
+    """
+
+    def __init__(self, nbytes: int) -> None:
+        if not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes < 0:
+            raise ConfigError(f"SizeAtLeast needs a byte count >= 0, got {nbytes!r}.")
+        self.nbytes = nbytes
+
+    def __call__(self, obj: Any) -> bool:
+        return estimate_nbytes(obj) >= self.nbytes
+
+    def __repr__(self) -> str:
+        return f"SizeAtLeast({self.nbytes})"
+
+
+class TypeIn(Policy):
+    """Proxy instances of the given classes (or subclasses).
+
+    Classes may be given as ``"module:QualName"`` strings so that a config need not
+    import them: a string matches a class in the object's hierarchy with that
+    qualified name defined in that module or one of its submodules (so
+    ``"pandas:DataFrame"`` matches ``pandas.core.frame.DataFrame``).
+    """
+
+    def __init__(self, *types: type[Any] | str) -> None:
+        if not types:
+            raise ConfigError("TypeIn needs at least one class or 'module:Name' string.")
+        names = []
+        for t in types:
+            if isinstance(t, type):
+                names.append((t.__module__, t.__qualname__))
+            elif isinstance(t, str) and t.count(":") == 1 and all(t.split(":")):
+                module, name = t.split(":")
+                names.append((module, name))
+            else:
+                raise ConfigError(f"TypeIn takes classes or 'module:Name' strings, got {t!r}.")
+        self.names = tuple(sorted(set(names)))
+        self._by_name = {name for _, name in self.names}
+
+    def __call__(self, obj: Any) -> bool:
+        for cls in type(obj).__mro__:
+            if cls.__qualname__ in self._by_name:
+                module = cls.__module__
+                for want_module, want_name in self.names:
+                    if want_name == cls.__qualname__ and (
+                        module == want_module or module.startswith(want_module + ".")
+                    ):
+                        return True
+        return False
+
+    def __repr__(self) -> str:
+        return f"TypeIn({', '.join(repr(f'{m}:{n}') for m, n in self.names)})"
+
+
+class And(Policy):
+    def __init__(self, *policies: Policy) -> None:
+        self.policies = policies
+
+    def __call__(self, obj: Any) -> bool:
+        return all(p(obj) for p in self.policies)
+
+    def __repr__(self) -> str:
+        return " & ".join(f"({p!r})" for p in self.policies)
+
+
+class Or(Policy):
+    def __init__(self, *policies: Policy) -> None:
+        self.policies = policies
+
+    def __call__(self, obj: Any) -> bool:
+        return any(p(obj) for p in self.policies)
+
+    def __repr__(self) -> str:
+        return " | ".join(f"({p!r})" for p in self.policies)
+
+
+class Not(Policy):
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+
+    def __call__(self, obj: Any) -> bool:
+        return not self.policy(obj)
+
+    def __repr__(self) -> str:
+        return f"~({self.policy!r})"
