@@ -60,8 +60,12 @@ class VineFuture(cf.Future):  # type: ignore[type-arg]
         self._executor.ran += 1
 
     def result(self, timeout: Any = "wait_forever") -> Any:
-        if self._value == RESULT_PENDING:  # the real one compares with ==, too
+        if not self.done():
             self._run()
+            # like the real one: the returned value is compared with the sentinel
+            # using ==, which raises for numpy arrays ("truth value ... ambiguous")
+            if self._value == RESULT_PENDING:
+                raise RuntimeError("task produced no result")
             if self._ok:
                 self.set_result(self._value)
             else:
