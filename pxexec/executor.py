@@ -61,6 +61,16 @@ class StoreFuture(cf.Future):  # type: ignore[type-arg]
         self.input_keys: list[str] = []  # objects this task's submission stored
         self.foreign_keys: set[str] = set()  # proxies the caller passed in (not ours)
         self.abandoned = False  # nobody will read the result: free it on completion
+        self._finishing = False
+        self._finish_lock = threading.Lock()
+
+    def _claim(self) -> bool:
+        """True for the first caller only: one thread completes this future."""
+        with self._finish_lock:
+            if self._finishing:
+                return False
+            self._finishing = True
+            return True
 
     def cancel(self) -> bool:
         engine_future = self.engine_future
@@ -82,12 +92,14 @@ class StoreFuture(cf.Future):  # type: ignore[type-arg]
         return super().exception(timeout)
 
     def _drive(self, timeout: float | None) -> None:
-        engine = self._px_executor._engine
-        if engine.drive and not self.done() and self.engine_future is not None:
-            try:
-                engine.wait(self.engine_future, timeout)
-            except Exception:  # the outcome is recorded through the callback
-                pass
+        # Block on the engine's own future and complete this one in the waiting
+        # thread: no extra hop through the engine's callback thread (and TaskVine
+        # progresses only while someone waits).
+        engine_future = self.engine_future
+        if self.done() or engine_future is None:
+            return
+        outcome = self._px_executor._engine.wait(engine_future, timeout)  # may time out
+        self._px_executor._on_engine_done(self, engine_future, outcome)
 
 
 class StoreExecutor(cf.Executor):
@@ -265,12 +277,14 @@ class StoreExecutor(cf.Executor):
                 if remaining[0]:
                     return
             if future.cancelled():
-                self._finish(future, True, None, None)
+                if future._claim():
+                    self._finish(future, True, None, None)
                 return
             for dep in deps:
                 error = dep.exception() if not dep.cancelled() else cf.CancelledError()
                 if error is not None:
-                    self._finish(future, False, error, None)
+                    if future._claim():
+                        self._finish(future, False, error, None)
                     return
             resolved_args = tuple(
                 substitute(a.result()) if isinstance(a, cf.Future) else a for a in args
@@ -282,15 +296,21 @@ class StoreExecutor(cf.Executor):
             try:
                 self._launch(future, fn, resolved_args, resolved_kwargs)
             except BaseException as exc:
-                self._finish(future, False, exc, None)
+                if future._claim():
+                    self._finish(future, False, exc, None)
 
         for dep in deps:
             dep.add_done_callback(on_dep_done)
 
     # -- completion -------------------------------------------------------------------
 
-    def _on_engine_done(self, future: StoreFuture, engine_future: Any) -> None:
-        cancelled, exc, result = self._engine.outcome(engine_future)
+    def _on_engine_done(
+        self, future: StoreFuture, engine_future: Any,
+        outcome: tuple[bool, BaseException | None, Any] | None = None,
+    ) -> None:
+        if not future._claim():
+            return
+        cancelled, exc, result = outcome or self._engine.outcome(engine_future)
         if type(result) is Boxed:
             result = result.value
         self._finish(future, cancelled, exc, result)
@@ -427,6 +447,8 @@ class StoreExecutor(cf.Executor):
                     pass
         if self.close_engine:
             self._engine.shutdown(wait, cancel_futures)
+        else:
+            self._engine.release()
 
 
 class _Chunk:

@@ -124,7 +124,7 @@ class ProxyTask:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_task, (self.fn, self.store_config, self.policy, self.containers,
-                                self.box_result))
+                                self.box_result, self.store_fp))
 
     def __repr__(self) -> str:
         return f"ProxyTask({self.fn!r})"
@@ -136,8 +136,12 @@ def _rebuild_task(
     policy: Callable[[Any], bool] | None,
     containers: bool,
     box_result: bool,
+    store_fp: str | None = None,
 ) -> ProxyTask:
-    return ProxyTask(
-        fn, None, policy, containers=containers, box_result=box_result,
-        store_config=store_config,
-    )
+    task = ProxyTask.__new__(ProxyTask)
+    task.fn, task.store_config, task.store_fp = fn, store_config, store_fp
+    task.policy, task.containers, task.box_result = policy, containers, box_result
+    task.__name__ = getattr(fn, "__name__", type(fn).__name__)
+    task.__qualname__ = getattr(fn, "__qualname__", task.__name__)
+    task.__wrapped__ = fn
+    return task

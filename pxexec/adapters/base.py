@@ -46,12 +46,27 @@ class Engine:
         except Exception:
             return False
 
-    def wait(self, future: Any, timeout: float | None) -> None:
-        """Block until ``future`` is done (only used by engines that need driving)."""
-        future.result(timeout)
+    def wait(self, future: Any, timeout: float | None) -> tuple[bool, BaseException | None, Any]:
+        """Block until ``future`` is done; return its outcome like ``outcome``.
+
+        Raises ``TimeoutError`` when it is not done within ``timeout`` seconds.
+        """
+        try:
+            return False, None, future.result(timeout)
+        except (TimeoutError, cf.TimeoutError):
+            if not future.done():
+                raise
+            return self.outcome(future)
+        except cf.CancelledError:
+            return True, None, None
+        except BaseException as exc:
+            return False, exc, None
 
     def shutdown(self, wait: bool, cancel_futures: bool) -> None:
         self.executor.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+    def release(self) -> None:
+        """Drop what the adapter started, leaving the engine itself running."""
 
 
 def engine_for(executor: Any, engine: str | None = None) -> Engine:

@@ -9,6 +9,8 @@ by proxy, keeping Dask's semantics (``pure``, ``key``, futures as arguments,
 from __future__ import annotations
 
 import logging
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -40,11 +42,72 @@ def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any])
     return fn(*args, **kwargs)
 
 
+class _Watcher:
+    """Runs callbacks of finished Dask futures from one thread.
+
+    ``Future.add_done_callback`` costs a coroutine and a thread-pool hop per future,
+    which added ~2 ms to every small task; one ``as_completed`` drained by one
+    thread costs far less.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._done = distributed.as_completed([], loop=client.loop, with_results=False)
+        self._callbacks: dict[int, tuple[Any, list[Callable[[Any], None]]]] = {}
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="pxexec-dask-watcher",
+                                        daemon=True)
+        self._thread.start()
+
+    def add(self, future: Any, callback: Callable[[Any], None]) -> None:
+        with self._cond:
+            self._callbacks.setdefault(id(future), (future, []))[1].append(callback)
+            self._cond.notify()
+        self._done.add(future)  # after registering: the callback cannot be missed
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._callbacks and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+            try:
+                future = next(self._done)
+            except StopIteration:  # registered, not yet added to as_completed
+                time.sleep(0.001)
+                continue
+            with self._cond:
+                entry = self._callbacks.pop(id(future), None)
+            for callback in entry[1] if entry else ():
+                try:
+                    callback(future)
+                except Exception:
+                    log.exception("pxexec: a done callback raised")
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+
 class DaskEngine(Engine):
     """StoreExecutor glue for a ``distributed.Client``: one task per submit."""
 
     name = "dask"
     native_futures = True
+
+    def __init__(self, executor: Any) -> None:
+        super().__init__(executor)
+        self._watcher: _Watcher | None = None
+        self._watcher_lock = threading.Lock()
+
+    def add_done_callback(self, future: Any, callback: Callable[[Any], None]) -> None:
+        if self._watcher is None:
+            with self._watcher_lock:
+                if self._watcher is None:
+                    self._watcher = _Watcher(self.executor)
+        self._watcher.add(future, callback)
 
     def submit(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if _RESERVED.isdisjoint(kwargs):
@@ -62,12 +125,28 @@ class DaskEngine(Engine):
         except BaseException as exc:
             return False, exc, None
 
+    def wait(self, future: Any, timeout: float | None) -> tuple[bool, BaseException | None, Any]:
+        try:
+            return False, None, future.result(timeout)
+        except BaseException as exc:
+            if future.status == "cancelled":
+                return True, None, None
+            if isinstance(exc, TimeoutError) and not future.done():
+                raise
+            return False, exc, None
+
     def cancel(self, future: Any) -> bool:
         future.cancel()
         return True
 
     def shutdown(self, wait: bool, cancel_futures: bool) -> None:
+        self.release()
         self.executor.close()
+
+    def release(self) -> None:
+        if self._watcher is not None:
+            self._watcher.close()
+            self._watcher = None
 
 
 class Client(distributed.Client):  # type: ignore[misc]

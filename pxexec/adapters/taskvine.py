@@ -64,11 +64,14 @@ class TaskVineEngine(Engine):
             )
         return self.executor.submit(fn, *args, **kwargs)
 
-    def wait(self, future: Any, timeout: float | None) -> None:
-        if timeout is None:
-            future.result()
-        else:
-            future.result(timeout=timeout)
+    def wait(self, future: Any, timeout: float | None) -> tuple[bool, BaseException | None, Any]:
+        try:
+            value = future.result() if timeout is None else future.result(timeout=timeout)
+        except BaseException as exc:
+            if isinstance(exc, (TimeoutError, cf.TimeoutError)) and not future.done():
+                raise
+            return False, exc, None
+        return False, None, value
 
     def shutdown(self, wait: bool, cancel_futures: bool) -> None:
         # FuturesExecutor.shutdown does nothing; the manager is cleaned up on __del__.

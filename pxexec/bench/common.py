@@ -1,0 +1,111 @@
+"""Shared pieces of the benchmarks: arms, records, statistics, output."""
+
+from __future__ import annotations
+
+import csv
+import os
+import statistics
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Record:
+    """One task as the benchmark saw it (times are ``time.time()`` seconds)."""
+
+    workload: str
+    arm: str
+    engine: str
+    kind: str
+    mode: str
+    nbytes: int
+    rep: int
+    submit: float
+    start: float
+    end: float
+    received: float
+    workers: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def elapsed(self) -> float:
+        return self.received - self.submit
+
+
+def quantiles(values: Sequence[float]) -> tuple[float, float, float]:
+    """(p10, median, p90) of ``values``."""
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0], ordered[0], ordered[0]
+    deciles = statistics.quantiles(ordered, n=10, method="inclusive")
+    return deciles[0], statistics.median(ordered), deciles[-1]
+
+
+def write_csv(path: str, records: Sequence[Record]) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        fields = [k for k in asdict(records[0]) if k != "extra"] if records else []
+        writer.writerow([*fields, "elapsed"])
+        for r in records:
+            row = asdict(r)
+            writer.writerow([*(row[k] for k in fields), r.elapsed])
+
+
+def write_rows(path: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    cells = [[_fmt(c) for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
+              for i, h in enumerate(header)]
+    print(f"\n{title}")
+    print("  ".join(h.rjust(w) for h, w in zip(header, widths)))
+    for row in cells:
+        print("  ".join(c.rjust(w) for c, w in zip(row, widths)))
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+    return str(value)
+
+
+def human_size(nbytes: int) -> str:
+    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if nbytes >= scale:
+            value = nbytes / scale
+            return f"{value:g}{unit}"
+    return f"{nbytes}B"
+
+
+def parse_size(text: str) -> int:
+    units = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "k": 10**3, "m": 10**6, "g": 10**9}
+    lowered = text.strip().lower()
+    for unit in sorted(units, key=len, reverse=True):
+        if lowered.endswith(unit):
+            return int(float(lowered[: -len(unit)]) * units[unit])
+    return int(float(lowered))
+
+
+@contextmanager
+def progress(total: int, label: str) -> Iterator[Any]:
+    """A progress bar (tqdm or rich when installed), else a silent counter."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        class _Silent:
+            def update(self, n: int = 1) -> None:
+                pass
+
+        yield _Silent()
+        return
+    with tqdm(total=total, desc=label, leave=False) as bar:
+        yield bar

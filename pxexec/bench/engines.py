@@ -1,0 +1,105 @@
+"""Engines for the benchmarks: the plain engine and pxexec on the same workers."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from pxexec.connectors import connector_from_url
+from pxexec.executor import StoreExecutor
+from pxexec.store import Store
+
+ENGINES = ("dask", "process", "thread", "parsl")
+
+
+@dataclass
+class Session:
+    """One running engine: ``submit`` is the plain engine, ``pxexec`` wraps it."""
+
+    name: str
+    workers: int
+    engine: Any
+    submit: Callable[..., Any]
+
+    def pxexec(self, store: Store, policy: Callable[[Any], bool]) -> StoreExecutor:
+        return StoreExecutor(
+            self.engine, store, policy, close_engine=False, proxy_containers=True,
+        )
+
+
+def default_engine() -> str:
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        return "process"
+    return "dask"
+
+
+@contextmanager
+def session(name: str, workers: int) -> Iterator[Session]:
+    """Start ``name`` with ``workers`` single-threaded workers; stop it afterwards."""
+    if name == "dask":
+        from distributed import Client, LocalCluster
+
+        with LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+        ) as cluster, Client(cluster) as client:
+
+            def submit(fn: Callable[..., Any], *args: Any) -> Any:
+                return client.submit(fn, *args, pure=False)
+
+            yield Session(name, workers, client, submit)
+    elif name in ("process", "thread"):
+        pool: cf.Executor = (
+            cf.ProcessPoolExecutor(workers) if name == "process" else cf.ThreadPoolExecutor(workers)
+        )
+        with pool:
+            list(pool.map(abs, range(workers * 2)))  # start the workers
+            yield Session(name, workers, pool, pool.submit)
+    elif name == "parsl":
+        from parsl.config import Config
+        from parsl.executors import HighThroughputExecutor
+        from parsl.providers import LocalProvider
+
+        from pxexec.adapters.parsl import executor_from_config
+
+        run_dir = tempfile.mkdtemp(prefix="pxexec-parsl-")
+        config = Config(
+            executors=[HighThroughputExecutor(
+                label="htex", max_workers_per_node=workers, cores_per_worker=1,
+                address="127.0.0.1",
+                provider=LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1),
+            )],
+            run_dir=run_dir, strategy="none", initialize_logging=False,
+        )
+        pool = executor_from_config(config)
+        try:
+            pool.submit(abs, 1).result()
+            yield Session(name, workers, pool, pool.submit)
+        finally:
+            pool.shutdown()
+    else:
+        raise ValueError(f"Unknown engine {name!r}; choose from {', '.join(ENGINES)}.")
+
+
+@contextmanager
+def stores(urls: list[str]) -> Iterator[dict[str, Store]]:
+    """A store per connector URL; ``redis`` alone starts a private redis-server."""
+    with ExitStack() as stack:
+        result: dict[str, Store] = {}
+        for url in urls:
+            label = url.split("://")[0] if "://" in url else url
+            if url == "redis":
+                from pxexec.bench.redis_server import RedisServer
+
+                server = RedisServer()
+                stack.callback(server.stop)
+                url = server.url
+            store = Store(f"bench-{label}", connector_from_url(url))
+            stack.callback(store.close)
+            result[f"pxexec-{label}"] = store
+        yield result

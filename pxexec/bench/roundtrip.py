@@ -1,0 +1,95 @@
+"""Round trip of one no-op task by payload size (one task in flight)."""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from pxexec.bench.common import Record, human_size, print_table, quantiles
+from pxexec.bench.engines import Session
+from pxexec.bench.tasks import check_payload, make_payload, noop
+from pxexec.executor import StoreExecutor
+from pxexec.proxy import extract
+from pxexec.store import Store
+
+
+def run(
+    sess: Session,
+    stores: dict[str, Store],
+    policy: Any,
+    *,
+    sizes: Sequence[int],
+    kinds: Sequence[str] = ("numpy",),
+    modes: Sequence[str] = ("fresh",),
+    reps: int = 5,
+    warmup: int = 2,
+    progress: Any = None,
+) -> list[Record]:
+    """Time ``reps`` round trips per (size, kind, mode) on every arm, interleaved."""
+    executors = {arm: sess.pxexec(store, policy) for arm, store in stores.items()}
+    records: list[Record] = []
+    for nbytes in sizes:
+        for kind in kinds:
+            payloads = [make_payload(kind, nbytes, seed) for seed in range(2)]
+            for mode in modes:
+                for rep in range(-warmup, reps):
+                    for arm in ("plain", *executors):
+                        payload = payloads[rep % 2]
+                        record = _one(sess, executors.get(arm), arm, payload, kind, mode, rep)
+                        if rep >= 0:
+                            records.append(record)
+                        if progress is not None:
+                            progress.update(1)
+    return records
+
+
+def _one(
+    sess: Session, ex: StoreExecutor | None, arm: str, payload: Any, kind: str, mode: str,
+    rep: int,
+) -> Record:
+    nbytes = len(payload) if isinstance(payload, bytes) else int(payload.nbytes)
+    gc.collect()
+    submit = time.time()
+    if ex is None:
+        out, start, end = sess.submit(noop, payload, mode, kind).result()
+        value = out
+    else:
+        out, start, end = ex.submit(noop, payload, mode, kind).result()
+        value = extract(out)
+        ex.free(out)
+    received = time.time()
+    first = None if mode == "fresh" else int(payload[0])
+    check_payload(value, nbytes, 7 if mode == "fresh" else first)
+    return Record("roundtrip", arm, sess.name, kind, mode, nbytes, rep, submit, start, end,
+                  received, sess.workers)
+
+
+def summarize(records: list[Record]) -> tuple[list[str], list[list[Any]]]:
+    groups: dict[tuple[str, str, int], dict[str, list[float]]] = {}
+    for r in records:
+        groups.setdefault((r.kind, r.mode, r.nbytes), {}).setdefault(r.arm, []).append(r.elapsed)
+    arms = list(dict.fromkeys(r.arm for r in records))
+    header = ["kind", "output", "size"]
+    for arm in arms:
+        header += [f"{arm} ms", "p10-p90"]
+        if arm != "plain":
+            header.append("speed-up")
+    rows = []
+    for (kind, mode, nbytes), by_arm in groups.items():
+        row: list[Any] = [kind, mode, human_size(nbytes)]
+        base = quantiles(by_arm["plain"])[1] if "plain" in by_arm else None
+        for arm in arms:
+            p10, med, p90 = quantiles(by_arm[arm])
+            row += [med * 1e3, f"{p10 * 1e3:.3g}-{p90 * 1e3:.3g}"]
+            if arm != "plain":
+                row.append(f"{base / med:.2f}x" if base else "-")
+        rows.append(row)
+    return header, rows
+
+
+def report(records: list[Record], title: str) -> tuple[list[str], list[list[Any]]]:
+    header, rows = summarize(records)
+    print_table(title, header, rows)
+    return header, rows

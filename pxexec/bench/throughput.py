@@ -1,0 +1,86 @@
+"""Throughput: T tasks of N bytes in and N bytes out, W tasks in flight for W workers."""
+
+from __future__ import annotations
+
+import queue
+import time
+from typing import Any
+
+from pxexec.bench.common import Record, print_table
+from pxexec.bench.engines import Session
+from pxexec.bench.tasks import check_payload, consume_produce, make_payload
+from pxexec.executor import StoreExecutor
+from pxexec.proxy import Proxy
+from pxexec.store import Store
+
+
+def run(
+    sess: Session, stores: dict[str, Store], policy: Any, *, nbytes: int, tasks: int,
+    warmup: int = 20, progress: Any = None,
+) -> list[Record]:
+    payload = make_payload("numpy", nbytes)
+    records: list[Record] = []
+    for arm in ("plain", *stores):
+        ex = sess.pxexec(stores[arm], policy) if arm != "plain" else None
+        _arm(sess, ex, arm, payload, nbytes, warmup, None)
+        records += _arm(sess, ex, arm, payload, nbytes, tasks, progress)
+    return records
+
+
+def _arm(
+    sess: Session, ex: StoreExecutor | None, arm: str, payload: Any, nbytes: int, tasks: int,
+    progress: Any,
+) -> list[Record]:
+    done: queue.Queue[tuple[Any, float]] = queue.Queue()
+    submit_fn = sess.submit if ex is None else ex.submit
+
+    def launch() -> None:
+        t = time.time()
+        future = submit_fn(consume_produce, payload, nbytes)
+        future.add_done_callback(lambda f, t=t: done.put((f, t)))
+
+    in_flight = min(sess.workers, tasks)
+    for _ in range(in_flight):
+        launch()
+    submitted = in_flight
+    records = []
+    for i in range(tasks):
+        future, submitted_at = done.get(timeout=600)
+        out, start, end = future.result()
+        received = time.time()
+        if submitted < tasks:
+            launch()
+            submitted += 1
+        if isinstance(out, Proxy):
+            assert ex is not None
+            check_payload(out, nbytes)  # metadata only: no fetch
+            ex.free(out)
+        else:
+            check_payload(out, nbytes)
+        records.append(Record("throughput", arm, sess.name, "numpy", "fresh", nbytes, i,
+                              submitted_at, start, end, received, sess.workers))
+        if progress is not None:
+            progress.update(1)
+    return records
+
+
+def tasks_per_second(records: list[Record]) -> float:
+    first = min(r.submit for r in records)
+    last = max(r.received for r in records)
+    return len(records) / (last - first)
+
+
+def report(records: list[Record], title: str) -> tuple[list[str], list[list[Any]]]:
+    rows: list[list[Any]] = []
+    keys = list(dict.fromkeys((r.workers, r.nbytes, r.arm) for r in records))
+    base: dict[tuple[int, int], float] = {}
+    for workers, nbytes, arm in keys:
+        rate = tasks_per_second([r for r in records if (r.workers, r.nbytes, r.arm) ==
+                                 (workers, nbytes, arm)])
+        if arm == "plain":
+            base[(workers, nbytes)] = rate
+        ratio = rate / base[(workers, nbytes)] if (workers, nbytes) in base else float("nan")
+        rows.append([workers, nbytes, arm, rate, f"{ratio:.2f}x"])
+    header = ["workers", "bytes", "arm", "tasks/s", "vs plain"]
+    print_table(title, header, rows)
+    return header, rows
