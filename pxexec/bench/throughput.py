@@ -37,7 +37,11 @@ def _arm(
     def launch() -> None:
         t = time.time()
         future = submit_fn(consume_produce, payload, nbytes)
-        future.add_done_callback(lambda f, t=t: done.put((f, t)))
+
+        def finished(f: Any, t: float = t) -> None:
+            done.put((f, t))
+
+        future.add_done_callback(finished)
 
     in_flight = min(sess.workers, tasks)
     for _ in range(in_flight):
