@@ -16,6 +16,7 @@ from pxexec.errors import (
     StoreIOError,
     UnknownConnectorError,
 )
+from pxexec.executor import StoreExecutor, StoreFuture
 from pxexec.factory import StoreFactory
 from pxexec.proxy import Proxy, ProxyOr, extract, get_factory, is_proxy, is_resolved, resolve
 from pxexec.store import Store
@@ -32,7 +33,9 @@ __all__ = [
     "PxexecError",
     "Store",
     "StoreConnectionError",
+    "StoreExecutor",
     "StoreFactory",
+    "StoreFuture",
     "StoreIOError",
     "UnknownConnectorError",
     "__version__",

@@ -47,8 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "default shm")
     bench.add_argument("--config", default=None,
                        help="TOML config whose store and policy form the pxexec arm")
-    bench.add_argument("--threshold", type=parse_size, default=100_000,
-                       help="proxy objects of at least this size (default 100kB)")
+    bench.add_argument("--threshold", type=parse_size, default=1_000_000,
+                       help="proxy objects of at least this size (default 1MB)")
     bench.add_argument("--sizes", type=_sizes, default=None,
                        help="roundtrip payload sizes, e.g. 10kB,1MB,100MB")
     bench.add_argument("--kinds", type=_words, default=["numpy", "bytes"],

@@ -12,6 +12,8 @@ from typing import Any
 
 from pxexec.adapters.base import Engine, engine_for
 from pxexec.factory import StoreFactory
+from pxexec.lease import keeper
+from pxexec.ownership import OwnedProxy, RefProxy, hold, into_owned, plain, release_held, take
 from pxexec.policies import SizeAtLeast
 from pxexec.proxy import Proxy
 from pxexec.store import Store
@@ -20,7 +22,7 @@ from pxexec.task import Boxed, ProxyTask, check_policy
 log = logging.getLogger("pxexec")
 
 #: default should_proxy: objects of at least this many bytes go by proxy
-DEFAULT_THRESHOLD = 100_000
+DEFAULT_THRESHOLD = 1_000_000
 
 
 def proxy_key(obj: Any) -> str | None:
@@ -46,6 +48,33 @@ def _keys_in(value: Any) -> set[str]:
     return {k for k in map(proxy_key, items) if k is not None}
 
 
+def _proxies_in(value: Any) -> list[Proxy[Any]]:
+    if isinstance(value, Proxy):
+        return [value]
+    kind = type(value)
+    items: Iterable[Any] = ()
+    if kind is list or kind is tuple:
+        items = value
+    elif kind is dict:
+        items = value.values()
+    return [v for v in items if isinstance(v, Proxy)]
+
+
+def _owned_results(value: Any, foreign: set[str]) -> Any:
+    """Results with the store proxies this run made turned into owners."""
+
+    def own(item: Any) -> Any:
+        key = proxy_key(item)
+        return into_owned(item) if key is not None and key not in foreign else item
+
+    kind = type(value)
+    if kind is list or kind is tuple:
+        return kind(own(v) for v in value)
+    if kind is dict:
+        return {k: own(v) for k, v in value.items()}
+    return own(value)
+
+
 class StoreFuture(cf.Future):  # type: ignore[type-arg]
     """The future StoreExecutor returns: a real ``concurrent.futures.Future``.
 
@@ -60,9 +89,11 @@ class StoreFuture(cf.Future):  # type: ignore[type-arg]
         self.engine_future: Any = None
         self.input_keys: list[str] = []  # objects this task's submission stored
         self.foreign_keys: set[str] = set()  # proxies the caller passed in (not ours)
+        self.borrows: list[Any] = []  # borrows held until this future completes
         self.abandoned = False  # nobody will read the result: free it on completion
         self._finishing = False
         self._finish_lock = threading.Lock()
+        self._drivers = 0  # threads blocked on the engine future in result()
 
     def _claim(self) -> bool:
         """True for the first caller only: one thread completes this future."""
@@ -98,8 +129,20 @@ class StoreFuture(cf.Future):  # type: ignore[type-arg]
         engine_future = self.engine_future
         if self.done() or engine_future is None:
             return
-        outcome = self._px_executor._engine.wait(engine_future, timeout)  # may time out
-        self._px_executor._on_engine_done(self, engine_future, outcome)
+        executor = self._px_executor
+        with self._finish_lock:
+            self._drivers += 1
+        try:
+            outcome = executor._engine.wait(engine_future, timeout)
+        except BaseException:
+            with self._finish_lock:
+                self._drivers -= 1
+            if engine_future.done():  # the callback stood aside for us: complete now
+                executor._on_engine_done(self, engine_future)
+            raise
+        with self._finish_lock:
+            self._drivers -= 1
+        executor._on_engine_done(self, engine_future, outcome)
 
 
 class StoreExecutor(cf.Executor):
@@ -107,7 +150,7 @@ class StoreExecutor(cf.Executor):
 
     ``executor`` is a Dask ``distributed.Client``, a Parsl executor, TaskVine's
     ``FuturesExecutor``, or a ``concurrent.futures`` pool. ``should_proxy`` is any
-    callable ``obj -> bool`` (default: ``SizeAtLeast(100_000)``), applied to each
+    callable ``obj -> bool`` (default: ``SizeAtLeast(1_000_000)``), applied to each
     argument on the client and to each result on the worker.
 
     With ``ownership=True`` (the default) the objects a task's submission stored are
@@ -222,30 +265,44 @@ class StoreExecutor(cf.Executor):
                 return value.engine_future
             return value
         if isinstance(value, Proxy):
-            key = proxy_key(value)
-            if key is not None:
-                future.foreign_keys.add(key)
-            return Boxed(value)
+            return self._pass_proxy(value, future)
         if self._engine.is_future(value):
             return value
         if self.proxy_containers and (kind is list or kind is tuple or kind is dict):
             return self._prepare_items(value, future)
         if check_policy(self.should_proxy, value):
-            proxy = self.store.proxy(value)
-            future.input_keys.append(proxy.__px_factory__.key)
-            return Boxed(proxy)
+            return self._store_input(value, future)
         return value
+
+    def _store_input(self, value: Any, future: StoreFuture) -> Boxed:
+        proxy = self.store.proxy(value)
+        key = proxy.__px_factory__.key
+        future.input_keys.append(key)
+        if self.ownership:
+            keeper().hold(self.store, [key])  # alive while this process lives
+        return Boxed(proxy)
+
+    def _pass_proxy(self, value: Proxy[Any], future: StoreFuture) -> Boxed:
+        if isinstance(value, OwnedProxy):  # moved into the task: freed when it completes
+            sent = plain(value)
+            future.input_keys.append(take(value))
+            return Boxed(sent)
+        if isinstance(value, RefProxy):  # borrowed until the future completes
+            future.borrows.append(hold(value))
+            return Boxed(plain(value))
+        key = proxy_key(value)
+        if key is not None:
+            future.foreign_keys.add(key)
+        return Boxed(value)
 
     def _prepare_items(self, value: Any, future: StoreFuture) -> Any:
         def one(item: Any) -> Any:
             if isinstance(item, Proxy):
-                return Boxed(item)
+                return self._pass_proxy(item, future)
             if type(item) is StoreFuture or self._engine.is_future(item):
                 return item
             if check_policy(self.should_proxy, item):
-                proxy = self.store.proxy(item)
-                future.input_keys.append(proxy.__px_factory__.key)
-                return Boxed(proxy)
+                return self._store_input(item, future)
             return item
 
         if type(value) is dict:
@@ -258,7 +315,7 @@ class StoreExecutor(cf.Executor):
     ) -> None:
         engine_future = self._engine.submit(self._task(fn), args, kwargs)
         future.engine_future = engine_future
-        self._engine.add_done_callback(engine_future, lambda ef: self._on_engine_done(future, ef))
+        self._engine.add_done_callback(engine_future, lambda ef: self._on_callback(future, ef))
 
     def _submit_after(
         self, deps: list[cf.Future], future: StoreFuture, fn: Callable[..., Any],  # type: ignore[type-arg]
@@ -304,6 +361,13 @@ class StoreExecutor(cf.Executor):
 
     # -- completion -------------------------------------------------------------------
 
+    def _on_callback(self, future: StoreFuture, engine_future: Any) -> None:
+        # A thread waiting in result() completes the future itself, with the outcome
+        # it already holds; fetching it again here would only add latency.
+        if future._drivers:
+            return
+        self._on_engine_done(future, engine_future)
+
     def _on_engine_done(
         self, future: StoreFuture, engine_future: Any,
         outcome: tuple[bool, BaseException | None, Any] | None = None,
@@ -321,12 +385,16 @@ class StoreExecutor(cf.Executor):
         # Inputs are freed before the future completes: once result() returns, the
         # store holds only what the caller owns.
         try:
+            for borrowed in future.borrows:
+                release_held(borrowed)
             if self.ownership:
                 returned = _keys_in(result) if not cancelled and exc is None else set()
                 if future.abandoned:
                     self._free(sorted((returned | set(future.input_keys)) - future.foreign_keys))
                 else:
                     self._free([k for k in future.input_keys if k not in returned])
+                    if returned - future.foreign_keys:
+                        result = _owned_results(result, future.foreign_keys)
         finally:
             with self._lock:
                 self._pending.discard(future)
@@ -342,7 +410,15 @@ class StoreExecutor(cf.Executor):
                 pass
             if future.abandoned and self.ownership and not cancelled and exc is None:
                 # map() gave up on this future while it ran: free what it returned
-                self._free(sorted(_keys_in(result) - future.foreign_keys))
+                self._free_unread(future)
+
+    def _free_unread(self, future: StoreFuture) -> None:
+        """Free a result nobody will read (of an abandoned map)."""
+        result = future.result()
+        for item in _proxies_in(result):
+            if isinstance(item, OwnedProxy):
+                item.free()
+        self._free(sorted(_keys_in(result) - future.foreign_keys))
 
     def _free(self, keys: list[str]) -> None:
         if not keys:
@@ -353,7 +429,13 @@ class StoreExecutor(cf.Executor):
             log.exception("pxexec: could not evict %d task input(s) from %r", len(keys), self.store)
 
     def free(self, result: Any) -> None:
-        """Evict the stored objects behind a result (a proxy or a container of them)."""
+        """Free the stored objects behind a result (a proxy or a container of them).
+
+        Owned results are also freed when dropped; this frees them now.
+        """
+        for item in _proxies_in(result):
+            if isinstance(item, OwnedProxy):
+                item.free()
         self._free(sorted(_keys_in(result)))
 
     # -- map and shutdown -------------------------------------------------------------
@@ -430,7 +512,7 @@ class StoreExecutor(cf.Executor):
             for f in futures:  # abandoned, timed out or failed: nobody reads these
                 f.abandoned = True
                 if not f.cancel() and f.done() and not f.cancelled() and f.exception() is None:
-                    self._free(sorted(_keys_in(f.result()) - f.foreign_keys))
+                    self._free_unread(f)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self._shutdown = True

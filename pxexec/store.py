@@ -13,13 +13,17 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pxexec.connectors import connector_from_config
 from pxexec.errors import ConfigError, MissingKeyError
 from pxexec.factory import StoreFactory
+from pxexec.lease import keeper, lease_of
 from pxexec.proxy import Proxy, ProxyInfo
 from pxexec.serialize import Deserializer, Serializer, deserialize, serialize
+
+if TYPE_CHECKING:
+    from pxexec.ownership import OwnedProxy
 
 T = TypeVar("T")
 
@@ -202,6 +206,14 @@ class Store:
                 return view
         return buffer
 
+    def replace(self, key: str, obj: Any) -> None:
+        """Overwrite the object under ``key`` (readers that resolve later see it)."""
+        frames = self.serializer(obj)
+        self.connector.replace(key, frames)
+        if self._cache is not None:
+            self._cache.pop(key)
+        self._count(puts=1, bytes_put=_size(frames))
+
     def exists(self, key: str) -> bool:
         """Whether ``key`` is in the store."""
         return bool(self.connector.exists(key))
@@ -210,6 +222,8 @@ class Store:
         """Remove ``key`` from the store (no error if it is already gone)."""
         if self._cache is not None:
             self._cache.pop(key)
+        if lease_of(self.connector) is not None:
+            keeper().forget(self, [key])
         self.connector.evict(key)
         self._count(evictions=1)
 
@@ -218,6 +232,8 @@ class Store:
         if self._cache is not None:
             for key in keys:
                 self._cache.pop(key)
+        if lease_of(self.connector) is not None:
+            keeper().forget(self, keys)
         self.connector.evict_batch(keys)
         self._count(evictions=len(keys))
 
@@ -232,6 +248,12 @@ class Store:
         """Store several objects (batched) and return a proxy for each."""
         keys = self.put_batch(objs)
         return [self._make_proxy(k, o, populate_target) for k, o in zip(keys, objs)]
+
+    def owned_proxy(self, obj: T) -> OwnedProxy[T]:
+        """Store ``obj`` and return its owner: freed when dropped (see pxexec.ownership)."""
+        from pxexec.ownership import owned
+
+        return owned(self, obj)
 
     def proxy_from_key(self, key: str) -> Proxy[Any]:
         """A proxy of an object already in the store (its metadata comes on resolve)."""

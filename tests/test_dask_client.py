@@ -11,6 +11,7 @@ from distributed import as_completed
 from pxexec import Proxy, Store, is_resolved
 from pxexec.adapters.dask import Client
 from pxexec.executor import StoreExecutor, proxy_key
+from pxexec.policies import SizeAtLeast
 from pxexec.testing import CountingConnector
 from tests import workers
 
@@ -73,7 +74,7 @@ def test_proxied_dict_is_not_walked_by_dask(dask_cluster: Any, store: Store) -> 
     from distributed import Client as DaskClient
 
     big = {f"k{i}": np.ones(1000) for i in range(20)}  # a dict Dask would recurse into
-    with StoreExecutor(DaskClient(dask_cluster), store) as ex:
+    with StoreExecutor(DaskClient(dask_cluster), store, should_proxy=SizeAtLeast(100_000)) as ex:
         assert ex.submit(len, big).result() == 20
     gets = store.connector.gets()
     assert len(gets) == 1 and gets[0][0] != os.getpid()

@@ -17,7 +17,7 @@ from pxexec.policies import Always, Never, SizeAtLeast
 from pxexec.testing import CountingConnector
 from tests import workers
 
-N = 50_000  # 400 kB arrays: above the 100 kB default threshold
+N = 200_000  # 1.6 MB arrays: above the 1 MB default threshold
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from pxexec.testing import CountingConnector
 from tests import workers
 from tests.taskvine_standin import FuturesExecutor
 
-N = 50_000
+N = 200_000
 
 
 @pytest.fixture

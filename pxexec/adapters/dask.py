@@ -153,13 +153,13 @@ class Client(distributed.Client):  # type: ignore[misc]
     """A ``distributed.Client`` that passes large arguments and results by proxy.
 
     ``ps_store`` is the pxexec Store to use; ``ps_threshold`` the size in bytes from
-    which an argument or result is proxied (default 100 kB). Without ``ps_store``
+    which an argument or result is proxied (default 1 MB). Without ``ps_store``
     it behaves exactly like ``distributed.Client``. Stored arguments are evicted
     when the future that used them completes; results come back as proxies.
     """
 
     def __init__(
-        self, *args: Any, ps_store: Store | None = None, ps_threshold: int = 100_000,
+        self, *args: Any, ps_store: Store | None = None, ps_threshold: int = 1_000_000,
         **kwargs: Any,
     ) -> None:
         self._ps_store = ps_store

@@ -46,6 +46,8 @@ class BaseConnector:
 
     #: name in the connector registry; written into ``config()["type"]``
     type_name = ""
+    #: seconds after which an object nobody holds expires (None: never); see pxexec.lease
+    lease_seconds: float | None = None
 
     def put(self, frames: Sequence[Buffer]) -> str:
         raise NotImplementedError
@@ -65,6 +67,22 @@ class BaseConnector:
     def evict_batch(self, keys: Sequence[str]) -> None:
         for key in keys:
             self.evict(key)
+
+    def replace(self, key: str, frames: Sequence[Buffer]) -> None:
+        """Overwrite the object under an existing ``key`` (for ``ownership.update``)."""
+        raise NotImplementedError(f"The {self.type_name!r} connector cannot replace objects.")
+
+    # -- leases (no-ops for connectors whose objects never expire) --------------------
+
+    def adopt(self, owner: str, keys: Sequence[str]) -> None:
+        """Attach ``keys`` to the lease of ``owner`` (a live process)."""
+
+    def renew(self, owner: str, keys: Sequence[str], seconds: float) -> None:
+        """Extend the lease of ``owner`` on ``keys`` by ``seconds`` (one batched call)."""
+
+    def reap(self) -> int:
+        """Delete expired objects; return how many were deleted."""
+        return 0
 
     def close(self) -> None:
         """Release client resources; stored objects stay where they are."""

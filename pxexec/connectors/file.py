@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import mmap
 import os
 import re
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,7 +52,10 @@ class FileConnector(BaseConnector):
     type_name = "file"
     cacheable = False
 
-    def __init__(self, directory: str, *, namespace: str = "pxexec", fsync: bool = False) -> None:
+    def __init__(
+        self, directory: str, *, namespace: str = "pxexec", fsync: bool = False,
+        lease: float | None = None,
+    ) -> None:
         if not directory:
             raise ConfigError("The file connector needs a directory, e.g. 'file:///scratch/px'.")
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", namespace) or namespace in (".", ".."):
@@ -64,7 +67,18 @@ class FileConnector(BaseConnector):
         self.namespace = namespace
         self.fsync = fsync
         self.path = os.path.join(self.directory, namespace)
+        if lease is not None and lease <= 0:
+            raise ConfigError(f"lease must be a positive number of seconds, got {lease!r}.")
+        self.lease = lease
+        self.leases = os.path.join(self.path, ".leases")
+        self._owner_dirs: set[str] = set()
         self._ensure_dir()
+        if lease is not None:
+            self.reap()  # objects of processes that died while we were away
+
+    @property
+    def lease_seconds(self) -> float | None:  # type: ignore[override]
+        return self.lease
 
     def _ensure_dir(self) -> None:
         try:
@@ -82,6 +96,22 @@ class FileConnector(BaseConnector):
 
     def put(self, frames: Sequence[Buffer]) -> str:
         key = new_token()
+        self._write(key, frames)
+        return key
+
+    def replace(self, key: str, frames: Sequence[Buffer]) -> None:
+        final = self._file(key)
+        if not os.path.exists(final):
+            raise KeyError(key)
+        self._write(key, frames)
+        if self.lease is not None:  # lease links point at the old file: move them
+            for owner in self._lease_owners():
+                link = os.path.join(self.leases, owner, key)
+                if os.path.exists(link):
+                    _unlink(link)
+                    _link(final, link)
+
+    def _write(self, key: str, frames: Sequence[Buffer]) -> None:
         final = os.path.join(self.path, key)
         temp = os.path.join(self.path, f".{key}.tmp")
         try:
@@ -96,14 +126,13 @@ class FileConnector(BaseConnector):
                     os.fsync(fd)
             finally:
                 os.close(fd)
-            os.rename(temp, final)
+            os.replace(temp, final)
         except OSError as exc:
             _unlink(temp)
             raise StoreIOError(
                 f"Could not write an object to {self.path!r}: {exc.strerror or exc}. "
                 "Check free space and permissions of the store directory."
             ) from exc
-        return key
 
     def get(self, key: str) -> Buffer | None:
         try:
@@ -129,8 +158,80 @@ class FileConnector(BaseConnector):
             return False
 
     def evict(self, key: str) -> None:
-        with contextlib.suppress(KeyError):
-            _unlink(self._file(key))
+        try:
+            path = self._file(key)
+        except KeyError:
+            return
+        _unlink(path)
+        if self.lease is not None:
+            for owner in self._lease_owners():
+                _unlink(os.path.join(self.leases, owner, key))
+
+    # -- leases: a directory per owner process holds hard links to its objects, and a
+    # heartbeat file whose modification time the owner renews ----------------------
+
+    def _lease_owners(self) -> list[str]:
+        try:
+            return os.listdir(self.leases)
+        except FileNotFoundError:
+            return []
+
+    def _owner_dir(self, owner: str) -> str:
+        path = os.path.join(self.leases, owner)
+        if path not in self._owner_dirs:
+            os.makedirs(path, mode=0o700, exist_ok=True)
+            _touch(os.path.join(path, "heartbeat"))
+            self._owner_dirs.add(path)
+        return path
+
+    def adopt(self, owner: str, keys: Sequence[str]) -> None:
+        if self.lease is None:
+            return
+        directory = self._owner_dir(owner)
+        for key in keys:
+            if _KEY.fullmatch(key):
+                _link(os.path.join(self.path, key), os.path.join(directory, key))
+
+    def renew(self, owner: str, keys: Sequence[str], seconds: float) -> None:
+        if self.lease is not None:
+            _touch(os.path.join(self._owner_dir(owner), "heartbeat"))
+
+    def reap(self) -> int:
+        """Delete objects of owners whose heartbeat is older than the lease, objects
+        nobody holds that are older than the lease, and stale temporary files."""
+        if self.lease is None:
+            return 0
+        now = time.time()
+        removed = 0
+        for owner in self._lease_owners():
+            directory = os.path.join(self.leases, owner)
+            try:
+                beat = os.stat(os.path.join(directory, "heartbeat")).st_mtime
+            except FileNotFoundError:
+                beat = 0.0
+            if now - beat <= self.lease:
+                continue
+            for name in _listdir(directory):
+                if _KEY.fullmatch(name):
+                    removed += _unlink(os.path.join(self.path, name))
+                _unlink(os.path.join(directory, name))
+            try:
+                os.rmdir(directory)
+            except OSError:
+                pass
+            self._owner_dirs.discard(directory)
+        for name in _listdir(self.path):
+            path = os.path.join(self.path, name)
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                continue
+            stale = now - st.st_mtime > self.lease
+            if _KEY.fullmatch(name) and st.st_nlink == 1 and stale:
+                removed += _unlink(path)
+            elif name.endswith(".tmp") and stale:
+                _unlink(path)
+        return removed
 
     def keys(self) -> list[str]:
         """Keys of the objects currently stored in this namespace."""
@@ -145,16 +246,42 @@ class FileConnector(BaseConnector):
             "directory": self.directory,
             "namespace": self.namespace,
             "fsync": self.fsync,
+            "lease": self.lease,
         }
 
     @classmethod
     def from_config(cls, config: ConnectorConfig) -> FileConnector:
         options: dict[str, Any] = check_options(
-            cls.type_name, config, {"directory", "namespace", "fsync"}
+            cls.type_name, config, {"directory", "namespace", "fsync", "lease"}
         )
         return cls(**options)
 
 
-def _unlink(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
+def _unlink(path: str) -> int:
+    try:
         os.unlink(path)
+    except FileNotFoundError:
+        return 0
+    return 1
+
+
+def _link(source: str, link: str) -> None:
+    try:
+        os.link(source, link)
+    except (FileExistsError, FileNotFoundError):
+        pass
+
+
+def _touch(path: str) -> None:
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        with open(path, "a"):
+            pass
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except FileNotFoundError:
+        return []

@@ -38,6 +38,12 @@ class LocalConnector(BaseConnector):
     def get(self, key: str) -> Buffer | None:
         return self._data.get(key)
 
+    def replace(self, key: str, frames: Sequence[Buffer]) -> None:
+        with self._lock:
+            if key not in self._data:
+                raise KeyError(key)
+            self._data[key] = b"".join(frames)
+
     def exists(self, key: str) -> bool:
         return key in self._data
 

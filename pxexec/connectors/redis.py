@@ -211,6 +211,33 @@ class RedisConnector(BaseConnector):
             with self._errors("evict an object"):
                 self.client.delete(*self._parts(key))
 
+    def replace(self, key: str, frames: Sequence[Buffer]) -> None:
+        views = [v for v in (memoryview(f).cast("B") for f in frames) if v.nbytes]
+        parts = self._parts(key)
+        chunks = list(_split(views, self.max_part))
+        if not self._check(key) or len(chunks) != len(parts):
+            raise KeyError(f"{key!r} cannot hold an object of this size; store a new one.")
+        with self._errors("replace an object"):
+            for name, chunk in zip(parts, chunks):
+                self._raw_set(name, chunk)
+
+    # -- leases: native TTLs ----------------------------------------------------------
+
+    @property
+    def lease_seconds(self) -> float | None:  # type: ignore[override]
+        return self.ttl
+
+    def renew(self, owner: str, keys: Sequence[str], seconds: float) -> None:
+        names = [n for k in keys if self._check(k) for n in self._parts(k)]
+        if not names:
+            return
+        with self._errors("renew leases"):
+            pipe = self.client.pipeline(transaction=False)
+            millis = max(1, int(seconds * 1000))
+            for name in names:
+                pipe.pexpire(name, millis)
+            pipe.execute()
+
     # -- batches ----------------------------------------------------------------------
 
     def put_batch(self, payloads: Sequence[Sequence[Buffer]]) -> list[str]:

@@ -23,13 +23,16 @@ class SharedMemoryConnector(FileConnector):
     type_name = "shm"
 
     def __init__(
-        self, directory: str | None = None, *, namespace: str = "default", fsync: bool = False
+        self, directory: str | None = None, *, namespace: str = "default", fsync: bool = False,
+        lease: float | None = None,
     ) -> None:
-        super().__init__(directory or default_shm_directory(), namespace=namespace, fsync=False)
+        super().__init__(
+            directory or default_shm_directory(), namespace=namespace, fsync=False, lease=lease
+        )
 
     @classmethod
     def from_config(cls, config: ConnectorConfig) -> SharedMemoryConnector:
         options: dict[str, Any] = check_options(
-            cls.type_name, config, {"directory", "namespace", "fsync"}
+            cls.type_name, config, {"directory", "namespace", "fsync", "lease"}
         )
         return cls(**options)

@@ -1,0 +1,142 @@
+"""Crash-safe leases: what this process owns stays alive while it lives.
+
+With a lease period set on a connector (``ttl`` for Redis, ``lease`` for file and
+shm), every object expires ``lease`` seconds after it was written unless a live
+process holds it. A process holds the objects it owns (OwnedProxy objects and the
+inputs StoreExecutor stored for running tasks) and renews all of them with one
+batched call per store every ``lease / 3`` seconds from a background thread. If
+the process dies, renewal stops and the objects expire: natively with Redis key
+TTLs, and through the reaper for files (run by every live keeper, on store
+start-up, and by ``pxexec gc``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from typing import Any
+
+log = logging.getLogger("pxexec")
+
+
+def lease_of(connector: Any) -> float | None:
+    """The connector's lease period in seconds (None: objects never expire)."""
+    value = getattr(connector, "lease_seconds", None)
+    return float(value) if value else None
+
+
+class LeaseKeeper:
+    """Holds and renews this process's leases (one per process; see ``keeper()``)."""
+
+    def __init__(self) -> None:
+        self.owner = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+        self.pid = os.getpid()
+        self._held: dict[str, tuple[Any, set[str]]] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+        self.renewals = 0
+        self.last_renewal_seconds = 0.0
+
+    def hold(self, store: Any, keys: list[str]) -> None:
+        """Keep ``keys`` of ``store`` alive while this process lives."""
+        lease = lease_of(store.connector)
+        if lease is None or not keys:
+            return
+        store.connector.adopt(self.owner, keys)
+        with self._lock:
+            entry = self._held.setdefault(store.fingerprint, (store, set()))
+            entry[1].update(keys)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="pxexec-lease",
+                                                daemon=True)
+                self._thread.start()
+
+    def forget(self, store: Any, keys: list[str]) -> None:
+        """Stop holding ``keys`` (they are being evicted, or handed to someone else)."""
+        if lease_of(store.connector) is None:
+            return
+        with self._lock:
+            entry = self._held.get(store.fingerprint)
+            if entry is not None:
+                entry[1].difference_update(keys)
+
+    def held(self, store: Any) -> set[str]:
+        with self._lock:
+            entry = self._held.get(store.fingerprint)
+            return set(entry[1]) if entry else set()
+
+    def renew_now(self) -> None:
+        """Renew every held lease once (what the background thread does)."""
+        with self._lock:
+            entries = [(store, list(keys)) for store, keys in self._held.values()]
+        start = time.perf_counter()
+        for store, keys in entries:
+            lease = lease_of(store.connector)
+            if lease is None:
+                continue
+            try:
+                store.connector.renew(self.owner, keys, lease)
+            except Exception:
+                log.exception("pxexec: could not renew leases in %r", store)
+        self.last_renewal_seconds = time.perf_counter() - start
+        self.renewals += 1
+
+    def _interval(self) -> float:
+        with self._lock:
+            leases = [lease_of(s.connector) for s, _ in self._held.values()]
+        return max(0.05, min((x for x in leases if x), default=30.0) / 3)
+
+    def _run(self) -> None:
+        last_reap = time.monotonic()
+        while not self._stopped:
+            self._wake.wait(self._interval())
+            if self._stopped:
+                return
+            self.renew_now()
+            if time.monotonic() - last_reap > self._interval() * 3:
+                last_reap = time.monotonic()
+                self._reap()
+
+    def _reap(self) -> None:
+        with self._lock:
+            stores = [s for s, _ in self._held.values()]
+        for store in stores:
+            try:
+                store.connector.reap()
+            except Exception:
+                log.exception("pxexec: reaping expired objects in %r failed", store)
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._wake.set()
+
+
+_KEEPER: LeaseKeeper | None = None
+_KEEPER_LOCK = threading.Lock()
+
+
+def keeper() -> LeaseKeeper:
+    """This process's lease keeper (a new one after fork)."""
+    global _KEEPER
+    current = _KEEPER
+    if current is None or current.pid != os.getpid():
+        with _KEEPER_LOCK:
+            if _KEEPER is None or _KEEPER.pid != os.getpid():
+                _KEEPER = LeaseKeeper()
+            current = _KEEPER
+    return current
+
+
+def reset_keeper() -> None:
+    """Stop this process's keeper and forget its holdings (tests)."""
+    global _KEEPER
+    with _KEEPER_LOCK:
+        if _KEEPER is not None:
+            _KEEPER.stop()
+        _KEEPER = None

@@ -1,0 +1,317 @@
+"""Owned and borrowed proxies: stored objects freed automatically, exactly once.
+
+- ``OwnedProxy[T]`` owns its stored object and frees it when dropped (garbage
+  collected, ``del``, ``free()``, context-manager exit, or interpreter exit).
+- ``borrow(owner) -> RefProxy[T]``: a shared, read-only borrow; any number may live.
+- ``mut_borrow(owner) -> RefMutProxy[T]``: an exclusive borrow; ``update(ref)`` writes
+  the changed target back under the same key.
+- Sending an owner to a StoreExecutor task *moves* it: the local owner becomes
+  unusable, and the object is freed when the task's future completes. Sending a
+  borrow holds it until the future completes; the owner stays usable.
+
+Rules are checked at run time: no mutable borrow while any other borrow lives, no
+use of a moved or freed owner, no freeing or moving an owner while borrowed (a
+borrow keeps its owner alive, so it cannot outlive it).
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Any, TypeVar
+
+from pxexec.errors import PxexecError
+from pxexec.factory import StoreFactory
+from pxexec.proxy import _UNSET as _UNSET_TARGET
+from pxexec.proxy import Proxy, ProxyInfo, _target, get_info
+
+T = TypeVar("T")
+
+
+class OwnershipError(PxexecError, ReferenceError):
+    """An ownership or borrowing rule was broken (use after move, borrow conflict, ...)."""
+
+
+class _Dead:
+    """The factory of a moved or freed owner: any use raises a clear error."""
+
+    def __init__(self, key: str, why: str) -> None:
+        self.key, self.why = key, why
+
+    def __call__(self) -> Any:
+        raise OwnershipError(
+            f"This OwnedProxy of {self.key!r} was {self.why}; it can no longer be used. "
+            + ("Use the proxy the task returned, or clone() before sending it."
+               if self.why.startswith("moved") else "Keep the owner alive while you use it.")
+        )
+
+    def describe(self) -> str:
+        return f"key={self.key!r} ({self.why})"
+
+
+class _State:
+    """Book-keeping shared by an owner and its borrows."""
+
+    __slots__ = ("finalizer", "key", "lock", "mut", "shared", "status", "store")
+
+    def __init__(self, store: Any, key: str) -> None:
+        self.store = store
+        self.key = key
+        self.shared = 0
+        self.mut = False
+        self.status = "live"  # live | moved | freed
+        self.lock = threading.Lock()
+        self.finalizer: Any = None
+
+
+def _drop(state: _State) -> None:
+    """Free an owner's object: runs once, on free(), garbage collection or exit."""
+    state.status = "freed" if state.status == "live" else state.status
+    try:
+        _lease_forget(state)
+        state.store.evict(state.key)
+    except Exception:  # at interpreter exit or with the backend gone: nothing to do
+        pass
+
+
+# One owner per key in a process: converting the same result twice (Dask returns a
+# new object on every Future.result()) gives back the same owner.
+_OWNERS: weakref.WeakValueDictionary[str, OwnedProxy[Any]] = weakref.WeakValueDictionary()
+_OWNERS_LOCK = threading.Lock()
+
+
+class OwnedProxy(Proxy[T]):
+    """A proxy that owns its stored object; see the module documentation."""
+
+    __slots__ = ("__px_own__",)
+
+    def __init__(self, factory: StoreFactory, *, info: ProxyInfo | None = None) -> None:
+        super().__init__(factory, info=info)
+        if not isinstance(factory, StoreFactory):
+            raise TypeError("An OwnedProxy needs a StoreFactory (a store and a key).")
+        state = _State(factory.store(), factory.key)
+        state.finalizer = weakref.finalize(self, _drop, state)
+        object.__setattr__(self, "__px_own__", state)
+
+    def free(self) -> None:
+        """Free the stored object now (no error if already freed)."""
+        state: _State = self.__px_own__
+        with state.lock:
+            if state.shared or state.mut:
+                raise OwnershipError(
+                    f"Cannot free {state.key!r}: {state.shared + state.mut} borrow(s) still "
+                    "live. Release them first (or let their futures complete)."
+                )
+            if state.status != "live":
+                return
+        state.finalizer()
+        _kill(self, "freed")
+
+    def __enter__(self) -> OwnedProxy[T]:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.free()
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        # Ownership stays in this process: a pickled owner travels as a plain proxy.
+        return plain(self).__reduce_ex__(protocol)
+
+    def __copy__(self) -> Proxy[T]:
+        return plain(self)  # a copy never owns: one owner per object
+
+
+class RefProxy(Proxy[T]):
+    """A shared borrow of an OwnedProxy (keeps its owner alive)."""
+
+    __slots__ = ("__px_ref__",)
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        return plain(self).__reduce_ex__(protocol)
+
+    def __copy__(self) -> Proxy[T]:
+        return plain(self)
+
+
+def plain(proxy: Proxy[T]) -> Proxy[T]:
+    """A plain (non-owning, non-borrowing) proxy of the same stored object."""
+    return Proxy(proxy.__px_factory__, info=get_info(proxy))
+
+
+class RefMutProxy(RefProxy[T]):
+    """An exclusive borrow of an OwnedProxy; ``update(ref)`` writes changes back."""
+
+    __slots__ = ()
+
+
+class _Borrow:
+    __slots__ = ("finalizer", "owner", "released")
+
+    def __init__(self, owner: OwnedProxy[Any]) -> None:
+        self.owner = owner
+        self.released = False
+        self.finalizer: Any = None
+
+
+def _kill(proxy: Proxy[Any], why: str) -> None:
+    key = proxy.__px_factory__.key if hasattr(proxy.__px_factory__, "key") else "?"
+    object.__setattr__(proxy, "__px_factory__", _Dead(key, why))
+    object.__setattr__(proxy, "__px_target__", _UNSET_TARGET)
+
+
+def _live(owner: OwnedProxy[Any]) -> _State:
+    if not isinstance(owner, OwnedProxy):
+        raise TypeError(f"Expected an OwnedProxy, got {type(owner).__name__}.")
+    state: _State = owner.__px_own__
+    if state.status != "live":
+        raise OwnershipError(f"The OwnedProxy of {state.key!r} was {state.status}.")
+    return state
+
+
+def _release_borrow(state: _State, mutable: bool) -> None:
+    with state.lock:
+        if mutable:
+            state.mut = False
+        else:
+            state.shared -= 1
+
+
+def _make_ref(owner: OwnedProxy[T], kind: type[RefProxy[Any]], mutable: bool) -> Any:
+    state = _live(owner)
+    with state.lock:
+        if state.mut:
+            raise OwnershipError(f"{state.key!r} is mutably borrowed; release that borrow first.")
+        if mutable and state.shared:
+            raise OwnershipError(
+                f"Cannot mutably borrow {state.key!r}: {state.shared} shared borrow(s) live."
+            )
+        if mutable:
+            state.mut = True
+        else:
+            state.shared += 1
+    ref = kind(owner.__px_factory__, info=get_info(owner))
+    if owner.__px_target__ is not _UNSET_TARGET:  # share an already fetched target
+        object.__setattr__(ref, "__px_target__", owner.__px_target__)
+    borrow = _Borrow(owner)
+    borrow.finalizer = weakref.finalize(ref, _release_borrow, state, mutable)
+    object.__setattr__(ref, "__px_ref__", borrow)
+    return ref
+
+
+def borrow(owner: OwnedProxy[T]) -> RefProxy[T]:
+    """A shared borrow of ``owner``: read it anywhere, any number at a time."""
+    ref: RefProxy[T] = _make_ref(owner, RefProxy, False)
+    return ref
+
+
+def mut_borrow(owner: OwnedProxy[T]) -> RefMutProxy[T]:
+    """An exclusive borrow of ``owner``: no other borrow may live meanwhile."""
+    ref: RefMutProxy[T] = _make_ref(owner, RefMutProxy, True)
+    return ref
+
+
+def release(ref: RefProxy[Any]) -> None:
+    """End a borrow now (it also ends when the borrow is garbage collected)."""
+    borrow_state: _Borrow = ref.__px_ref__
+    if not borrow_state.released:
+        borrow_state.released = True
+        borrow_state.finalizer()
+        _kill(ref, "released")
+
+
+def clone(owner: OwnedProxy[T]) -> OwnedProxy[T]:
+    """A new owner of a copy of the stored object (copied as bytes, not decoded)."""
+    state = _live(owner)
+    store = state.store
+    buffer = store.connector.get(state.key)
+    if buffer is None:
+        from pxexec.errors import MissingKeyError
+
+        raise MissingKeyError(state.key, store.name)
+    key = store.connector.put([buffer])
+    return _own(store, key, get_info(owner))
+
+
+def into_owned(proxy: Proxy[T]) -> OwnedProxy[T]:
+    """Take ownership of the object behind a store proxy (one owner per key)."""
+    if isinstance(proxy, OwnedProxy):
+        return proxy
+    factory = proxy.__px_factory__
+    if not isinstance(factory, StoreFactory):
+        raise TypeError("into_owned() needs a proxy made by a pxexec Store.")
+    with _OWNERS_LOCK:
+        owner = _OWNERS.get(factory.key)
+        if owner is not None and owner.__px_own__.status == "live":
+            return owner
+    return _own(factory.store(), factory.key, get_info(proxy))
+
+
+def _own(store: Any, key: str, info: ProxyInfo) -> OwnedProxy[Any]:
+    owner: OwnedProxy[Any] = OwnedProxy(StoreFactory(key, store.config(), store=store), info=info)
+    with _OWNERS_LOCK:
+        _OWNERS[key] = owner
+    _lease_hold(owner.__px_own__)
+    return owner
+
+
+def owned(store: Any, obj: T) -> OwnedProxy[T]:
+    """Store ``obj`` and return its owner (``Store.owned_proxy``)."""
+    key = store.put(obj)
+    return _own(store, key, ProxyInfo.of(obj, token=key))
+
+
+def take(owner: OwnedProxy[Any]) -> str:
+    """Move ``owner`` out (for sending it to a task): return its key, kill the owner."""
+    state = _live(owner)
+    with state.lock:
+        if state.shared or state.mut:
+            raise OwnershipError(
+                f"Cannot move {state.key!r} into a task while it is borrowed; release the "
+                "borrows or send a borrow instead."
+            )
+        state.status = "moved"
+    state.finalizer.detach()  # the executor frees it when the task completes
+    _kill(owner, "moved into a task")
+    return state.key
+
+
+def hold(ref: RefProxy[Any]) -> _Borrow:
+    """The borrow a task holds until its future completes (see ``release_held``)."""
+    borrow_state: _Borrow = ref.__px_ref__
+    if borrow_state.released:
+        raise OwnershipError("This borrow was already released.")
+    return borrow_state
+
+
+def release_held(borrow_state: _Borrow) -> None:
+    if not borrow_state.released:
+        borrow_state.released = True
+        borrow_state.finalizer()
+
+
+def update(proxy: OwnedProxy[Any] | RefMutProxy[Any]) -> None:
+    """Write the (changed) target of an owner or a mutable borrow back to its key."""
+    if isinstance(proxy, RefMutProxy):
+        state = _live(proxy.__px_ref__.owner)
+    elif isinstance(proxy, OwnedProxy):
+        state = _live(proxy)
+        if state.shared or state.mut:
+            raise OwnershipError(f"Cannot update {state.key!r} while it is borrowed.")
+    else:
+        raise OwnershipError("update() takes an OwnedProxy or a RefMutProxy (a mut_borrow).")
+    store = state.store
+    target = _target(proxy)
+    store.replace(state.key, target)
+    object.__setattr__(proxy, "__px_info__", ProxyInfo.of(target, token=state.key))
+
+
+def _lease_hold(state: _State) -> None:
+    from pxexec.lease import keeper
+
+    keeper().hold(state.store, [state.key])
+
+
+def _lease_forget(state: _State) -> None:
+    from pxexec.lease import keeper
+
+    keeper().forget(state.store, [state.key])
