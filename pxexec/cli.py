@@ -60,6 +60,21 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--tasks", type=int, default=1000, help="throughput: number of tasks")
     bench.add_argument("--reps", type=int, default=5, help="roundtrip repetitions per point")
     bench.add_argument("--out", default="bench-out", help="directory for CSV files")
+    gc_cmd = sub.add_parser(
+        "gc",
+        help="delete objects whose owner process died (expired leases)",
+        description=(
+            "Reap expired objects of a file or shm store: objects of owners whose lease "
+            "heartbeat stopped, and objects nobody holds that are older than the lease. "
+            "Redis expires them by itself (key TTLs)."
+        ),
+    )
+    gc_cmd.add_argument("connector", nargs="?", default=None,
+                        help="connector URL (e.g. shm, file:///scratch/px)")
+    gc_cmd.add_argument("--lease", type=float, default=None,
+                        help="lease period in seconds used by the store's processes")
+    gc_cmd.add_argument("--namespace", default=None, help="store namespace (file/shm)")
+    gc_cmd.add_argument("--config", default=None, help="a TOML config naming the store")
     return parser
 
 
@@ -67,7 +82,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "bench":
         return bench(args)
+    if args.command == "gc":
+        return collect(args)
     return 2  # pragma: no cover - argparse requires a command
+
+
+def collect(args: argparse.Namespace) -> int:
+    from pxexec.connectors import connector_from_url
+    from pxexec.lease import lease_of
+
+    if args.config:
+        from pxexec.config import load
+
+        connector = load(args.config).store.connector
+    elif args.connector:
+        options: dict[str, Any] = {}
+        if args.namespace:
+            options["namespace"] = args.namespace
+        if args.lease is not None and not args.connector.startswith(("redis", "unix")):
+            options["lease"] = args.lease
+        connector = connector_from_url(args.connector, **options)
+    else:
+        print("pxexec gc: name a connector URL or --config FILE", file=sys.stderr)
+        return 2
+    if lease_of(connector) is None:
+        print("pxexec gc: this store has no lease period; pass --lease SECONDS "
+              "(the period its processes use)", file=sys.stderr)
+        return 2
+    removed = getattr(connector, "reaped_on_start", 0) + connector.reap()
+    print(f"pxexec gc: removed {removed} expired object(s)")
+    return 0
 
 
 def bench(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import concurrent.futures as cf
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -315,7 +316,17 @@ class StoreExecutor(cf.Executor):
     ) -> None:
         engine_future = self._engine.submit(self._task(fn), args, kwargs)
         future.engine_future = engine_future
-        self._engine.add_done_callback(engine_future, lambda ef: self._on_callback(future, ef))
+        # A weak reference: an engine that holds callbacks for a while must not keep a
+        # completed future (and its owned result) alive. Pending futures stay alive
+        # in self._pending until they complete.
+        ref = weakref.ref(future)
+
+        def on_done(ef: Any) -> None:
+            f = ref()
+            if f is not None:
+                self._on_callback(f, ef)
+
+        self._engine.add_done_callback(engine_future, on_done)
 
     def _submit_after(
         self, deps: list[cf.Future], future: StoreFuture, fn: Callable[..., Any],  # type: ignore[type-arg]

@@ -73,3 +73,7 @@ def kinds(*args: Any, **kwargs: Any) -> list[str]:
     from pxexec.proxy import is_proxy
 
     return [a.__class__.__name__ + ("*" if is_proxy(a) else "") for a in (*args, *kwargs.values())]
+
+
+def fresh_bytes(data: Any) -> bytes:
+    return bytes(len(data))

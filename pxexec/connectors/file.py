@@ -73,8 +73,8 @@ class FileConnector(BaseConnector):
         self.leases = os.path.join(self.path, ".leases")
         self._owner_dirs: set[str] = set()
         self._ensure_dir()
-        if lease is not None:
-            self.reap()  # objects of processes that died while we were away
+        #: objects reaped when this connector was created (owners that died meanwhile)
+        self.reaped_on_start = self.reap() if lease is not None else 0
 
     @property
     def lease_seconds(self) -> float | None:  # type: ignore[override]
