@@ -27,7 +27,7 @@ def test_ten_thousand_tasks_leave_nothing(engine: Any, shm_dir: str) -> None:
     process = psutil.Process()
     with StoreExecutor(executor, store, SizeAtLeast(5_000), close_engine=close) as ex:
         rss = []
-        for batch in range(5):
+        for _ in range(5):
             results = ex.map(workers.fresh_bytes, [PAYLOAD] * (TASKS // 5), buffersize=64)
             assert all(len(r) == len(PAYLOAD) for r in results)  # each freed when dropped
             gc.collect()
