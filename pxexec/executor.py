@@ -18,7 +18,7 @@ from pxexec.ownership import OwnedProxy, RefProxy, hold, into_owned, plain, rele
 from pxexec.policies import SizeAtLeast
 from pxexec.proxy import Proxy
 from pxexec.store import Store
-from pxexec.task import Boxed, ProxyTask, check_policy
+from pxexec.task import Boxed, ProxyTask, check_policy, tags_for
 
 log = logging.getLogger("pxexec")
 
@@ -276,7 +276,7 @@ class StoreExecutor(cf.Executor):
         return value
 
     def _store_input(self, value: Any, future: StoreFuture) -> Boxed:
-        proxy = self.store.proxy(value)
+        proxy = self.store.proxy(value, tags=tags_for(self.should_proxy, value))
         key = proxy.__px_factory__.key
         future.input_keys.append(key)
         if self.ownership:

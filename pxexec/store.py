@@ -107,6 +107,7 @@ class Store:
         self.deserializer: Deserializer = deserializer or deserialize
         self.cache_size = cache_size
         self._cache = _LRU(cache_size) if cache_size and _cacheable(connector) else None
+        self._routes = bool(getattr(connector, "routes_objects", False))
         self._metrics = StoreMetrics()
         self._metrics_lock = threading.Lock()
         self._config: dict[str, Any] = {
@@ -137,11 +138,18 @@ class Store:
 
     # -- objects ----------------------------------------------------------------------
 
-    def put(self, obj: Any) -> str:
-        """Store ``obj``; return its key."""
+    def put(self, obj: Any, *, tags: Iterable[str] = ()) -> str:
+        """Store ``obj``; return its key.
+
+        ``tags`` (and the object's type) reach connectors that route objects, such
+        as the MultiConnector.
+        """
         start = time.perf_counter()
         frames = self.serializer(obj)
-        key: str = self.connector.put(frames)
+        if self._routes:
+            key: str = self.connector.put(frames, obj_type=type(obj), tags=tuple(tags))
+        else:
+            key = self.connector.put(frames)
         self._count(puts=1, bytes_put=_size(frames), put_seconds=time.perf_counter() - start)
         return key
 
@@ -239,9 +247,11 @@ class Store:
 
     # -- proxies ----------------------------------------------------------------------
 
-    def proxy(self, obj: T, *, populate_target: bool = False) -> Proxy[T]:
+    def proxy(
+        self, obj: T, *, populate_target: bool = False, tags: Iterable[str] = ()
+    ) -> Proxy[T]:
         """Store ``obj`` and return a lazy proxy that resolves to it anywhere."""
-        key = self.put(obj)
+        key = self.put(obj, tags=tags)
         return self._make_proxy(key, obj, populate_target)
 
     def proxy_batch(self, objs: Sequence[T], *, populate_target: bool = False) -> list[Proxy[T]]:

@@ -49,6 +49,12 @@ def unbox(value: Any) -> Any:
     return value
 
 
+def tags_for(policy: Any, obj: Any) -> tuple[str, ...]:
+    """The tags a policy attaches to ``obj`` (policies without ``tags_for``: none)."""
+    method = getattr(policy, "tags_for", None)
+    return tuple(sorted(method(obj))) if callable(method) else ()
+
+
 def check_policy(policy: Callable[[Any], bool], obj: Any) -> bool:
     """Apply ``policy`` to ``obj``; an error names the policy and the object's type."""
     try:
@@ -120,7 +126,8 @@ class ProxyTask:
         assert self.policy is not None and self.store_config is not None
         if isinstance(obj, Proxy) or not check_policy(self.policy, obj):
             return obj
-        return get_or_create_store(self.store_config, self.store_fp).proxy(obj)
+        store = get_or_create_store(self.store_config, self.store_fp)
+        return store.proxy(obj, tags=tags_for(self.policy, obj))
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_task, (self.fn, self.store_config, self.policy, self.containers,

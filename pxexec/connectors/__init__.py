@@ -29,10 +29,12 @@ _REGISTRY: dict[str, str] = {
     "file": "pxexec.connectors.file:FileConnector",
     "shm": "pxexec.connectors.shm:SharedMemoryConnector",
     "redis": "pxexec.connectors.redis:RedisConnector",
+    "multi": "pxexec.connectors.multi:MultiConnector",
+    "daos": "pxexec.connectors.daos:DAOSConnector",
 }
 # URL schemes that map to a registered name
 _SCHEMES = {"rediss": "redis", "unix": "redis"}
-_EXTRAS = {"redis": "redis"}
+_EXTRAS = {"redis": "redis", "daos": "daos"}
 _entry_points_loaded = False
 
 

@@ -15,6 +15,7 @@ from pxexec.policies.base import (
     Or,
     Policy,
     SizeAtLeast,
+    Tagged,
     TypeIn,
 )
 from pxexec.policies.loading import load_policy
@@ -27,6 +28,7 @@ __all__ = [
     "Or",
     "Policy",
     "SizeAtLeast",
+    "Tagged",
     "TypeIn",
     "load_policy",
 ]

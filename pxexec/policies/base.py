@@ -23,6 +23,10 @@ class Policy:
     def __invert__(self) -> Policy:
         return Not(self)
 
+    def tags_for(self, obj: Any) -> frozenset[str]:
+        """Tags to store ``obj`` with (routing hints for a MultiConnector)."""
+        return frozenset()
+
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and vars(other) == vars(self)
 
@@ -130,12 +134,35 @@ class TypeIn(Policy):
         return f"TypeIn({', '.join(repr(f'{m}:{n}') for m, n in self.names)})"
 
 
+class Tagged(Policy):
+    """``policy``, and the objects it accepts are stored with ``tags``.
+
+    >>> Tagged(SizeAtLeast(10_000_000), "bulk")   # routed by a MultiConnector's tags
+    """
+
+    def __init__(self, policy: Any, *tags: str) -> None:
+        self.policy = _as_policy(policy)
+        self.tags = frozenset(tags)
+
+    def __call__(self, obj: Any) -> bool:
+        return self.policy(obj)
+
+    def tags_for(self, obj: Any) -> frozenset[str]:
+        return self.tags | self.policy.tags_for(obj)
+
+    def __repr__(self) -> str:
+        return f"Tagged({self.policy!r}, {', '.join(repr(t) for t in sorted(self.tags))})"
+
+
 class And(Policy):
     def __init__(self, *policies: Policy) -> None:
         self.policies = policies
 
     def __call__(self, obj: Any) -> bool:
         return all(p(obj) for p in self.policies)
+
+    def tags_for(self, obj: Any) -> frozenset[str]:
+        return frozenset().union(*(p.tags_for(obj) for p in self.policies))
 
     def __repr__(self) -> str:
         return " & ".join(f"({p!r})" for p in self.policies)
@@ -147,6 +174,9 @@ class Or(Policy):
 
     def __call__(self, obj: Any) -> bool:
         return any(p(obj) for p in self.policies)
+
+    def tags_for(self, obj: Any) -> frozenset[str]:
+        return frozenset().union(*(p.tags_for(obj) for p in self.policies if p(obj)))
 
     def __repr__(self) -> str:
         return " | ".join(f"({p!r})" for p in self.policies)

@@ -1,0 +1,343 @@
+"""MultiConnector: route each object to the backend that suits it.
+
+A route is a connector plus a rule: serialized size bounds, Python types
+("module:Name" strings or classes, matched on the object's class hierarchy), tags,
+a host pattern (a regular expression on the hostname: the backend exists only on
+matching nodes), and a priority. The matching route with the highest priority
+wins; ties keep the order written. ``default`` names the route used when none
+matches. Keys record the route (``"name:inner-key"``), so ``get``/``exists``/
+``evict`` go straight to the right backend from any process.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pxexec.connectors.base import BaseConnector, Buffer, ConnectorConfig, check_options
+from pxexec.errors import ConfigError, PxexecError
+
+_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+class NoRouteError(PxexecError, LookupError):
+    """No route of a MultiConnector accepts an object."""
+
+
+@dataclass
+class Route:
+    """One backend of a MultiConnector and the objects it takes."""
+
+    name: str
+    connector: Any  # a connector, or its config while the route is dormant
+    min_size: int | None = None
+    max_size: int | None = None
+    types: tuple[str, ...] = ()
+    tags: frozenset[str] = field(default_factory=frozenset)
+    host: str | None = None
+    priority: int = 0
+
+    def __post_init__(self) -> None:
+        if not _NAME.fullmatch(self.name):
+            raise ConfigError(f"Route name {self.name!r} must use letters, digits, '_' or '-'.")
+        self.types = tuple(_type_name(t) for t in self.types)
+        self.tags = frozenset(self.tags)
+
+    @property
+    def active(self) -> bool:
+        return self.host is None or re.fullmatch(self.host, socket.gethostname()) is not None
+
+    def accepts(self, size: int, obj_type: type[Any] | None, tags: frozenset[str]) -> bool:
+        if self.min_size is not None and size < self.min_size:
+            return False
+        if self.max_size is not None and size > self.max_size:
+            return False
+        if self.tags and not self.tags <= tags:
+            return False
+        return not self.types or (
+            obj_type is not None and _type_matches(obj_type, self.types)
+        )
+
+    def describe(self) -> str:
+        rules = []
+        if self.min_size is not None:
+            rules.append(f"size >= {self.min_size}")
+        if self.max_size is not None:
+            rules.append(f"size <= {self.max_size}")
+        if self.types:
+            rules.append(f"types {list(self.types)}")
+        if self.tags:
+            rules.append(f"tags {sorted(self.tags)}")
+        if self.host:
+            rules.append(f"host ~ {self.host!r}")
+        return f"{self.name!r} ({', '.join(rules) or 'anything'})"
+
+    def config(self) -> dict[str, Any]:
+        connector = self.connector if isinstance(self.connector, dict) else (
+            self.connector.config()
+        )
+        return {
+            "name": self.name, "connector": connector, "min_size": self.min_size,
+            "max_size": self.max_size, "types": list(self.types), "tags": sorted(self.tags),
+            "host": self.host, "priority": self.priority,
+        }
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, type):
+        return f"{value.__module__}:{value.__qualname__}"
+    if isinstance(value, str) and value.count(":") == 1 and all(value.split(":")):
+        return value
+    raise ConfigError(f"Route types are classes or 'module:Name' strings, got {value!r}.")
+
+
+def _type_matches(obj_type: type[Any], names: tuple[str, ...]) -> bool:
+    for cls in obj_type.__mro__:
+        for name in names:
+            module, _, qualname = name.partition(":")
+            if cls.__qualname__ == qualname and (
+                cls.__module__ == module or cls.__module__.startswith(module + ".")
+            ):
+                return True
+    return False
+
+
+class MultiConnector(BaseConnector):
+    """Routes objects to backends by size, type, tags and host; see the module doc."""
+
+    type_name = "multi"
+    #: Store passes the object's type and the caller's tags to ``put``
+    routes_objects = True
+    cacheable = False  # backends' reads may be zero-copy maps: decode each on its own
+
+    def __init__(self, routes: Sequence[Route], default: str | None = None) -> None:
+        if not routes:
+            raise ConfigError("A MultiConnector needs at least one route.")
+        names = [r.name for r in routes]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"Route names must be unique, got {names}.")
+        if default is not None and default not in names:
+            raise ConfigError(f"default route {default!r} is not one of {names}.")
+        self.routes = list(routes)
+        self.default = default
+        self._by_name = {r.name: r for r in self.routes}
+        # the order in which routes are tried: priority first, then as written
+        order = sorted(range(len(self.routes)), key=lambda i: (-self.routes[i].priority, i))
+        self._order = [self.routes[i] for i in order]
+        for route in self.routes:
+            if route.active and isinstance(route.connector, dict):
+                from pxexec.connectors import connector_from_config
+
+                route.connector = connector_from_config(route.connector)
+
+    # -- routing ----------------------------------------------------------------------
+
+    def route_for(self, size: int, obj_type: type[Any] | None = None,
+                  tags: Sequence[str] = ()) -> Route:
+        """The route an object of ``size`` bytes, ``obj_type`` and ``tags`` takes."""
+        tagset = frozenset(tags)
+        for route in self._order:
+            if route.active and route.accepts(size, obj_type, tagset):
+                return route
+        if self.default is not None and self._by_name[self.default].active:
+            return self._by_name[self.default]
+        kind = f"{obj_type.__module__}:{obj_type.__qualname__}" if obj_type else "unknown type"
+        tried = "; ".join(
+            r.describe() + ("" if r.active else " [dormant on this host]") for r in self._order
+        )
+        raise NoRouteError(
+            f"No route accepts an object of {size} bytes of {kind} with tags "
+            f"{sorted(tagset)}. Tried: {tried}. Add a route for it or set a default route."
+        )
+
+    def _backend(self, key: str) -> tuple[Any, str] | None:
+        name, sep, inner = key.partition(":")
+        if not sep:
+            return None
+        route = self._by_name.get(name)
+        if route is None:
+            raise ConfigError(
+                f"Key {key!r} names backend {name!r}, which this MultiConnector does not "
+                f"have (routes: {sorted(self._by_name)}). Use the configuration that wrote it."
+            )
+        if not route.active:
+            raise ConfigError(
+                f"Key {key!r} lives in backend {name!r}, which exists only on hosts matching "
+                f"{route.host!r}; this host is {socket.gethostname()!r}."
+            )
+        return route.connector, inner
+
+    # -- objects ----------------------------------------------------------------------
+
+    def put(self, frames: Sequence[Buffer], *, obj_type: type[Any] | None = None,
+            tags: Sequence[str] = ()) -> str:
+        size = sum(memoryview(f).nbytes for f in frames)
+        route = self.route_for(size, obj_type, tags)
+        return f"{route.name}:{route.connector.put(frames)}"
+
+    def put_batch(self, payloads: Sequence[Sequence[Buffer]]) -> list[str]:
+        groups: dict[str, list[int]] = {}
+        for i, frames in enumerate(payloads):
+            size = sum(memoryview(f).nbytes for f in frames)
+            groups.setdefault(self.route_for(size).name, []).append(i)
+        keys: list[str] = [""] * len(payloads)
+        for name, indices in groups.items():
+            inner = self._by_name[name].connector.put_batch([payloads[i] for i in indices])
+            for i, key in zip(indices, inner):
+                keys[i] = f"{name}:{key}"
+        return keys
+
+    def get(self, key: str) -> Buffer | None:
+        target = self._backend(key)
+        return None if target is None else target[0].get(target[1])
+
+    def get_batch(self, keys: Sequence[str]) -> list[Buffer | None]:
+        results: list[Buffer | None] = [None] * len(keys)
+        groups: dict[int, tuple[Any, list[int], list[str]]] = {}
+        for i, key in enumerate(keys):
+            target = self._backend(key)
+            if target is not None:
+                entry = groups.setdefault(id(target[0]), (target[0], [], []))
+                entry[1].append(i)
+                entry[2].append(target[1])
+        for connector, indices, inner in groups.values():
+            for i, value in zip(indices, connector.get_batch(inner)):
+                results[i] = value
+        return results
+
+    def exists(self, key: str) -> bool:
+        target = self._backend(key)
+        return False if target is None else bool(target[0].exists(target[1]))
+
+    def evict(self, key: str) -> None:
+        target = self._backend(key)
+        if target is not None:
+            target[0].evict(target[1])
+
+    def evict_batch(self, keys: Sequence[str]) -> None:
+        for connector, inner in self._group(keys):
+            connector.evict_batch(inner)
+
+    def replace(self, key: str, frames: Sequence[Buffer]) -> None:
+        target = self._backend(key)
+        if target is None:
+            raise KeyError(key)
+        target[0].replace(target[1], frames)
+
+    def _group(self, keys: Sequence[str]) -> list[tuple[Any, list[str]]]:
+        groups: dict[int, tuple[Any, list[str]]] = {}
+        for key in keys:
+            target = self._backend(key)
+            if target is not None:
+                groups.setdefault(id(target[0]), (target[0], []))[1].append(target[1])
+        return list(groups.values())
+
+    def keys(self) -> list[str]:
+        """Keys stored in every active backend that can list its keys."""
+        found = []
+        for route in self.routes:
+            lister = getattr(route.connector, "keys", None) if route.active else None
+            if callable(lister):
+                found += [f"{route.name}:{k}" for k in lister()]
+        return found
+
+    # -- leases -----------------------------------------------------------------------
+
+    @property
+    def lease_seconds(self) -> float | None:  # type: ignore[override]
+        leases = [getattr(r.connector, "lease_seconds", None) for r in self.routes if r.active]
+        present = [x for x in leases if x]
+        return min(present) if present else None
+
+    def adopt(self, owner: str, keys: Sequence[str]) -> None:
+        for connector, inner in self._group(keys):
+            connector.adopt(owner, inner)
+
+    def renew(self, owner: str, keys: Sequence[str], seconds: float) -> None:
+        grouped = {id(c): (c, inner) for c, inner in self._group(keys)}
+        for route in self.routes:  # file backends renew a heartbeat even with no keys
+            if route.active and id(route.connector) not in grouped:
+                grouped[id(route.connector)] = (route.connector, [])
+        for connector, inner in grouped.values():
+            lease = getattr(connector, "lease_seconds", None)
+            if lease:
+                connector.renew(owner, inner, lease)
+
+    def reap(self) -> int:
+        return sum(int(r.connector.reap()) for r in self.routes if r.active)
+
+    # -- config -----------------------------------------------------------------------
+
+    def config(self) -> ConnectorConfig:
+        return {
+            "type": self.type_name,
+            "routes": [r.config() for r in self.routes],
+            "default": self.default,
+        }
+
+    @classmethod
+    def from_config(cls, config: ConnectorConfig) -> MultiConnector:
+        options = check_options(cls.type_name, config, {"routes", "default"})
+        routes = options.get("routes")
+        if not isinstance(routes, list) or not routes:
+            raise ConfigError("A 'multi' connector needs a non-empty list of 'routes'.")
+        return cls([route_from_config(r, i) for i, r in enumerate(routes)],
+                   default=options.get("default"))
+
+    def close(self) -> None:
+        for route in self.routes:
+            if route.active and not isinstance(route.connector, dict):
+                route.connector.close()
+
+
+ROUTE_KEYS = {"name", "connector", "min_size", "max_size", "types", "tags", "host", "priority"}
+
+
+def route_from_config(table: Any, index: int = 0) -> Route:
+    """A Route from a config table; its connector is a URL or a connector table."""
+    where = f"routes[{index}]"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table.")
+    unknown = set(table) - ROUTE_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: "
+                          f"{sorted(ROUTE_KEYS)}.")
+    if "name" not in table or "connector" not in table:
+        raise ConfigError(f"{where} needs a 'name' and a 'connector'.")
+    connector = table["connector"]
+    host = table.get("host")
+    if isinstance(connector, str):
+        connector = _url_config(connector)
+    elif not isinstance(connector, dict):
+        raise ConfigError(f"{where}.connector must be a URL or a table with a 'type'.")
+    for bound in ("min_size", "max_size", "priority"):
+        value = table.get(bound)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise ConfigError(f"{where}.{bound} must be a whole number, got {value!r}.")
+    if host is not None:
+        try:
+            re.compile(host)
+        except re.error as exc:
+            raise ConfigError(f"{where}.host is not a regular expression: {exc}.") from exc
+    return Route(
+        name=str(table["name"]), connector=connector, min_size=table.get("min_size"),
+        max_size=table.get("max_size"), types=tuple(table.get("types", ())),
+        tags=frozenset(table.get("tags", ())), host=host, priority=int(table.get("priority", 0)),
+    )
+
+
+def _url_config(url: str) -> dict[str, Any]:
+    """The connector config a URL names, without importing or connecting anything."""
+    from urllib.parse import unquote, urlsplit
+
+    if "://" not in url:
+        return {"type": url}
+    parts = urlsplit(url)
+    if parts.scheme in ("redis", "rediss", "unix"):
+        return {"type": "redis", "url": url}
+    if parts.scheme in ("file", "shm") and parts.path:
+        return {"type": parts.scheme, "directory": unquote(parts.path)}
+    return {"type": parts.scheme}
