@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import collections
 import concurrent.futures as cf
 import logging
@@ -146,6 +147,66 @@ class StoreFuture(cf.Future):  # type: ignore[type-arg]
         executor._on_engine_done(self, engine_future, outcome)
 
 
+class _Freer:
+    """Evicts keys from a background thread, so freeing never delays the task path.
+
+    Keys queued by completing futures are evicted in batches; ``flush`` waits until
+    everything queued so far is gone (``shutdown`` and interpreter exit flush too).
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._queue: list[str] = []
+        self._cond = threading.Condition()
+        self._queued = 0
+        self._done = 0
+        self._thread: threading.Thread | None = None
+        _FREERS.add(self)
+
+    def put(self, keys: list[str]) -> None:
+        if not keys:
+            return
+        with self._cond:
+            self._queue.extend(keys)
+            self._queued += 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="pxexec-freer",
+                                                daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue:
+                    self._cond.wait()
+                keys, self._queue = self._queue, []
+                batches = self._queued - self._done
+            try:
+                self.store.evict_batch(keys)
+            except Exception:
+                log.exception("pxexec: could not evict %d object(s) from %r", len(keys),
+                              self.store)
+            with self._cond:
+                self._done += batches
+                self._cond.notify_all()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every key queued so far is evicted; False on timeout."""
+        with self._cond:
+            target = self._queued
+            return self._cond.wait_for(lambda: self._done >= target, timeout)
+
+
+_FREERS: weakref.WeakSet[_Freer] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_all() -> None:
+    for freer in list(_FREERS):
+        freer.flush(timeout=10)
+
+
 class StoreExecutor(cf.Executor):
     """Wraps an engine so that large arguments and results travel by proxy.
 
@@ -155,11 +216,12 @@ class StoreExecutor(cf.Executor):
     argument on the client and to each result on the worker.
 
     With ``ownership=True`` (the default) the objects a task's submission stored are
-    evicted when its future completes (success, exception or cancellation), except
-    those the task returned. Results come back as proxies; ``free(result)`` evicts
-    one. ``proxy_containers=True`` also considers the items of list, tuple and dict
-    arguments and results. ``close_engine`` makes ``shutdown`` shut the engine down
-    too (a Dask client is closed, not its cluster).
+    evicted right after its future completes (success, exception or cancellation),
+    from a background thread (``flush()`` waits for it; ``shutdown`` flushes), except
+    those the task returned. Results come back as ``OwnedProxy`` objects, freed when
+    dropped; ``free(result)`` frees one now. ``proxy_containers=True`` also considers
+    the items of list, tuple and dict arguments and results. ``close_engine`` makes
+    ``shutdown`` shut the engine down too (a Dask client is closed, not its cluster).
 
     >>> from concurrent.futures import ThreadPoolExecutor
     >>> from pxexec.connectors.local import LocalConnector
@@ -202,6 +264,7 @@ class StoreExecutor(cf.Executor):
         self._pending: set[StoreFuture] = set()
         self._lock = threading.Lock()
         self._shutdown = False
+        self._freer = _Freer(store)
 
     @classmethod
     def from_config(cls, executor: Any, path: str, **overrides: Any) -> StoreExecutor:
@@ -252,6 +315,7 @@ class StoreExecutor(cf.Executor):
                 self.should_proxy if self.proxy_results else None,
                 containers=self.proxy_containers or isinstance(fn, _Chunk),
                 box_result=True,
+                note_traceback=not self._engine.keeps_tracebacks,
             )
             try:
                 self._tasks[fn] = task
@@ -432,12 +496,12 @@ class StoreExecutor(cf.Executor):
         self._free(sorted(_keys_in(result) - future.foreign_keys))
 
     def _free(self, keys: list[str]) -> None:
-        if not keys:
-            return
-        try:
-            self.store.evict_batch(keys)
-        except Exception:
-            log.exception("pxexec: could not evict %d task input(s) from %r", len(keys), self.store)
+        self._freer.put(keys)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until the objects of completed tasks are evicted (they are freed in the
+        background right after each future completes). False if ``timeout`` passed."""
+        return self._freer.flush(timeout)
 
     def free(self, result: Any) -> None:
         """Free the stored objects behind a result (a proxy or a container of them).
@@ -447,7 +511,9 @@ class StoreExecutor(cf.Executor):
         for item in _proxies_in(result):
             if isinstance(item, OwnedProxy):
                 item.free()
-        self._free(sorted(_keys_in(result)))
+        keys = sorted(_keys_in(result))
+        if keys:
+            self.store.evict_batch(keys)  # now, as asked
 
     # -- map and shutdown -------------------------------------------------------------
 
@@ -538,6 +604,8 @@ class StoreExecutor(cf.Executor):
                     f.exception()
                 except cf.CancelledError:
                     pass
+        if wait:
+            self.flush()
         if self.close_engine:
             self._engine.shutdown(wait, cancel_futures)
         else:

@@ -6,6 +6,7 @@ and rebuilds the store from its config once per worker process.
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -49,6 +50,16 @@ def unbox(value: Any) -> Any:
     return value
 
 
+def _add_note(exc: BaseException, note: str) -> None:
+    # BaseException.add_note is 3.11+; the attribute pickles with the exception
+    notes = list(getattr(exc, "__notes__", []))
+    notes.append(note)
+    try:
+        exc.__notes__ = notes
+    except AttributeError:
+        pass
+
+
 def tags_for(policy: Any, obj: Any) -> tuple[str, ...]:
     """The tags a policy attaches to ``obj`` (policies without ``tags_for``: none)."""
     method = getattr(policy, "tags_for", None)
@@ -77,6 +88,7 @@ class ProxyTask:
         "box_result",
         "containers",
         "fn",
+        "note_traceback",
         "policy",
         "store_config",
         "store_fp",
@@ -91,6 +103,7 @@ class ProxyTask:
         containers: bool = False,
         box_result: bool = False,
         store_config: dict[str, Any] | None = None,
+        note_traceback: bool = False,
     ) -> None:
         self.fn = fn
         self.store_config = store.config() if store is not None else store_config
@@ -100,6 +113,7 @@ class ProxyTask:
         self.policy = policy
         self.containers = containers
         self.box_result = box_result
+        self.note_traceback = note_traceback
         self.__name__ = getattr(fn, "__name__", type(fn).__name__)
         self.__qualname__ = getattr(fn, "__qualname__", self.__name__)
         self.__wrapped__ = fn
@@ -107,7 +121,12 @@ class ProxyTask:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         args = tuple(unbox(a) for a in args)
         kwargs = {k: unbox(v) for k, v in kwargs.items()}
-        result = self.fn(*args, **kwargs)
+        try:
+            result = self.fn(*args, **kwargs)
+        except Exception as exc:
+            if self.note_traceback:  # for engines that send exceptions without it
+                _add_note(exc, "Worker traceback:\n" + traceback.format_exc())
+            raise
         if self.policy is not None:
             result = self.proxy_result(result)
         return Boxed(result) if self.box_result else result
@@ -131,7 +150,7 @@ class ProxyTask:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_task, (self.fn, self.store_config, self.policy, self.containers,
-                                self.box_result, self.store_fp))
+                                self.box_result, self.store_fp, self.note_traceback))
 
     def __repr__(self) -> str:
         return f"ProxyTask({self.fn!r})"
@@ -144,9 +163,11 @@ def _rebuild_task(
     containers: bool,
     box_result: bool,
     store_fp: str | None = None,
+    note_traceback: bool = False,
 ) -> ProxyTask:
     task = ProxyTask.__new__(ProxyTask)
     task.fn, task.store_config, task.store_fp = fn, store_config, store_fp
+    task.note_traceback = note_traceback
     task.policy, task.containers, task.box_result = policy, containers, box_result
     task.__name__ = getattr(fn, "__name__", type(fn).__name__)
     task.__qualname__ = getattr(fn, "__qualname__", task.__name__)

@@ -40,7 +40,8 @@ def test_round_trip_fresh_result(engine: Any, store: Store) -> None:
         assert isinstance(result, Proxy) and not is_resolved(result)
         assert isinstance(result, np.ndarray)  # answered without resolving
         assert np.array_equal(result, arr * 2)
-        # the input was freed when the future completed; only the result remains
+        # the input is freed once the future completes; only the result remains
+        assert ex.flush(timeout=10)
         assert store.connector.keys() == [proxy_key(result)]
         ex.free(result)
         assert store.connector.keys() == []
@@ -66,6 +67,7 @@ def test_returning_the_input_unchanged(engine: Any, store: Store) -> None:
         result = ex.submit(workers.identity, arr).result(timeout=60)
         assert isinstance(result, Proxy)
         assert np.array_equal(result, arr)
+        assert ex.flush(timeout=10)
         assert store.connector.keys() == [proxy_key(result)]  # kept: the task returned it
         ex.free(result)
     assert store.connector.keys() == []
@@ -225,3 +227,13 @@ def test_from_config(tmp_path: Any, shm_dir: str) -> None:
         assert isinstance(ex.should_proxy, SizeAtLeast) and ex.proxy_containers
         assert ex.submit(workers.kinds, np.ones(200)).result() == ["ndarray*"]
         ex.store.close()
+
+
+def test_worker_traceback_reaches_the_caller(engine: Any, store: Store) -> None:
+    import traceback
+
+    with make(engine, store) as ex:
+        error = ex.submit(workers.fail, 1).exception(timeout=60)
+    assert isinstance(error, ValueError)
+    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    assert "in fail" in text  # the frame of the task that raised, on the worker

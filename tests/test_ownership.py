@@ -126,6 +126,7 @@ def test_executor_moves_owners_and_holds_borrows(store: Store) -> None:
         owner = store.owned_proxy(np.ones(10))
         key = owner.__px_factory__.key
         assert ex.submit(workers.total, owner).result() == 10.0
+        assert ex.flush(timeout=10)
         assert not store.exists(key)  # moved into the task, freed when it completed
         with pytest.raises(OwnershipError, match="moved"):
             len(owner)

@@ -31,6 +31,7 @@ def test_ten_thousand_tasks_leave_nothing(engine: Any, shm_dir: str) -> None:
             results = ex.map(workers.fresh_bytes, [PAYLOAD] * (TASKS // 5), buffersize=64)
             assert all(len(r) == len(PAYLOAD) for r in results)  # each freed when dropped
             gc.collect()
+            assert ex.flush(timeout=60)
             rss.append(process.memory_info().rss)
             assert store.connector.keys() == []
     assert store.metrics.puts >= TASKS  # every input went by proxy

@@ -18,6 +18,8 @@ class Engine:
     name = "concurrent.futures"
     native_futures = False
     drive = False
+    #: the engine delivers a task's exception with the worker's traceback
+    keeps_tracebacks = True
 
     def __init__(self, executor: Any) -> None:
         self.executor = executor

@@ -53,6 +53,7 @@ class TaskVineEngine(Engine):
     name = "taskvine"
     native_futures = True
     drive = True
+    keeps_tracebacks = False  # the worker traceback travels as a note on the exception
 
     def submit(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         nested = [a for a in args if not isinstance(a, cf.Future) and _has_future(a)]
