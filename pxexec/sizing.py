@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 # Containers are walked to this many items in total; the rest is extrapolated.
 WALK_LIMIT = 1000
+
+Estimator = Callable[[Any, list[int]], int]
 
 
 def estimate_nbytes(obj: Any, _budget: list[int] | None = None) -> int:
@@ -15,45 +18,67 @@ def estimate_nbytes(obj: Any, _budget: list[int] | None = None) -> int:
     Exact for bytes-likes, str, numpy arrays, pandas, polars and pyarrow objects;
     for lists, tuples, sets and dicts a bounded walk of at most ``WALK_LIMIT`` items
     whose average is extrapolated to the full length. Never serializes ``obj``.
+    The way to measure is chosen once per type and cached.
     """
-    if isinstance(obj, (bytes, bytearray)):
-        return len(obj)
-    if isinstance(obj, str):
-        return len(obj)  # ascii size; good enough to decide on proxying
-    if isinstance(obj, memoryview):
-        return obj.nbytes
-    if obj is None or isinstance(obj, (bool, int, float, complex)):
-        return sys.getsizeof(obj)
-    nbytes = _native_nbytes(obj)
-    if nbytes is not None:
-        return nbytes
-    if isinstance(obj, (list, tuple, set, frozenset, dict)):
-        return _walk(obj, _budget if _budget is not None else [WALK_LIMIT])
+    kind = type(obj)
+    estimator = _BY_TYPE.get(kind)
+    if estimator is None:
+        estimator = _BY_TYPE[kind] = _choose(kind)
+    return estimator(obj, _budget if _budget is not None else [WALK_LIMIT])
+
+
+def _length(obj: Any, budget: list[int]) -> int:
+    return len(obj)
+
+
+def _memoryview(obj: Any, budget: list[int]) -> int:
+    return int(obj.nbytes)
+
+
+def _getsizeof(obj: Any, budget: list[int]) -> int:
     return sys.getsizeof(obj)
 
 
-def _native_nbytes(obj: Any) -> int | None:
-    module = type(obj).__module__.partition(".")[0]
-    if module == "numpy":
-        value = getattr(obj, "nbytes", None)
-        return int(value) if isinstance(value, int) else None
+def _nbytes_attribute(obj: Any, budget: list[int]) -> int:
+    value = getattr(obj, "nbytes", None)
+    return int(value) if isinstance(value, int) else sys.getsizeof(obj)
+
+
+def _pandas(obj: Any, budget: list[int]) -> int:
+    try:
+        usage = obj.memory_usage(deep=False, index=True)
+    except (AttributeError, TypeError):
+        return sys.getsizeof(obj)
+    return int(usage.sum()) if hasattr(usage, "sum") else int(usage)
+
+
+def _polars(obj: Any, budget: list[int]) -> int:
+    size = getattr(obj, "estimated_size", None)
+    return int(size()) if callable(size) else sys.getsizeof(obj)
+
+
+def _choose(kind: type[Any]) -> Estimator:
+    if issubclass(kind, (bytes, bytearray, str)):
+        return _length  # str: its length is a good enough size to decide on proxying
+    if issubclass(kind, memoryview):
+        return _memoryview
+    if kind is type(None) or issubclass(kind, (bool, int, float, complex)):
+        return _getsizeof
+    module = kind.__module__.partition(".")[0]
+    if module in ("numpy", "pyarrow"):
+        return _nbytes_attribute
     if module == "pandas":
-        try:
-            usage = obj.memory_usage(deep=False, index=True)
-        except (AttributeError, TypeError):
-            return None
-        return int(usage.sum()) if hasattr(usage, "sum") else int(usage)
+        return _pandas
     if module == "polars":
-        size = getattr(obj, "estimated_size", None)
-        return int(size()) if callable(size) else None
-    if module == "pyarrow":
-        value = getattr(obj, "nbytes", None)
-        return int(value) if isinstance(value, int) else None
-    return None
+        return _polars
+    if issubclass(kind, (list, tuple, set, frozenset, dict)):
+        return _walk
+    return _getsizeof
 
 
 def _walk(obj: Any, budget: list[int]) -> int:
-    items: Any = obj.items() if isinstance(obj, dict) else obj
+    is_dict = isinstance(obj, dict)
+    items: Any = obj.items() if is_dict else obj
     length = len(obj)
     total = sys.getsizeof(obj)
     seen = 0
@@ -62,7 +87,7 @@ def _walk(obj: Any, budget: list[int]) -> int:
             break
         budget[0] -= 1
         seen += 1
-        if isinstance(obj, dict):
+        if is_dict:
             key, value = item
             total += estimate_nbytes(key, budget) + estimate_nbytes(value, budget)
         else:
@@ -71,3 +96,6 @@ def _walk(obj: Any, budget: list[int]) -> int:
         per_item = (total - sys.getsizeof(obj)) / seen
         total += int(per_item * (length - seen))
     return total
+
+
+_BY_TYPE: dict[type[Any], Estimator] = {}
