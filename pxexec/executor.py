@@ -6,6 +6,7 @@ import atexit
 import collections
 import concurrent.futures as cf
 import logging
+import os
 import threading
 import time
 import weakref
@@ -176,6 +177,12 @@ class _Freer:
             self._cond.notify_all()
 
     def _run(self) -> None:
+        # Lowest CPU priority for this thread (Linux): freeing uses idle cycles and
+        # never competes with the tasks' own work; it catches up when the CPU is free.
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except (AttributeError, OSError):
+            pass
         while True:
             with self._cond:
                 while not self._queue:
