@@ -39,19 +39,11 @@ def proxy_key(obj: Any) -> str | None:
 
 def _keys_in(value: Any) -> set[str]:
     """Keys of store proxies at the top level of ``value`` or one container below."""
-    key = proxy_key(value)
-    if key is not None:
-        return {key}
-    kind = type(value)
-    items: Iterable[Any] = ()
-    if kind is list or kind is tuple:
-        items = value
-    elif kind is dict:
-        items = value.values()
-    return {k for k in map(proxy_key, items) if k is not None}
+    return {k for k in map(proxy_key, _proxies_in(value)) if k is not None}
 
 
 def _proxies_in(value: Any) -> list[Proxy[Any]]:
+    """Proxies at the top level of ``value`` or one container below."""
     if isinstance(value, Proxy):
         return [value]
     kind = type(value)
