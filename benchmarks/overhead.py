@@ -116,6 +116,34 @@ def redis_floor(url: str, nbytes: int, repeat: int = 5) -> None:
     print(f"pxexec / fastest floor  {times['pxexec put+get'] / floor:8.2f}x")
 
 
+def signing_cost(repeat: int = 7) -> None:
+    import os
+    import tempfile
+
+    from pxexec.connectors.shm import SharedMemoryConnector
+
+    os.environ.setdefault("PXEXEC_BENCH_SECRET", "benchmark-secret")
+    directory = tempfile.mkdtemp(prefix="pxexec-sign-", dir="/dev/shm")
+    plain = Store("sign-off", SharedMemoryConnector(directory, namespace="off"))
+    signed = Store("sign-on", SharedMemoryConnector(directory, namespace="on"),
+                   secret_env="PXEXEC_BENCH_SECRET")
+    print(f"\n## Signing (HMAC-SHA256): put + get + touch on shm, median of {repeat}")
+    for nbytes in (1_000_000, 100_000_000):
+        arr = np.random.default_rng(0).integers(0, 255, nbytes, dtype=np.uint8)
+        times = {}
+        for name, store in (("unsigned", plain), ("signed", signed)):
+            def trip(store: Store = store, arr: Any = arr) -> None:
+                key = store.put(arr)
+                int(store.get(key)[-1])
+                store.evict(key)
+
+            trip()
+            times[name] = statistics.median(_loop(trip, 1) for _ in range(repeat))
+        added = times["signed"] - times["unsigned"]
+        print(f"{nbytes / 1e6:5g} MB  unsigned {times['unsigned'] * 1e3:8.2f} ms  signed "
+              f"{times['signed'] * 1e3:8.2f} ms  (+{added * 1e3:.2f} ms)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tasks", type=int, default=20_000)
@@ -123,6 +151,7 @@ def main() -> None:
     parser.add_argument("--mb", type=float, default=100)
     args = parser.parse_args()
     per_task_overhead(args.tasks)
+    signing_cost()
     server = None
     url = args.redis_url
     if url is None:

@@ -75,3 +75,7 @@ class PolicyError(PxexecError, RuntimeError):
 
 class StoreIOError(PxexecError, OSError):
     """A store's backend failed to read or write (disk full, directory removed, ...)."""
+
+
+class SignatureError(DeserializationError):
+    """A stored object's signature does not verify: it was not written with the secret."""

@@ -7,7 +7,10 @@ inside each proxy's factory.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -16,7 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pxexec.connectors import connector_from_config
-from pxexec.errors import ConfigError, MissingKeyError
+from pxexec.errors import ConfigError, MissingKeyError, SignatureError
 from pxexec.factory import StoreFactory
 from pxexec.lease import keeper, lease_of
 from pxexec.proxy import Proxy, ProxyInfo
@@ -96,6 +99,7 @@ class Store:
         deserializer: Deserializer | None = None,
         cache_size: int = 16,
         register: bool = True,
+        secret_env: str | None = None,
     ) -> None:
         if not name or not isinstance(name, str):
             raise ConfigError("A store needs a non-empty name.")
@@ -106,6 +110,8 @@ class Store:
         self.serializer: Serializer = serializer or serialize
         self.deserializer: Deserializer = deserializer or deserialize
         self.cache_size = cache_size
+        self.secret_env = secret_env
+        self._secret = _read_secret(secret_env) if secret_env else None
         self._cache = _LRU(cache_size) if cache_size and _cacheable(connector) else None
         self._routes = bool(getattr(connector, "routes_objects", False))
         self._metrics = StoreMetrics()
@@ -116,6 +122,7 @@ class Store:
             "serializer": serializer,
             "deserializer": deserializer,
             "cache_size": cache_size,
+            "secret_env": secret_env,
         }
         self._fingerprint = fingerprint(self._config)
         if register:
@@ -145,7 +152,7 @@ class Store:
         as the MultiConnector.
         """
         start = time.perf_counter()
-        frames = self.serializer(obj)
+        frames = self._sign(self.serializer(obj))
         if self._routes:
             key: str = self.connector.put(frames, obj_type=type(obj), tags=tuple(tags))
         else:
@@ -156,7 +163,7 @@ class Store:
     def put_batch(self, objs: Iterable[Any]) -> list[str]:
         """Store several objects with one batched backend call where it has one."""
         start = time.perf_counter()
-        payloads = [self.serializer(obj) for obj in objs]
+        payloads = [self._sign(self.serializer(obj)) for obj in objs]
         keys: list[str] = self.connector.put_batch(payloads)
         self._count(
             puts=len(keys),
@@ -181,7 +188,7 @@ class Store:
                 if default is _MISSING:
                     raise MissingKeyError(key, self.name)
                 return default
-            buffer = self._remember(key, buffer)
+            buffer = self._remember(key, self._verify(key, buffer))
         obj = self.deserializer(buffer)
         self._count(
             gets=1,
@@ -201,9 +208,39 @@ class Store:
                     raise MissingKeyError(key, self.name)
                 result.append(default)
                 continue
-            result.append(self.deserializer(self._remember(key, buffer)))
+            result.append(self.deserializer(self._remember(key, self._verify(key, buffer))))
         self._count(gets=len(result), bytes_got=sum(memoryview(b).nbytes for b in buffers if b))
         return result
+
+    def _sign(self, frames: Any) -> Any:
+        """With a secret: prepend a 64-byte frame holding an HMAC-SHA256 of the payload."""
+        if self._secret is None:
+            return frames
+        mac = hmac.new(self._secret, digestmod=hashlib.sha256)
+        for frame in frames:
+            mac.update(frame)
+        return [_SIGNED + mac.digest() + bytes(64 - len(_SIGNED) - 32), *frames]
+
+    def _verify(self, key: str, buffer: Any) -> Any:
+        """The payload behind a verified signature; nothing is decoded before this."""
+        if self._secret is None:
+            return buffer
+        view = memoryview(buffer).cast("B")
+        if view.nbytes < 64 or view[: len(_SIGNED)] != _SIGNED:
+            raise SignatureError(
+                f"Object {key!r} in store {self.name!r} is not signed, but this store "
+                "requires signatures: it was written by a writer without the secret. "
+                "Nothing was deserialized."
+            )
+        payload = view[64:]
+        expected = hmac.new(self._secret, payload, hashlib.sha256).digest()
+        if not hmac.compare_digest(bytes(view[len(_SIGNED) : len(_SIGNED) + 32]), expected):
+            raise SignatureError(
+                f"Object {key!r} in store {self.name!r} failed signature verification: "
+                "it was written or changed by someone without this store's secret. "
+                "Nothing was deserialized."
+            )
+        return payload
 
     def _remember(self, key: str, buffer: Any) -> Any:
         if self._cache is not None:
@@ -216,7 +253,7 @@ class Store:
 
     def replace(self, key: str, obj: Any) -> None:
         """Overwrite the object under ``key`` (readers that resolve later see it)."""
-        frames = self.serializer(obj)
+        frames = self._sign(self.serializer(obj))
         self.connector.replace(key, frames)
         if self._cache is not None:
             self._cache.pop(key)
@@ -308,6 +345,20 @@ class Store:
         return (get_or_create_store, (self._config,))
 
 
+_SIGNED = b"PXS1"
+
+
+def _read_secret(variable: str) -> bytes:
+    value = os.environ.get(variable)
+    if not value:
+        raise ConfigError(
+            f"This store signs its objects with the secret in the environment variable "
+            f"{variable!r}, which is not set in this process. Set it (the same value) in "
+            "every process that uses the store."
+        )
+    return value.encode()
+
+
 def _size(frames: Sequence[Any]) -> int:
     return sum(memoryview(f).nbytes for f in frames)
 
@@ -355,6 +406,7 @@ def get_or_create_store(config: dict[str, Any], fp: str | None = None) -> Store:
         if store is None:
             try:
                 options = {k: config[k] for k in ("serializer", "deserializer", "cache_size")}
+                options["secret_env"] = config.get("secret_env")
                 store = Store(
                     config["name"],
                     connector_from_config(config["connector"]),

@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+import uuid
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pxexec import Store
+from pxexec.bench.redis_server import RedisServer
+from pxexec.connectors.file import FileConnector
+from pxexec.connectors.redis import RedisConnector
+from pxexec.connectors.shm import SharedMemoryConnector
+from pxexec.errors import ConfigError, SignatureError, StoreConnectionError
+from pxexec.serialize import serialize
+
+
+class Exploit:
+    """Unpickling this creates a file: proof that attacker code ran."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> Any:
+        return (open, (self.path, "w"))
+
+
+@pytest.fixture
+def secret(monkeypatch: Any) -> str:
+    monkeypatch.setenv("PXEXEC_TEST_SECRET", "correct horse battery staple")
+    return "PXEXEC_TEST_SECRET"
+
+
+def test_signed_round_trip_stays_zero_copy(shm_dir: str, secret: str) -> None:
+    store = Store("signed", SharedMemoryConnector(shm_dir), secret_env=secret)
+    arr = np.arange(100_000, dtype=np.float64)
+    key = store.put(arr)
+    out = store.get(key)
+    assert np.array_equal(out, arr) and out.flags.writeable
+    assert store.proxy({"a": 1}) == {"a": 1}
+
+
+@pytest.mark.parametrize("kind", ["shm", "redis"])
+def test_foreign_pickle_under_a_valid_key_never_runs(kind: str, shm_dir: str, tmp_path: Any,
+                                                    secret: str, redis_url: str) -> None:
+    connector: Any = (SharedMemoryConnector(shm_dir) if kind == "shm"
+                      else RedisConnector(redis_url, prefix=f"sec{uuid.uuid4().hex[:6]}"))
+    store = Store(f"signed-{kind}", connector, secret_env=secret, cache_size=0)
+    key = store.put("legit")
+    marker = tmp_path / "pwned"
+    # A foreign writer replaces the value with a well-formed pxexec payload of a
+    # malicious pickle (unsigned), then with the legit signature frame glued on.
+    connector.replace(key, serialize(Exploit(str(marker))))
+    with pytest.raises(SignatureError, match="not signed"):
+        store.get(key)
+    legit_signature = bytes(store._sign(serialize("legit"))[0])
+    connector.replace(key, [legit_signature, *serialize(Exploit(str(marker)))])
+    with pytest.raises(SignatureError, match="failed signature verification"):
+        store.proxy_from_key(key) + ""
+    assert not marker.exists()
+
+
+def test_tampered_byte_is_refused(tmp_path: Any, secret: str) -> None:
+    connector = FileConnector(str(tmp_path))
+    store = Store("tamper", connector, secret_env=secret)
+    key = store.put(np.zeros(1000))
+    path = os.path.join(connector.path, key)
+    with open(path, "r+b") as f:
+        f.seek(-1, os.SEEK_END)
+        f.write(b"\x01")
+    with pytest.raises(SignatureError):
+        store.get(key)
+
+
+def test_secret_is_never_carried(shm_dir: str, secret: str) -> None:
+    store = Store("carry", SharedMemoryConnector(shm_dir), secret_env=secret)
+    proxy = store.proxy([1, 2])
+    value = os.environ[secret].encode()
+    assert value not in pickle.dumps(proxy) and value not in repr(proxy).encode()
+    assert value not in pickle.dumps(store.config())
+
+
+def test_missing_secret_is_a_clear_error(shm_dir: str, secret: str) -> None:
+    with pytest.raises(ConfigError, match="PXEXEC_NO_SUCH_SECRET"):
+        Store("nosecret", SharedMemoryConnector(shm_dir), secret_env="PXEXEC_NO_SUCH_SECRET")
+    store = Store("worker-check", SharedMemoryConnector(shm_dir), secret_env=secret)
+    proxy = store.proxy("x")
+    code = ("import pickle, sys\nproxy = pickle.loads(sys.stdin.buffer.read())\n"
+            "try:\n    str(proxy)\nexcept Exception as e:\n    print(type(e).__name__, e)\n")
+    env = {k: v for k, v in os.environ.items() if k != secret}
+    out = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(proxy),
+                         capture_output=True, env=env, check=True)
+    assert b"ConfigError" in out.stdout and secret.encode() in out.stdout
+
+
+@pytest.fixture(scope="module")
+def acl_redis() -> Any:
+    server = RedisServer("--requirepass", "sup3r-secret",
+                         "--user", "alice", "on", ">al1ce-pw", "~*", "&*", "+@all")
+    yield server
+    server.stop()
+
+
+def test_redis_password_and_acl_user(acl_redis: Any, monkeypatch: Any) -> None:
+    port = acl_redis.port
+    with_password = RedisConnector(f"redis://:sup3r-secret@127.0.0.1:{port}/0")
+    key = with_password.put(serialize(1))
+    assert with_password.get(key) is not None
+    alice = RedisConnector(f"redis://alice:al1ce-pw@127.0.0.1:{port}/0", prefix="alice")
+    assert alice.get(alice.put(serialize(2))) is not None
+    monkeypatch.setenv("PXEXEC_TEST_REDIS_PW", "al1ce-pw")
+    by_env = Store("env-pw", RedisConnector(f"redis://alice@127.0.0.1:{port}/0", prefix="env",
+                                            password_env="PXEXEC_TEST_REDIS_PW"))
+    proxy = by_env.proxy([3])
+    assert b"al1ce-pw" not in pickle.dumps(proxy) and proxy == [3]
+    wrong = RedisConnector(f"redis://alice:wrong-pw@127.0.0.1:{port}/0", connect_timeout=2)
+    with pytest.raises(StoreConnectionError) as info:
+        wrong.put(serialize(1))
+    assert "wrong-pw" not in str(info.value) and str(port) in str(info.value)
+    nopw = RedisConnector(f"redis://127.0.0.1:{port}/0", connect_timeout=2)
+    with pytest.raises(Exception) as denied:
+        nopw.put(serialize(1))
+    assert "NOAUTH" in str(denied.value) or "Authentication" in str(denied.value)
