@@ -4,12 +4,14 @@ import concurrent.futures as cf
 import time
 import uuid
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 
 import numpy as np
 import pytest
 
 from pxexec import Store
 from pxexec.bench.redis_server import RedisServer
+from pxexec.connectors.file import FileConnector
 from pxexec.connectors.redis import RedisConnector
 from pxexec.connectors.shm import SharedMemoryConnector
 from pxexec.errors import StoreConnectionError
@@ -53,3 +55,62 @@ def test_redis_killed_then_restarted(shm_dir: str) -> None:
         assert store.connector.keys() == []
     finally:
         server.stop()
+
+
+def test_dask_worker_killed_mid_task_is_rerun(dask_cluster: Any, shm_dir: str,
+                                              tmp_path: Any) -> None:
+    from distributed import Client
+
+    store = Store(f"dkill-{uuid.uuid4().hex[:6]}", SharedMemoryConnector(shm_dir))
+    marker = str(tmp_path / "died")
+    with StoreExecutor(Client(dask_cluster), store, SizeAtLeast(1000)) as ex:
+        start = time.monotonic()
+        result = ex.submit(workers.die_once, np.ones(1000), marker).result(timeout=120)
+        elapsed = time.monotonic() - start
+    assert result == 1000.0 and elapsed < 120
+    assert store.connector.keys() == []  # the input survived the rerun, then was freed
+    dask_cluster.wait_for_workers(2, timeout=60)
+
+
+@pytest.mark.slow
+def test_values_over_redis_limit_and_2gb_files(redis_url: str, shm_dir: str,
+                                               tmp_path: Any) -> None:
+    big = np.frombuffer(np.random.default_rng(0).bytes(600_000_000), dtype=np.uint8)
+    redis_store = Store("big-redis", RedisConnector(redis_url, prefix="big"), cache_size=0)
+    key = redis_store.put(big)
+    assert key.endswith(":p2")  # split under Redis' 512 MB limit
+    assert np.array_equal(redis_store.get(key), big)
+    redis_store.evict(key)
+    huge = np.zeros(2_200_000_000, dtype=np.uint8)
+    huge[::1_000_000] = 7
+    for connector in (SharedMemoryConnector(shm_dir), FileConnector(str(tmp_path))):
+        store = Store(f"big-{connector.type_name}", connector)
+        key = store.put(huge)
+        out = store.get(key)
+        assert out.nbytes == huge.nbytes and np.array_equal(out[::1_000_000], huge[::1_000_000])
+        del out
+        store.evict(key)
+
+
+def test_device_full_is_clear_and_leaves_no_partial_object(tmp_path: Any) -> None:
+    import os
+    import subprocess
+
+    from pxexec.errors import StoreIOError
+
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                          capture_output=True)
+    if done.returncode != 0:
+        pytest.skip("cannot mount a 1 MB tmpfs here (needs root)")
+    try:
+        connector = FileConnector(str(mount))
+        store = Store("full", connector)
+        kept = store.put(b"x" * 1000)
+        with pytest.raises(StoreIOError, match="free space"):
+            store.put(np.zeros(2_000_000, dtype=np.uint8))
+        assert os.listdir(connector.path) == [kept]  # no partial or temporary file
+        assert store.get(kept) == b"x" * 1000
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)

@@ -125,3 +125,46 @@ def test_redis_password_and_acl_user(acl_redis: Any, monkeypatch: Any) -> None:
     with pytest.raises(Exception) as denied:
         nopw.put(serialize(1))
     assert "NOAUTH" in str(denied.value) or "Authentication" in str(denied.value)
+
+
+def _make_certs(directory: Any) -> dict[str, str]:
+    paths = {name: str(directory / f"{name}") for name in
+             ("ca.key", "ca.crt", "server.key", "server.csr", "server.crt", "ext.cnf")}
+    (directory / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    run = [
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=pxexec-test-ca", "-keyout", paths["ca.key"], "-out", paths["ca.crt"]],
+        ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+         "-keyout", paths["server.key"], "-out", paths["server.csr"]],
+        ["openssl", "x509", "-req", "-in", paths["server.csr"], "-CA", paths["ca.crt"],
+         "-CAkey", paths["ca.key"], "-CAcreateserial", "-days", "2",
+         "-extfile", paths["ext.cnf"], "-out", paths["server.crt"]],
+    ]
+    for command in run:
+        subprocess.run(command, check=True, capture_output=True)
+    return paths
+
+
+def test_redis_over_tls(tmp_path: Any, monkeypatch: Any) -> None:
+    from pxexec.bench.redis_server import free_port
+
+    certs = _make_certs(tmp_path)
+    tls_port = free_port()
+    server = RedisServer(
+        "--tls-port", str(tls_port), "--tls-cert-file", certs["server.crt"],
+        "--tls-key-file", certs["server.key"], "--tls-ca-cert-file", certs["ca.crt"],
+        "--tls-auth-clients", "no", "--requirepass", "tls-pw",
+    )
+    try:
+        monkeypatch.setenv("PXEXEC_TEST_TLS_PW", "tls-pw")
+        url = f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={certs['ca.crt']}"
+        store = Store("tls", RedisConnector(url, prefix="tls", password_env="PXEXEC_TEST_TLS_PW"))
+        proxy = store.proxy(np.arange(100_000))  # large enough for the raw socket path
+        assert np.array_equal(pickle.loads(pickle.dumps(proxy)), np.arange(100_000))
+        assert b"tls-pw" not in pickle.dumps(proxy)
+        untrusted = RedisConnector(f"rediss://127.0.0.1:{tls_port}/0", connect_timeout=2,
+                                   password_env="PXEXEC_TEST_TLS_PW")
+        with pytest.raises(StoreConnectionError, match=r"certificate|SSL"):
+            untrusted.put(serialize(1))
+    finally:
+        server.stop()

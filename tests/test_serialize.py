@@ -164,7 +164,7 @@ def test_missing_module_is_clear() -> None:
         deserialize(_frame(PICKLE, None, [bad]))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(st.binary(max_size=300), st.integers(0, 200))
 def test_fuzz_random_bytes_and_mutations(data: bytes, pos: int) -> None:
     base = bytearray(join(serialize({"k": np.arange(5), "s": "t"})))
