@@ -85,6 +85,7 @@ class StoreFuture(cf.Future):  # type: ignore[type-arg]
         self.input_keys: list[str] = []  # objects this task's submission stored
         self.foreign_keys: set[str] = set()  # proxies the caller passed in (not ours)
         self.borrows: list[Any] = []  # borrows held until this future completes
+        self.upstream: list[StoreFuture] = []  # futures whose results this task reads
         self.abandoned = False  # nobody will read the result: free it on completion
         self._finishing = False
         self._finish_lock = threading.Lock()
@@ -325,6 +326,8 @@ class StoreExecutor(cf.Executor):
     def _prepare(self, value: Any, future: StoreFuture) -> Any:
         kind = type(value)
         if kind is StoreFuture:
+            # the upstream result (an owner) must outlive this task, which reads it
+            future.upstream.append(value)
             if self._engine.native_futures and value.engine_future is not None:
                 return value.engine_future
             return value
@@ -459,6 +462,7 @@ class StoreExecutor(cf.Executor):
         # Inputs are freed before the future completes: once result() returns, the
         # store holds only what the caller owns.
         try:
+            future.upstream = []
             for borrowed in future.borrows:
                 release_held(borrowed)
             if self.ownership:

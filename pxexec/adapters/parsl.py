@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 from pxexec.adapters.base import Engine
@@ -25,6 +27,13 @@ def executor_from_config(config: Any, *, executors: str | list[str] = "all") -> 
     """
     _, pool = _parsl()
     from parsl.dataflow.dflow import DataFlowKernel
+
+    # Parsl starts helper programs (interchange.py, process_worker_pool.py) by name:
+    # make sure this interpreter's scripts directory is searched first.
+    scripts = os.path.dirname(sys.executable)
+    path = os.environ.get("PATH", "")
+    if scripts not in path.split(os.pathsep):
+        os.environ["PATH"] = scripts + os.pathsep + path
 
     class OwnedParslPool(pool):  # type: ignore[misc, valid-type]
         def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

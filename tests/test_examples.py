@@ -1,0 +1,37 @@
+"""Every example runs (with small sizes), so an example that breaks fails the build."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLES = {
+    "quickstart.py": ["--mb", "5"],
+    "dask_store_executor.py": ["--mb", "2", "--tasks", "3"],
+    "dask_client_dropin.py": ["--mb", "2"],
+    "parsl_store_executor.py": ["--mb", "2"],
+    "ownership_and_leases.py": [],
+    "routing.py": [],
+}
+
+
+def test_every_example_is_listed() -> None:
+    scripts = {n for n in os.listdir(os.path.join(ROOT, "examples")) if n.endswith(".py")}
+    assert scripts - {"policies.py"} == set(EXAMPLES)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", sorted(EXAMPLES))
+def test_example_runs(script: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    env["PATH"] = "/usr/bin:/bin"  # as a user runs it: scripts/ of the venv not on PATH
+    done = subprocess.run(
+        [sys.executable, os.path.join("examples", script), *EXAMPLES[script]],
+        cwd=ROOT, capture_output=True, text=True, timeout=240, env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip()
