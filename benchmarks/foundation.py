@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from pxexec import Store
+from pxexec.bench.redis_server import redis_url_or_private
 from pxexec.connectors import connector_from_url
 from pxexec.proxy import resolve
 from pxexec.serialize import deserialize, serialize
@@ -134,22 +135,12 @@ def main() -> None:
     parser.add_argument("--redis-url", default=None)
     args = parser.parse_args()
     nbytes = int(args.size_mb * 1e6)
-    server = None
-    redis_url = args.redis_url
-    if redis_url is None:
-        from pxexec.bench.redis_server import RedisServer
-
-        server = RedisServer()
-        redis_url = server.url
     tmp = tempfile.mkdtemp(prefix="pxexec-bench-")
-    urls = {"shm": "shm", "file": f"file://{tmp}", "redis": redis_url}
-    try:
+    with redis_url_or_private(args.redis_url) as redis_url:
+        urls = {"shm": "shm", "file": f"file://{tmp}", "redis": redis_url}
         serializer_table(nbytes, args.repeat)
         connector_table(nbytes, args.repeat, urls)
         proxy_table(args.repeat, urls)
-    finally:
-        if server is not None:
-            server.stop()
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from pxexec import Store
+from pxexec.bench.redis_server import redis_url_or_private
 from pxexec.connectors.local import LocalConnector
 from pxexec.connectors.redis import RedisConnector
 from pxexec.executor import StoreExecutor
@@ -152,19 +153,9 @@ def main() -> None:
     args = parser.parse_args()
     per_task_overhead(args.tasks)
     signing_cost()
-    server = None
-    url = args.redis_url
-    if url is None:
-        from pxexec.bench.redis_server import RedisServer
-
-        server = RedisServer()
-        url = server.url
-    try:
+    with redis_url_or_private(args.redis_url) as url:
         for mb in sorted({1.0, 10.0, args.mb}):
             redis_floor(url, int(mb * 1e6))
-    finally:
-        if server is not None:
-            server.stop()
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from pxexec import Store, StoreExecutor
+from pxexec.bench.redis_server import redis_url_or_private
 from pxexec.connectors.multi import MultiConnector, Route
 from pxexec.connectors.redis import RedisConnector
 from pxexec.connectors.shm import SharedMemoryConnector
@@ -26,14 +27,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--redis-url", default=None)
     args = parser.parse_args()
-    server = None
-    url = args.redis_url
-    if url is None:
-        from pxexec.bench.redis_server import RedisServer
-
-        server = RedisServer()
-        url = server.url
-    try:
+    with redis_url_or_private(args.redis_url) as url:
         multi = MultiConnector([
             Route("small", RedisConnector(url, prefix="routing-example"), max_size=1_000_000),
             Route("arrays", SharedMemoryConnector(namespace="routing"), types=("numpy:ndarray",)),
@@ -45,9 +39,6 @@ def main() -> None:
                 print(f"{describe(obj):30} -> backend {key.split(':')[0]!r}")
                 store.evict(key)
             print(ex.submit(describe, np.ones(500_000)).result())
-    finally:
-        if server is not None:
-            server.stop()
 
 
 if __name__ == "__main__":

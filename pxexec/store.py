@@ -23,7 +23,7 @@ from pxexec.errors import ConfigError, MissingKeyError, SignatureError
 from pxexec.factory import StoreFactory
 from pxexec.lease import keeper, lease_of
 from pxexec.proxy import Proxy, ProxyInfo
-from pxexec.serialize import Deserializer, Serializer, deserialize, serialize
+from pxexec.serialize import Deserializer, Serializer, deserialize, payload_size, serialize
 
 if TYPE_CHECKING:
     from pxexec.ownership import OwnedProxy
@@ -157,7 +157,7 @@ class Store:
             key: str = self.connector.put(frames, obj_type=type(obj), tags=tuple(tags))
         else:
             key = self.connector.put(frames)
-        self._count(puts=1, bytes_put=_size(frames), put_seconds=time.perf_counter() - start)
+        self._count(puts=1, bytes_put=payload_size(frames), put_seconds=time.perf_counter() - start)
         return key
 
     def put_batch(self, objs: Iterable[Any]) -> list[str]:
@@ -167,7 +167,7 @@ class Store:
         keys: list[str] = self.connector.put_batch(payloads)
         self._count(
             puts=len(keys),
-            bytes_put=sum(_size(p) for p in payloads),
+            bytes_put=sum(payload_size(p) for p in payloads),
             put_seconds=time.perf_counter() - start,
         )
         return keys
@@ -257,7 +257,7 @@ class Store:
         self.connector.replace(key, frames)
         if self._cache is not None:
             self._cache.pop(key)
-        self._count(puts=1, bytes_put=_size(frames))
+        self._count(puts=1, bytes_put=payload_size(frames))
 
     def exists(self, key: str) -> bool:
         """Whether ``key`` is in the store."""
@@ -357,10 +357,6 @@ def _read_secret(variable: str) -> bytes:
             "every process that uses the store."
         )
     return value.encode()
-
-
-def _size(frames: Sequence[Any]) -> int:
-    return sum(memoryview(f).nbytes for f in frames)
 
 
 def _cacheable(connector: Any) -> bool:

@@ -103,13 +103,16 @@ class ProxyTask:
         containers: bool = False,
         box_result: bool = False,
         store_config: dict[str, Any] | None = None,
+        store_fp: str | None = None,
         note_traceback: bool = False,
     ) -> None:
         self.fn = fn
-        self.store_config = store.config() if store is not None else store_config
-        self.store_fp = store.fingerprint if store is not None else (
-            fingerprint(store_config) if store_config is not None else None
-        )
+        if store is not None:
+            store_config, store_fp = store.config(), store.fingerprint
+        elif store_config is not None and store_fp is None:
+            store_fp = fingerprint(store_config)
+        self.store_config = store_config
+        self.store_fp = store_fp
         self.policy = policy
         self.containers = containers
         self.box_result = box_result
@@ -165,11 +168,7 @@ def _rebuild_task(
     store_fp: str | None = None,
     note_traceback: bool = False,
 ) -> ProxyTask:
-    task = ProxyTask.__new__(ProxyTask)
-    task.fn, task.store_config, task.store_fp = fn, store_config, store_fp
-    task.note_traceback = note_traceback
-    task.policy, task.containers, task.box_result = policy, containers, box_result
-    task.__name__ = getattr(fn, "__name__", type(fn).__name__)
-    task.__qualname__ = getattr(fn, "__qualname__", task.__name__)
-    task.__wrapped__ = fn
-    return task
+    return ProxyTask(
+        fn, None, policy, containers=containers, box_result=box_result,
+        store_config=store_config, store_fp=store_fp, note_traceback=note_traceback,
+    )

@@ -11,13 +11,12 @@ class Engine:
     """Thin glue between StoreExecutor and one execution engine.
 
     ``native_futures``: the engine's futures may be passed as task arguments and
-    become dependencies. ``drive``: futures progress only while someone blocks in
-    ``result()`` (TaskVine).
+    become dependencies. StoreFuture.result() blocks in ``wait``, which is also what
+    makes engines progress that only run tasks while someone waits (TaskVine).
     """
 
     name = "concurrent.futures"
     native_futures = False
-    drive = False
     #: the engine delivers a task's exception with the worker's traceback
     keeps_tracebacks = True
 

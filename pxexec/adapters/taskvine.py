@@ -52,7 +52,6 @@ def _has_future(value: Any) -> bool:
 class TaskVineEngine(Engine):
     name = "taskvine"
     native_futures = True
-    drive = True
     keeps_tracebacks = False  # the worker traceback travels as a note on the exception
 
     def submit(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -7,6 +7,8 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 def free_port() -> int:
@@ -59,3 +61,16 @@ class RedisServer:
                 self.proc.kill()
                 self.proc.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextmanager
+def redis_url_or_private(url: str | None) -> Iterator[str]:
+    """``url`` if given, else the URL of a private redis-server stopped on exit."""
+    if url is not None:
+        yield url
+        return
+    server = RedisServer()
+    try:
+        yield server.url
+    finally:
+        server.stop()
