@@ -11,7 +11,7 @@ from typing import Any
 
 from pxexec.bench.common import parse_size, write_csv, write_rows
 
-WORKLOADS = ("roundtrip", "throughput")
+WORKLOADS = ("roundtrip", "throughput", "cholesky", "fedlearn", "moldesign")
 
 
 def _sizes(text: str) -> list[int]:
@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--engine", default=None,
                        help="dask, process, thread or parsl (default: dask if installed)")
     bench.add_argument("--workers", type=_ints, default=None,
-                       help="comma-separated worker counts (default 2; throughput: 1,2)")
+                       help="comma-separated worker counts, one run each "
+                            "(default 2; throughput: 1,2)")
     bench.add_argument("--connector", action="append", default=None,
                        help="connector URL, repeatable ('redis' starts a private server); "
                             "default shm")
@@ -58,8 +59,24 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--size", type=parse_size, default=1_000_000,
                        help="throughput: bytes in and out per task (default 1MB)")
     bench.add_argument("--tasks", type=int, default=1000, help="throughput: number of tasks")
-    bench.add_argument("--reps", type=int, default=5, help="roundtrip repetitions per point")
-    bench.add_argument("--out", default="bench-out", help="directory for CSV files")
+    bench.add_argument("--reps", type=int, default=None,
+                       help="repetitions (roundtrip: per point, default 5; others: default 1)")
+    bench.add_argument("--arm", action="append", choices=["proxystore"], default=None,
+                       help="add a peer arm: proxystore (its StoreExecutor on a file store "
+                            "in /dev/shm; pip install proxystore)")
+    bench.add_argument("--n", type=int, default=None, help="cholesky: matrix size (10000)")
+    bench.add_argument("--block", type=int, default=None, help="cholesky: tile size (2500)")
+    bench.add_argument("--clients", type=int, default=None, help="fedlearn: clients (8)")
+    bench.add_argument("--rounds", type=int, default=None, help="fedlearn: rounds (3)")
+    bench.add_argument("--samples", type=int, default=None,
+                       help="fedlearn: samples per client (64)")
+    bench.add_argument("--search", type=int, default=None,
+                       help="moldesign: candidates to simulate (64)")
+    bench.add_argument("--pool", type=int, default=None,
+                       help="moldesign: candidates to score by inference (8192)")
+    bench.add_argument("--out", default="bench-out",
+                       help="directory for the CSV records, summary and PNG plot")
+    bench.add_argument("--no-plot", action="store_true", help="do not draw the PNG plot")
     gc_cmd = sub.add_parser(
         "gc",
         help="delete objects whose owner process died (expired leases)",
@@ -115,13 +132,11 @@ def collect(args: argparse.Namespace) -> int:
 
 
 def bench(args: argparse.Namespace) -> int:
-    from pxexec.bench import roundtrip, throughput
-    from pxexec.bench.common import progress
-    from pxexec.bench.engines import default_engine, session, stores
+    from pxexec.bench.engines import default_engine, stores
     from pxexec.policies import SizeAtLeast
 
     engine = args.engine or default_engine()
-    urls = args.connector or ["shm"]
+    workload = args.workload or "roundtrip"
     policy: Any = SizeAtLeast(args.threshold)
     config_store = None
     if args.config:
@@ -129,41 +144,105 @@ def bench(args: argparse.Namespace) -> int:
 
         loaded = load(args.config)
         policy, config_store = loaded.policy, loaded.store
-    workload = args.workload or "roundtrip"
-    quick = args.workload is None
+    peer = "proxystore" in (args.arm or [])
+    if peer:
+        _require_proxystore()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     os.makedirs(args.out, exist_ok=True)
-    with stores([] if config_store else urls) as arms:
+    with stores([] if config_store else (args.connector or ["shm"])) as named:
         if config_store is not None:
-            arms = {f"pxexec-{config_store.name}": config_store}
-        if workload == "roundtrip":
-            sizes = args.sizes or [10_000, 1_000_000, 10_000_000, 100_000_000]
-            kinds = ["numpy"] if quick else args.kinds
-            modes = ["fresh"] if quick else args.modes
-            workers = (args.workers or [2])[0]
-            points = len(sizes) * len(kinds) * len(modes) * (args.reps + 2) * (len(arms) + 1)
-            print(f"pxexec bench roundtrip: {engine} with {workers} workers, arms: plain, "
-                  f"{', '.join(arms)}", flush=True)
-            with session(engine, workers) as sess, progress(points, "roundtrip") as bar:
-                records = roundtrip.run(sess, arms, policy, sizes=sizes, kinds=kinds,
-                                        modes=modes, reps=args.reps, progress=bar)
-            header, rows = roundtrip.report(
-                records, f"Round trip of one no-op task ({engine}, {workers} workers), "
-                         f"median of {args.reps}")
-        else:
-            records = []
-            for workers in args.workers or [1, 2]:
-                print(f"pxexec bench throughput: {engine} with {workers} workers, "
-                      f"{args.tasks} tasks of {args.size} bytes", flush=True)
-                with session(engine, workers) as sess, \
-                        progress(args.tasks * (len(arms) + 1), "throughput") as bar:
-                    records += throughput.run(sess, arms, policy, nbytes=args.size,
-                                              tasks=args.tasks, progress=bar)
-            header, rows = throughput.report(records, f"Throughput ({engine})")
-    write_csv(os.path.join(args.out, f"{workload}-{engine}-{stamp}.csv"), records)
-    write_rows(os.path.join(args.out, f"{workload}-{engine}-{stamp}-summary.csv"), header, rows)
-    print(f"\nrecords and summary written to {args.out}/", flush=True)
+            named = {f"pxexec-{config_store.name}": config_store}
+        records, title = _run(workload, engine, named, policy, peer, args)
+    base = os.path.join(args.out, f"{workload}-{engine}-{stamp}")
+    header, rows = _report(workload, records, title)
+    write_csv(base + ".csv", records)
+    write_rows(base + "-summary.csv", header, rows)
+    print(f"\nrecords: {base}.csv\nsummary: {base}-summary.csv", flush=True)
+    if not args.no_plot:
+        try:
+            from pxexec.bench.plots import plot
+
+            print(f"plot:    {plot(records, base + '.png', title)}", flush=True)
+        except ImportError as exc:
+            print(f"no plot: {exc}", flush=True)
     return 0
+
+
+def _require_proxystore() -> None:
+    try:
+        import proxystore  # noqa: F401
+    except ImportError as exc:
+        from pxexec.errors import MissingDependencyError
+
+        raise MissingDependencyError("proxystore", "peer", "the proxystore arm (--arm proxystore)",
+                                     how="Install it with: pip install proxystore") from exc
+
+
+def _run(
+    workload: str, engine: str, named: dict[str, Any], policy: Any, peer: bool,
+    args: argparse.Namespace,
+) -> tuple[list[Any], str]:
+    from pxexec.bench import cholesky, fedlearn, moldesign, roundtrip, throughput
+    from pxexec.bench.arms import arms
+    from pxexec.bench.common import progress
+    from pxexec.bench.engines import session
+
+    quick = args.workload is None
+    names = ["plain", *named, *(["proxystore"] if peer else [])]
+    reps = args.reps if args.reps is not None else (5 if workload == "roundtrip" else 1)
+    default_workers = [1, 2] if workload == "throughput" else [2]
+    records: list[Any] = []
+    for workers in args.workers or default_workers:
+        print(f"pxexec bench {workload}: {engine} with {workers} worker(s); arms: "
+              f"{', '.join(names)}", flush=True)
+        with session(engine, workers) as sess, \
+                arms(sess, named, policy, peer=peer, threshold=args.threshold) as made:
+            if workload == "roundtrip":
+                sizes = args.sizes or [10_000, 1_000_000, 10_000_000, 100_000_000]
+                kinds = ["numpy"] if quick else args.kinds
+                modes = ["fresh"] if quick else args.modes
+                total = len(sizes) * len(kinds) * len(modes) * (reps + 2) * len(made)
+                with progress(total, "roundtrip") as bar:
+                    records += roundtrip.run(made, sizes=sizes, kinds=kinds, modes=modes,
+                                             reps=reps, progress=bar)
+            elif workload == "throughput":
+                with progress(args.tasks * len(made), "throughput") as bar:
+                    records += throughput.run(made, nbytes=args.size, tasks=args.tasks,
+                                              progress=bar)
+            else:
+                module = {"cholesky": cholesky, "fedlearn": fedlearn,
+                          "moldesign": moldesign}[workload]
+                options = _app_options(workload, args)
+                with progress(reps * len(made), workload) as bar:
+                    records += module.run(made, reps=reps, progress=bar, **options)
+    workers_text = ",".join(str(w) for w in (args.workers or default_workers))
+    titles = {
+        "roundtrip": f"Round trip of one no-op task ({engine}, {workers_text} workers), "
+                     f"median of {reps}",
+        "throughput": f"Throughput, {args.size} bytes in and out per task ({engine})",
+    }
+    title = titles.get(workload, f"{workload} ({engine}, {workers_text} workers), "
+                                 f"makespan over {reps} run(s)")
+    return records, title
+
+
+def _app_options(workload: str, args: argparse.Namespace) -> dict[str, Any]:
+    wanted = {
+        "cholesky": {"n": args.n, "block": args.block},
+        "fedlearn": {"clients": args.clients, "rounds": args.rounds, "samples": args.samples},
+        "moldesign": {"search": args.search, "pool": args.pool},
+    }[workload]
+    return {k: v for k, v in wanted.items() if v is not None}
+
+
+def _report(workload: str, records: list[Any], title: str) -> tuple[list[str], list[list[Any]]]:
+    from pxexec.bench import apps, roundtrip, throughput
+
+    if workload == "roundtrip":
+        return roundtrip.report(records, title)
+    if workload == "throughput":
+        return throughput.report(records, title)
+    return apps.report(records, title)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -399,7 +399,11 @@ class StoreExecutor(cf.Executor):
         args: tuple[Any, ...], kwargs: dict[str, Any],
     ) -> None:
         """For engines whose tasks cannot take futures: submit once the deps are done."""
-        remaining = [len(deps)]
+        # The callbacks stay registered on the finished deps; the state they need lives
+        # in ``pending`` and is dropped at launch, so no reference cycle keeps a dep (and
+        # its owned result) alive until the garbage collector runs.
+        pending: dict[str, Any] = {"deps": deps, "args": args, "kwargs": kwargs,
+                                   "future": future, "left": len(deps)}
         lock = threading.Lock()
 
         def substitute(value: Any) -> Any:
@@ -407,31 +411,35 @@ class StoreExecutor(cf.Executor):
 
         def on_dep_done(_: Any) -> None:
             with lock:
-                remaining[0] -= 1
-                if remaining[0]:
+                pending["left"] -= 1
+                if pending["left"]:
                     return
-            if future.cancelled():
-                if future._claim():
-                    self._finish(future, True, None, None)
+                state = dict(pending)
+                pending.clear()
+            target: StoreFuture = state["future"]
+            if target.cancelled():
+                if target._claim():
+                    self._finish(target, True, None, None)
                 return
-            for dep in deps:
+            for dep in state["deps"]:
                 error = dep.exception() if not dep.cancelled() else cf.CancelledError()
                 if error is not None:
-                    if future._claim():
-                        self._finish(future, False, error, None)
+                    if target._claim():
+                        self._finish(target, False, error, None)
                     return
             resolved_args = tuple(
-                substitute(a.result()) if isinstance(a, cf.Future) else a for a in args
+                substitute(a.result()) if isinstance(a, cf.Future) else a for a in state["args"]
             )
             resolved_kwargs = {
                 k: substitute(v.result()) if isinstance(v, cf.Future) else v
-                for k, v in kwargs.items()
+                for k, v in state["kwargs"].items()
             }
+            del state
             try:
-                self._launch(future, fn, resolved_args, resolved_kwargs)
+                self._launch(target, fn, resolved_args, resolved_kwargs)
             except BaseException as exc:
-                if future._claim():
-                    self._finish(future, False, exc, None)
+                if target._claim():
+                    self._finish(target, False, exc, None)
 
         for dep in deps:
             dep.add_done_callback(on_dep_done)

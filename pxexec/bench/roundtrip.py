@@ -7,18 +7,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from pxexec.bench.arms import Arm, real
 from pxexec.bench.common import Record, human_size, print_table, quantiles
-from pxexec.bench.engines import Session
 from pxexec.bench.tasks import check_payload, make_payload, noop
-from pxexec.executor import StoreExecutor
-from pxexec.proxy import extract
-from pxexec.store import Store
 
 
 def run(
-    sess: Session,
-    stores: dict[str, Store],
-    policy: Any,
+    arms: Sequence[Arm],
     *,
     sizes: Sequence[int],
     kinds: Sequence[str] = ("numpy",),
@@ -28,16 +23,15 @@ def run(
     progress: Any = None,
 ) -> list[Record]:
     """Time ``reps`` round trips per (size, kind, mode) on every arm, interleaved."""
-    executors = {arm: sess.pxexec(store, policy) for arm, store in stores.items()}
     records: list[Record] = []
     for nbytes in sizes:
         for kind in kinds:
             payloads = [make_payload(kind, nbytes, seed) for seed in range(2)]
             for mode in modes:
                 for rep in range(-warmup, reps):
-                    for arm in ("plain", *executors):
+                    for arm in arms:
                         payload = payloads[rep % 2]
-                        record = _one(sess, executors.get(arm), arm, payload, kind, mode, rep)
+                        record = _one(arm, payload, kind, mode, rep)
                         if rep >= 0:
                             records.append(record)
                         if progress is not None:
@@ -45,25 +39,19 @@ def run(
     return records
 
 
-def _one(
-    sess: Session, ex: StoreExecutor | None, arm: str, payload: Any, kind: str, mode: str,
-    rep: int,
-) -> Record:
+def _one(arm: Arm, payload: Any, kind: str, mode: str, rep: int) -> Record:
     nbytes = len(payload) if isinstance(payload, bytes) else int(payload.nbytes)
     gc.collect()
     submit = time.time()
-    if ex is None:
-        out, start, end = sess.submit(noop, payload, mode, kind).result()
-        value = out
-    else:
-        out, start, end = ex.submit(noop, payload, mode, kind).result()
-        value = extract(out)
-        ex.free(out)
+    result = arm.submit(noop, payload, mode, kind).result()
+    out, start, end = result
+    value = real(out)
+    arm.release(result)
     received = time.time()
     first = None if mode == "fresh" else int(payload[0])
     check_payload(value, nbytes, 7 if mode == "fresh" else first)
-    return Record("roundtrip", arm, sess.name, kind, mode, nbytes, rep, submit, start, end,
-                  received, sess.workers)
+    return Record("roundtrip", arm.name, arm.sess.name, kind, mode, nbytes, rep, submit, start,
+                  end, received, arm.sess.workers)
 
 
 def summarize(records: list[Record]) -> tuple[list[str], list[list[Any]]]:

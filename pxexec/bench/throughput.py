@@ -6,33 +6,26 @@ import queue
 import time
 from typing import Any
 
+from pxexec.bench.arms import Arm
 from pxexec.bench.common import Record, print_table
-from pxexec.bench.engines import Session
 from pxexec.bench.tasks import check_payload, consume_produce, make_payload
-from pxexec.executor import StoreExecutor
-from pxexec.proxy import Proxy
-from pxexec.store import Store
 
 
 def run(
-    sess: Session, stores: dict[str, Store], policy: Any, *, nbytes: int, tasks: int,
-    warmup: int = 20, progress: Any = None,
+    arms: list[Arm], *, nbytes: int, tasks: int, warmup: int = 20, progress: Any = None,
 ) -> list[Record]:
     payload = make_payload("numpy", nbytes)
     records: list[Record] = []
-    for arm in ("plain", *stores):
-        ex = sess.pxexec(stores[arm], policy) if arm != "plain" else None
-        _arm(sess, ex, arm, payload, nbytes, warmup, None)
-        records += _arm(sess, ex, arm, payload, nbytes, tasks, progress)
+    for arm in arms:
+        _arm(arm, payload, nbytes, warmup, None)
+        records += _arm(arm, payload, nbytes, tasks, progress)
     return records
 
 
-def _arm(
-    sess: Session, ex: StoreExecutor | None, arm: str, payload: Any, nbytes: int, tasks: int,
-    progress: Any,
-) -> list[Record]:
+def _arm(arm: Arm, payload: Any, nbytes: int, tasks: int, progress: Any) -> list[Record]:
     done: queue.Queue[tuple[Any, float]] = queue.Queue()
-    submit_fn = sess.submit if ex is None else ex.submit
+    submit_fn = arm.submit
+    sess = arm.sess
 
     def launch() -> None:
         t = time.time()
@@ -50,18 +43,15 @@ def _arm(
     records = []
     for i in range(tasks):
         future, submitted_at = done.get(timeout=600)
-        out, start, end = future.result()
+        result = future.result()
+        out, start, end = result
         received = time.time()
         if submitted < tasks:
             launch()
             submitted += 1
-        if isinstance(out, Proxy):
-            assert ex is not None
-            check_payload(out, nbytes)  # metadata only: no fetch
-            ex.free(out)
-        else:
-            check_payload(out, nbytes)
-        records.append(Record("throughput", arm, sess.name, "numpy", "fresh", nbytes, i,
+        check_payload(out, nbytes)  # a pxexec proxy answers from its metadata: no fetch
+        arm.release(result)
+        records.append(Record("throughput", arm.name, sess.name, "numpy", "fresh", nbytes, i,
                               submitted_at, start, end, received, sess.workers))
         if progress is not None:
             progress.update(1)

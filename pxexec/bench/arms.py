@@ -1,0 +1,161 @@
+"""Arms of a benchmark: the plain engine, pxexec, and (optionally) ProxyStore.
+
+Every arm offers the same ``submit(fn, *args)``, where an argument may be a future of
+the same arm, so one workload function runs unchanged on all of them.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from pxexec.bench.engines import Session
+from pxexec.errors import MissingDependencyError
+from pxexec.store import Store
+
+
+class Arm:
+    """One way of running tasks on a session's workers."""
+
+    name = "plain"
+
+    def __init__(self, sess: Session) -> None:
+        self.sess = sess
+        self._native = sess.name == "dask"
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._native or not any(isinstance(a, cf.Future) for a in args):
+            return self.sess.submit(fn, *args)
+        return _after(self.sess.submit, fn, args)
+
+    def release(self, result: Any) -> None:
+        """Free what a result holds in a store (nothing for the plain engine)."""
+
+    def close(self) -> None:
+        """Release what the arm started (not the session)."""
+
+
+class PxexecArm(Arm):
+    def __init__(self, sess: Session, name: str, store: Store, policy: Any) -> None:
+        super().__init__(sess)
+        self.name = name
+        self.executor = sess.pxexec(store, policy)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return self.executor.submit(fn, *args)
+
+    def release(self, result: Any) -> None:
+        self.executor.free(result)
+
+    def close(self) -> None:
+        self.executor.flush(60)
+
+
+class ProxyStoreArm(Arm):
+    """The ProxyStore library's StoreExecutor on the same engine (a peer to compare)."""
+
+    name = "proxystore"
+
+    def __init__(self, sess: Session, store_dir: str, threshold: int) -> None:
+        super().__init__(sess)
+        try:
+            from proxystore.connectors.file import FileConnector
+            from proxystore.store import Store as PSStore
+            from proxystore.store.executor import StoreExecutor as PSExecutor
+        except ImportError as exc:
+            raise MissingDependencyError(
+                "proxystore", "proxystore", "the --arm proxystore benchmark arm",
+                how="pip install proxystore",
+            ) from exc
+        from pxexec.policies import SizeAtLeast
+
+        self._store = PSStore("pxexec-bench-peer", FileConnector(store_dir), register=True)
+        # ProxyStore's ownership mode does not follow Dask futures passed as arguments;
+        # its default (ownership) is used everywhere else.
+        self.executor = PSExecutor(
+            sess.engine, self._store, should_proxy=SizeAtLeast(threshold),
+            ownership=sess.name != "dask", close_store=False,
+        )
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._native or not any(isinstance(a, cf.Future) for a in args):
+            return self.executor.submit(fn, *args)
+        return _after(self.executor.submit, fn, args)
+
+    def close(self) -> None:
+        from proxystore.store import unregister_store
+
+        unregister_store(self._store)
+        self._store.close(clear=True)
+
+
+def _after(submit: Callable[..., Any], fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    """Submit ``fn`` once the futures among ``args`` are done, with their results."""
+    outer: cf.Future[Any] = cf.Future()
+    deps = [a for a in args if isinstance(a, cf.Future)]
+    remaining = [len(deps)]
+    lock = threading.Lock()
+
+    def relay(inner: Any) -> None:
+        try:
+            outer.set_result(inner.result())
+        except BaseException as exc:
+            outer.set_exception(exc)
+
+    def on_dep(_: Any) -> None:
+        with lock:
+            remaining[0] -= 1
+            if remaining[0]:
+                return
+        try:
+            values = tuple(a.result() if isinstance(a, cf.Future) else a for a in args)
+            submit(fn, *values).add_done_callback(relay)
+        except BaseException as exc:
+            outer.set_exception(exc)
+
+    for dep in deps:
+        dep.add_done_callback(on_dep)
+    return outer
+
+
+@contextmanager
+def arms(
+    sess: Session, stores: dict[str, Store], policy: Any, *, peer: bool = False,
+    threshold: int = 1_000_000,
+) -> Iterator[list[Arm]]:
+    """The plain arm, one pxexec arm per store, and the ProxyStore arm when asked."""
+    import shutil
+    import tempfile
+
+    made: list[Arm] = [Arm(sess)]
+    made += [PxexecArm(sess, name, store, policy) for name, store in stores.items()]
+    peer_dir = None
+    if peer:
+        import os
+
+        shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        peer_dir = tempfile.mkdtemp(prefix="pxexec-peer-", dir=shm)
+        made.append(ProxyStoreArm(sess, peer_dir, threshold))
+    try:
+        yield made
+    finally:
+        for arm in made:
+            arm.close()
+        if peer_dir is not None:
+            shutil.rmtree(peer_dir, ignore_errors=True)
+
+
+def real(value: Any) -> Any:
+    """The object behind a pxexec or ProxyStore proxy (anything else as it is)."""
+    from pxexec.proxy import Proxy, extract
+
+    if isinstance(value, Proxy):
+        return extract(value)
+    if type(value).__module__.startswith("proxystore"):
+        from proxystore.proxy import extract as ps_extract
+
+        return ps_extract(value)
+    return value
