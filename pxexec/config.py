@@ -38,9 +38,18 @@ STORE_KEYS = {"name", "connector", "cache_size"}
 EXECUTOR_KEYS = {"ownership", "proxy_containers", "proxy_results", "close_engine", "engine"}
 
 
+__all__ = ["Config", "from_dict", "load"]
+
+
 @dataclass
 class Config:
-    """What a config file describes."""
+    """What a config file describes: the store, the policy, executor options.
+
+    >>> config = from_dict({"store": {"name": "cfg-demo", "connector": "local"},
+    ...                     "policy": {"type": "size_at_least", "nbytes": 10}})
+    >>> config.store.name, config.policy
+    ('cfg-demo', SizeAtLeast(10))
+    """
 
     store: Store
     policy: Any
@@ -48,7 +57,17 @@ class Config:
 
 
 def load(path: str) -> Config:
-    """Read and validate a TOML config file; build its store and policy."""
+    """Read and validate a TOML config file; build its store and policy.
+
+    >>> import os, tempfile
+    >>> path = tempfile.mkstemp(suffix=".toml")[1]
+    >>> lines = ['[store]', 'name = "toml-demo"', 'connector = "local"',
+    ...          '[executor]', 'ownership = false']
+    >>> with open(path, "w") as f:
+    ...     _ = f.write(os.linesep.join(lines))
+    >>> load(path).executor_options
+    {'ownership': False}
+    """
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
@@ -60,7 +79,13 @@ def load(path: str) -> Config:
 
 
 def from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
-    """Build a Config from the parsed contents of a config file."""
+    """Build a Config from the parsed contents of a config file.
+
+    >>> from_dict({"store": {"name": "x", "connector": "local"}, "extra": {}})
+    Traceback (most recent call last):
+    ...
+    pxexec.errors.ConfigError: <config>: unknown section(s) ['extra']; allowed: [...].
+    """
     unknown = set(data) - SECTIONS
     if unknown:
         raise ConfigError(

@@ -7,13 +7,50 @@ so code written against the builtins keeps working.
 
 from __future__ import annotations
 
+__all__ = [
+    "ConfigError",
+    "DeserializationError",
+    "MissingDependencyError",
+    "MissingKeyError",
+    "PolicyError",
+    "PxexecError",
+    "SerializationError",
+    "SignatureError",
+    "StoreConnectionError",
+    "StoreIOError",
+    "UnknownConnectorError",
+]
+
 
 class PxexecError(Exception):
-    """Base class of every error raised by pxexec."""
+    """Base class of every error raised by pxexec.
+
+    >>> from pxexec import Store, PxexecError
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> try:
+    ...     Store("errors-demo", LocalConnector()).get("no-such-key")
+    ... except PxexecError as exc:
+    ...     print(type(exc).__name__)
+    MissingKeyError
+    """
 
 
 class MissingKeyError(PxexecError, KeyError):
-    """A stored object was looked up but is not (or no longer) in its store."""
+    """A stored object was looked up but is not (or no longer) in its store.
+
+    Also a ``KeyError``; ``key`` and ``store`` name what was missing.
+
+    >>> from pxexec import Store, MissingKeyError
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> store = Store("missing-demo", LocalConnector())
+    >>> key = store.put([1, 2, 3])
+    >>> store.evict(key)
+    >>> try:
+    ...     store.get(key)
+    ... except KeyError as exc:
+    ...     print(isinstance(exc, MissingKeyError), exc.store)
+    True missing-demo
+    """
 
     def __init__(self, key: str, store: str, detail: str = "") -> None:
         self.key = key
@@ -33,23 +70,67 @@ class MissingKeyError(PxexecError, KeyError):
 
 
 class StoreConnectionError(PxexecError, ConnectionError):
-    """The backend of a store could not be reached or stopped answering."""
+    """The backend of a store could not be reached or stopped answering.
+
+    Also a ``ConnectionError``; the message names the backend's address.
+
+    >>> from pxexec.connectors.redis import RedisConnector
+    >>> from pxexec.serialize import serialize
+    >>> down = RedisConnector("redis://127.0.0.1:1/0", connect_timeout=0.5)
+    >>> try:
+    ...     down.put(serialize(b"x"))
+    ... except ConnectionError as exc:
+    ...     print(type(exc).__name__, "127.0.0.1:1" in str(exc))
+    StoreConnectionError True
+    """
 
 
 class SerializationError(PxexecError, TypeError):
-    """An object could not be serialized."""
+    """An object could not be serialized (not even by cloudpickle).
+
+    >>> import threading
+    >>> from pxexec.serialize import serialize
+    >>> try:
+    ...     serialize(threading.Lock())
+    ... except TypeError as exc:
+    ...     print(type(exc).__name__)
+    SerializationError
+    """
 
 
 class DeserializationError(PxexecError, ValueError):
-    """Stored bytes are not a valid pxexec payload (corrupted, truncated or foreign)."""
+    """Stored bytes are not a valid pxexec payload (corrupted, truncated or foreign).
+
+    >>> from pxexec.serialize import deserialize
+    >>> try:
+    ...     deserialize([b"not a pxexec payload"])
+    ... except ValueError as exc:
+    ...     print(type(exc).__name__)
+    DeserializationError
+    """
 
 
 class UnknownConnectorError(PxexecError, ValueError):
-    """A connector name or URL scheme is not registered."""
+    """A connector name or URL scheme is not registered.
+
+    >>> from pxexec.connectors import connector_from_url
+    >>> try:
+    ...     connector_from_url("ftp://example.org/x")
+    ... except ValueError as exc:
+    ...     print(type(exc).__name__)
+    UnknownConnectorError
+    """
 
 
 class MissingDependencyError(PxexecError, ImportError):
-    """An optional dependency is needed for the requested feature."""
+    """An optional dependency is needed for the requested feature.
+
+    Also an ``ImportError``; the message names the extra to install.
+
+    >>> exc = MissingDependencyError("redis", "redis", "The Redis connector")
+    >>> print(exc)  # doctest: +ELLIPSIS
+    The Redis connector needs the optional package 'redis', ... pip install 'pxexec[redis]'
+    """
 
     def __init__(self, package: str, extra: str, feature: str, how: str = "") -> None:
         self.package = package
@@ -62,20 +143,71 @@ class MissingDependencyError(PxexecError, ImportError):
 
 
 class ConfigError(PxexecError, ValueError):
-    """A configuration (file or dict) is invalid."""
+    """A configuration (file or dict) is invalid; the message names the key.
 
-
-class ProxyResolveError(PxexecError, RuntimeError):
-    """A proxy's factory failed while resolving the target."""
+    >>> from pxexec.config import from_dict
+    >>> try:
+    ...     from_dict({"store": {"name": "s", "connector": "local"},
+    ...                "executor": {"ownership": "yes"}})
+    ... except ValueError as exc:
+    ...     print(exc)
+    <config>: [executor].ownership must be true or false, got 'yes'.
+    """
 
 
 class PolicyError(PxexecError, RuntimeError):
-    """A should_proxy policy raised while deciding about an argument."""
+    """A should_proxy policy raised while deciding about an argument.
+
+    The message names the policy and the argument's type; the policy's own exception
+    is the ``__cause__``.
+
+    >>> from concurrent.futures import ThreadPoolExecutor
+    >>> from pxexec import Store, StoreExecutor
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> def picky(obj):
+    ...     raise ValueError("cannot decide")
+    >>> store = Store("policy-demo", LocalConnector())
+    >>> with StoreExecutor(ThreadPoolExecutor(1), store, picky) as ex:
+    ...     try:
+    ...         ex.submit(len, "abc")
+    ...     except RuntimeError as exc:
+    ...         print(type(exc).__name__, type(exc.__cause__).__name__)
+    PolicyError ValueError
+    """
 
 
 class StoreIOError(PxexecError, OSError):
-    """A store's backend failed to read or write (disk full, directory removed, ...)."""
+    """A store's backend failed to read or write (disk full, directory removed, ...).
+
+    Also an ``OSError``. Nothing partially written is ever visible to readers.
+
+    >>> from pxexec.connectors.file import FileConnector
+
+    >>> import os, tempfile
+    >>> not_a_directory = tempfile.mkstemp()[1]
+    >>> try:
+    ...     FileConnector(os.path.join(not_a_directory, "objects"))
+    ... except OSError as exc:
+    ...     print(type(exc).__name__)
+    StoreIOError
+    """
 
 
 class SignatureError(DeserializationError):
-    """A stored object's signature does not verify: it was not written with the secret."""
+    """A stored object's signature does not verify: it was not written with the secret.
+
+    The object is refused before anything in it is deserialized.
+
+    >>> import os
+    >>> from pxexec import Store
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> shared = LocalConnector()
+    >>> os.environ["PXEXEC_DEMO_SECRET"] = "s3cret"
+    >>> key = Store("unsigned", shared).put({"a": 1})      # written without the secret
+    >>> signed = Store("signed", shared, secret_env="PXEXEC_DEMO_SECRET")
+    >>> try:
+    ...     signed.get(key)
+    ... except ValueError as exc:
+    ...     print(type(exc).__name__)
+    SignatureError
+    """

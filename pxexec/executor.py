@@ -22,6 +22,8 @@ from pxexec.proxy import Proxy
 from pxexec.store import Store
 from pxexec.task import Boxed, ProxyTask, check_policy, tags_for
 
+__all__ = ["DEFAULT_THRESHOLD", "StoreExecutor", "StoreFuture"]
+
 log = logging.getLogger("pxexec")
 
 #: default should_proxy: objects of at least this many bytes go by proxy
@@ -76,6 +78,15 @@ class StoreFuture(cf.Future):  # type: ignore[type-arg]
     It mirrors the engine's future; ``engine_future`` is that future (for example a
     Dask future), and passing a StoreFuture to another ``submit`` makes it a
     dependency.
+
+    >>> from concurrent.futures import ThreadPoolExecutor
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> with StoreExecutor(ThreadPoolExecutor(2), Store("future-demo", LocalConnector()),
+    ...                    should_proxy=lambda obj: isinstance(obj, list)) as ex:
+    ...     numbers = ex.submit(list, range(5))          # a list result: stored, proxied
+    ...     total = ex.submit(sum, numbers)              # a dependency on any engine
+    ...     total.result(), type(numbers.result()).__name__
+    (10, 'OwnedProxy')
     """
 
     def __init__(self, executor: StoreExecutor) -> None:
@@ -226,9 +237,10 @@ class StoreExecutor(cf.Executor):
     >>> from concurrent.futures import ThreadPoolExecutor
     >>> from pxexec.connectors.local import LocalConnector
     >>> store = Store("doc", LocalConnector())
-    >>> with StoreExecutor(ThreadPoolExecutor(2), store, should_proxy=lambda x: True) as ex:
-    ...     ex.submit(sum, [1, 2, 3]).result()
-    6
+    >>> big = lambda obj: isinstance(obj, list) and len(obj) > 100
+    >>> with StoreExecutor(ThreadPoolExecutor(2), store, should_proxy=big) as ex:
+    ...     ex.submit(sum, list(range(1000))).result()      # the list went by proxy
+    499500
     """
 
     def __init__(

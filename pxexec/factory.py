@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+__all__ = ["StoreFactory"]
+
 if TYPE_CHECKING:
     from pxexec.store import Store
 
@@ -13,6 +15,13 @@ class StoreFactory:
 
     On a worker the store is rebuilt from the config once per process (through the
     store registry); the factory itself pickles to the key and the config only.
+
+    >>> from pxexec import Store
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> store = Store("factory-class-demo", LocalConnector())
+    >>> factory = StoreFactory(store.put("hello"), store.config(), store=store)
+    >>> factory()
+    'hello'
     """
 
     __slots__ = ("_fingerprint", "_store", "key", "store_config")

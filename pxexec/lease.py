@@ -23,14 +23,32 @@ from typing import Any
 log = logging.getLogger("pxexec")
 
 
+__all__ = ["LeaseKeeper", "keeper", "lease_of", "reset_keeper"]
+
+
 def lease_of(connector: Any) -> float | None:
-    """The connector's lease period in seconds (None: objects never expire)."""
+    """The connector's lease period in seconds (None: objects never expire).
+
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> from pxexec.connectors.shm import SharedMemoryConnector
+    >>> lease_of(LocalConnector()) is None
+    True
+    >>> lease_of(SharedMemoryConnector(namespace="lease-demo", lease=30))
+    30.0
+    """
     value = getattr(connector, "lease_seconds", None)
     return float(value) if value else None
 
 
 class LeaseKeeper:
-    """Holds and renews this process's leases (one per process; see ``keeper()``)."""
+    """Holds and renews this process's leases (one per process; see ``keeper()``).
+
+    StoreExecutor and OwnedProxy hold keys here; holding keys of a store without a
+    lease costs nothing.
+
+    >>> isinstance(keeper(), LeaseKeeper)
+    True
+    """
 
     def __init__(self) -> None:
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
@@ -122,7 +140,11 @@ _KEEPER_LOCK = threading.Lock()
 
 
 def keeper() -> LeaseKeeper:
-    """This process's lease keeper (a new one after fork)."""
+    """This process's lease keeper (a new one after fork).
+
+    >>> keeper() is keeper()
+    True
+    """
     global _KEEPER
     current = _KEEPER
     if current is None or current.pid != os.getpid():
@@ -134,7 +156,13 @@ def keeper() -> LeaseKeeper:
 
 
 def reset_keeper() -> None:
-    """Stop this process's keeper and forget its holdings (tests)."""
+    """Stop this process's keeper and forget its holdings (tests).
+
+    >>> first = keeper()
+    >>> reset_keeper()
+    >>> keeper() is first
+    False
+    """
     global _KEEPER
     with _KEEPER_LOCK:
         if _KEEPER is not None:

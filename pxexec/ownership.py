@@ -25,11 +25,26 @@ from pxexec.factory import StoreFactory
 from pxexec.proxy import _UNSET as _UNSET_TARGET
 from pxexec.proxy import Proxy, ProxyInfo, _target, get_info
 
+__all__ = ["OwnedProxy", "OwnershipError", "RefMutProxy", "RefProxy", "borrow", "clone",
+           "into_owned", "mut_borrow", "release", "update"]
+
 T = TypeVar("T")
 
 
 class OwnershipError(PxexecError, ReferenceError):
-    """An ownership or borrowing rule was broken (use after move, borrow conflict, ...)."""
+    """An ownership or borrowing rule was broken (use after move, borrow conflict, ...).
+
+    >>> from pxexec import Store
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> store = Store("own-demo", LocalConnector())
+    >>> owner = store.owned_proxy([1, 2])
+    >>> ref = borrow(owner)
+    >>> try:
+    ...     mut_borrow(owner)
+    ... except OwnershipError as exc:
+    ...     print("refused")
+    refused
+    """
 
 
 class _Dead:
@@ -81,7 +96,19 @@ _OWNERS_LOCK = threading.Lock()
 
 
 class OwnedProxy(Proxy[T]):
-    """A proxy that owns its stored object; see the module documentation."""
+    """A proxy that owns its stored object and frees it when dropped.
+
+    >>> from pxexec import Store
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> store = Store("own-demo", LocalConnector())
+    >>> owner = store.owned_proxy({"a": 1})
+    >>> key = owner.__px_factory__.key
+    >>> owner["a"], store.exists(key)
+    (1, True)
+    >>> del owner                                   # the last reference: freed
+    >>> store.exists(key)
+    False
+    """
 
     __slots__ = ("__px_own__",)
 
@@ -94,7 +121,16 @@ class OwnedProxy(Proxy[T]):
         object.__setattr__(self, "__px_own__", state)
 
     def free(self) -> None:
-        """Free the stored object now (no error if already freed)."""
+        """Free the stored object now (no error if already freed).
+
+        >>> from pxexec import Store
+        >>> from pxexec.connectors.local import LocalConnector
+        >>> store = Store("own-demo", LocalConnector())
+        >>> owner = store.owned_proxy("text")
+        >>> owner.free()
+        >>> store.exists(owner.__px_factory__.key)
+        False
+        """
         state: _State = self.__px_own__
         with state.lock:
             if state.shared or state.mut:
@@ -122,7 +158,15 @@ class OwnedProxy(Proxy[T]):
 
 
 class RefProxy(Proxy[T]):
-    """A shared borrow of an OwnedProxy (keeps its owner alive)."""
+    """A shared borrow of an OwnedProxy (keeps its owner alive); made by ``borrow``.
+
+    >>> from pxexec import Store
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> store = Store("own-demo", LocalConnector())
+    >>> ref = borrow(store.owned_proxy([3, 4]))
+    >>> isinstance(ref, RefProxy), ref[1]
+    (True, 4)
+    """
 
     __slots__ = ("__px_ref__",)
 
@@ -139,7 +183,19 @@ def plain(proxy: Proxy[T]) -> Proxy[T]:
 
 
 class RefMutProxy(RefProxy[T]):
-    """An exclusive borrow of an OwnedProxy; ``update(ref)`` writes changes back."""
+    """An exclusive borrow of an OwnedProxy; ``update(ref)`` writes changes back.
+
+    >>> from pxexec import Store
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> store = Store("own-demo", LocalConnector())
+    >>> owner = store.owned_proxy([1])
+    >>> ref = mut_borrow(owner)
+    >>> ref.append(2)
+    >>> update(ref)
+    >>> release(ref)
+    >>> store.get(owner.__px_factory__.key)
+    [1, 2]
+    """
 
     __slots__ = ()
 
@@ -199,19 +255,52 @@ def _make_ref(owner: OwnedProxy[T], kind: type[RefProxy[Any]], mutable: bool) ->
 
 
 def borrow(owner: OwnedProxy[T]) -> RefProxy[T]:
-    """A shared borrow of ``owner``: read it anywhere, any number at a time."""
+    """A shared borrow of ``owner``: read it anywhere, any number at a time.
+
+    Passed to ``StoreExecutor.submit``, the borrow lasts until the task's future
+    completes; meanwhile the owner cannot be freed or mutably borrowed.
+
+    >>> from pxexec import Store
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> store = Store("own-demo", LocalConnector())
+    >>> owner = store.owned_proxy([1, 2, 3])
+    >>> first, second = borrow(owner), borrow(owner)
+    >>> sum(first) + len(second)
+    9
+    """
     ref: RefProxy[T] = _make_ref(owner, RefProxy, False)
     return ref
 
 
 def mut_borrow(owner: OwnedProxy[T]) -> RefMutProxy[T]:
-    """An exclusive borrow of ``owner``: no other borrow may live meanwhile."""
+    """An exclusive borrow of ``owner``: no other borrow may live meanwhile.
+
+    >>> from pxexec import Store
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> store = Store("own-demo", LocalConnector())
+    >>> owner = store.owned_proxy({"n": 1})
+    >>> ref = mut_borrow(owner)
+    >>> ref["n"] = 2
+    >>> update(ref)                                 # write the change back
+    >>> release(ref)
+    >>> store.get(owner.__px_factory__.key)
+    {'n': 2}
+    """
     ref: RefMutProxy[T] = _make_ref(owner, RefMutProxy, True)
     return ref
 
 
 def release(ref: RefProxy[Any]) -> None:
-    """End a borrow now (it also ends when the borrow is garbage collected)."""
+    """End a borrow now (it also ends when the borrow is garbage collected).
+
+    >>> from pxexec import Store
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> store = Store("own-demo", LocalConnector())
+    >>> owner = store.owned_proxy([1])
+    >>> ref = borrow(owner)
+    >>> release(ref)
+    >>> owner.free()                                # no borrow left: allowed
+    """
     borrow_state: _Borrow = ref.__px_ref__
     if not borrow_state.released:
         borrow_state.released = True
@@ -220,7 +309,16 @@ def release(ref: RefProxy[Any]) -> None:
 
 
 def clone(owner: OwnedProxy[T]) -> OwnedProxy[T]:
-    """A new owner of a copy of the stored object (copied as bytes, not decoded)."""
+    """A new owner of a copy of the stored object (copied as bytes, not decoded).
+
+    >>> from pxexec import Store
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> store = Store("own-demo", LocalConnector())
+    >>> owner = store.owned_proxy([1, 2])
+    >>> copy = clone(owner)
+    >>> copy.__px_factory__.key != owner.__px_factory__.key, list(copy)
+    (True, [1, 2])
+    """
     state = _live(owner)
     store = state.store
     buffer = store.connector.get(state.key)
@@ -233,7 +331,19 @@ def clone(owner: OwnedProxy[T]) -> OwnedProxy[T]:
 
 
 def into_owned(proxy: Proxy[T]) -> OwnedProxy[T]:
-    """Take ownership of the object behind a store proxy (one owner per key)."""
+    """Take ownership of the object behind a store proxy (one owner per key).
+
+    >>> from pxexec import Store
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> store = Store("own-demo", LocalConnector())
+    >>> proxy = store.proxy([1, 2])                 # a plain proxy: nobody frees it
+    >>> owner = into_owned(proxy)
+    >>> into_owned(proxy) is owner
+    True
+    >>> owner.free()
+    >>> store.exists(proxy.__px_factory__.key)
+    False
+    """
     if isinstance(proxy, OwnedProxy):
         return proxy
     factory = proxy.__px_factory__
@@ -290,7 +400,17 @@ def release_held(borrow_state: _Borrow) -> None:
 
 
 def update(proxy: OwnedProxy[Any] | RefMutProxy[Any]) -> None:
-    """Write the (changed) target of an owner or a mutable borrow back to its key."""
+    """Write the (changed) target of an owner or a mutable borrow back to its key.
+
+    >>> from pxexec import Store
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> store = Store("own-demo", LocalConnector())
+    >>> owner = store.owned_proxy([1])
+    >>> owner.append(5)
+    >>> update(owner)
+    >>> store.get(owner.__px_factory__.key)
+    [1, 5]
+    """
     if isinstance(proxy, RefMutProxy):
         state = _live(proxy.__px_ref__.owner)
     elif isinstance(proxy, OwnedProxy):

@@ -22,6 +22,18 @@ from typing import Any, Generic, TypeVar, Union
 
 from pxexec.sizing import estimate_nbytes
 
+__all__ = [
+    "Proxy",
+    "ProxyInfo",
+    "ProxyOr",
+    "extract",
+    "get_factory",
+    "get_info",
+    "is_proxy",
+    "is_resolved",
+    "resolve",
+]
+
 T = TypeVar("T")
 
 _UNSET: Any = object()
@@ -31,7 +43,15 @@ EAGER_HASH_LIMIT = 1 << 20
 
 @dataclass(frozen=True)
 class ProxyInfo:
-    """What a proxy knows about its target without fetching it."""
+    """What a proxy knows about its target without fetching it.
+
+    >>> from pxexec import Store
+    >>> from pxexec.proxy import get_info
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> info = get_info(Store("info-demo", LocalConnector()).proxy(bytes(1000)))
+    >>> info.cls, info.nbytes
+    (<class 'bytes'>, 1000)
+    """
 
     cls: type[Any] | None = None
     hash: int | None = None
@@ -358,23 +378,53 @@ ProxyOr = Union[T, Proxy[T]]  # noqa: UP007 - an alias must work on Python 3.10 
 
 
 def is_resolved(obj: Any) -> bool:
-    """Whether a proxy has fetched its target in this process (non-proxies: True)."""
+    """Whether a proxy has fetched its target in this process (non-proxies: True).
+
+    >>> p = Proxy(lambda: "target")
+    >>> is_resolved(p)
+    False
+    >>> p.upper()
+    'TARGET'
+    >>> is_resolved(p)
+    True
+    """
     return not isinstance(obj, Proxy) or obj.__px_target__ is not _UNSET
 
 
 def resolve(obj: Any) -> None:
-    """Fetch a proxy's target now (for example to overlap I/O before first use)."""
+    """Fetch a proxy's target now (for example to overlap I/O before first use).
+
+    >>> p = Proxy(lambda: [1, 2])
+    >>> resolve(p)
+    >>> is_resolved(p)
+    True
+    """
     if isinstance(obj, Proxy):
         _target(obj)
 
 
 def extract(obj: ProxyOr[T]) -> T:
-    """The target of a proxy, resolving it if needed; a non-proxy is returned as is."""
+    """The target of a proxy, resolving it if needed; a non-proxy is returned as is.
+
+    Use it where C code needs the exact object (``np.frombuffer``, ``struct``...).
+
+    >>> target = [1, 2]
+    >>> extract(Proxy(lambda: target)) is target, extract(target) is target
+    (True, True)
+    """
     return _target(obj) if isinstance(obj, Proxy) else obj
 
 
 def get_factory(proxy: Proxy[T]) -> Callable[[], T]:
-    """The factory a proxy resolves through."""
+    """The factory a proxy resolves through (for a store proxy: its key and store).
+
+    >>> from pxexec import Store
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> store = Store("factory-demo", LocalConnector())
+    >>> factory = get_factory(store.proxy({"a": 1}))
+    >>> factory() == {"a": 1}, store.exists(factory.key)
+    (True, True)
+    """
     if not isinstance(proxy, Proxy):
         raise TypeError(f"get_factory() needs a Proxy, got {type(proxy).__name__}.")
     factory: Callable[[], T] = proxy.__px_factory__
@@ -382,11 +432,19 @@ def get_factory(proxy: Proxy[T]) -> Callable[[], T]:
 
 
 def get_info(proxy: Proxy[Any]) -> ProxyInfo:
-    """The metadata a proxy answers without resolving."""
+    """The metadata a proxy answers without resolving (see ``ProxyInfo``).
+
+    >>> get_info(Proxy(lambda: 1)).cls is None    # a hand-made proxy knows nothing
+    True
+    """
     info: ProxyInfo = proxy.__px_info__
     return info
 
 
 def is_proxy(obj: Any) -> bool:
-    """Whether ``obj`` is a proxy (without resolving it)."""
+    """Whether ``obj`` is a proxy (without resolving it).
+
+    >>> is_proxy(Proxy(lambda: 1)), is_proxy(1)
+    (True, False)
+    """
     return isinstance(obj, Proxy)

@@ -25,6 +25,8 @@ from pxexec.lease import keeper, lease_of
 from pxexec.proxy import Proxy, ProxyInfo
 from pxexec.serialize import Deserializer, Serializer, deserialize, payload_size, serialize
 
+__all__ = ["Store", "StoreMetrics", "clear_registry", "registered_stores"]
+
 if TYPE_CHECKING:
     from pxexec.ownership import OwnedProxy
 
@@ -37,7 +39,15 @@ CACHE_OBJECT_LIMIT = 16 * 1024 * 1024
 
 @dataclass
 class StoreMetrics:
-    """Counters of one store in this process."""
+    """Counters of one store in this process (``store.metrics``).
+
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> store = Store("metrics-demo", LocalConnector())
+    >>> store.get(store.put(b"abc"))
+    b'abc'
+    >>> store.metrics.puts, store.metrics.gets
+    (1, 1)
+    """
 
     puts: int = 0
     gets: int = 0
@@ -50,6 +60,7 @@ class StoreMetrics:
     get_seconds: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
+        """The counters as a plain dict."""
         return asdict(self)
 
 
@@ -416,13 +427,29 @@ def get_or_create_store(config: dict[str, Any], fp: str | None = None) -> Store:
 
 
 def registered_stores() -> list[Store]:
-    """The stores this process has built or registered."""
+    """The stores this process has built or registered.
+
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> store = Store("registry-demo", LocalConnector())
+    >>> store in registered_stores()
+    True
+    """
     with _STORES_LOCK:
         return list(_STORES.values())
 
 
 def clear_registry(close: bool = True) -> None:
-    """Forget (and by default close) every registered store of this process."""
+    """Forget (and by default close) every registered store of this process.
+
+    Workers rebuild a store from a proxy's config once per process; tests that change a
+    store's location call this to start afresh.
+
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> store = Store("clear-demo", LocalConnector())
+    >>> clear_registry(close=False)
+    >>> store in registered_stores()
+    False
+    """
     with _STORES_LOCK:
         stores = list(_STORES.values())
         _STORES.clear()

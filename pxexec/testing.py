@@ -27,8 +27,17 @@ def _payload(obj: Any) -> list[Any]:
     return serialize(obj)
 
 
+__all__ = ["ConnectorConformance", "CountingConnector"]
+
+
 class ConnectorConformance:
-    """Behaviour every connector must show. Requires pytest and numpy."""
+    """Behaviour every connector must show. Requires pytest and numpy.
+
+    Each test is a method taking the ``connector`` fixture, so they also run by hand:
+
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> ConnectorConformance().test_put_get_roundtrip(LocalConnector())
+    """
 
     def test_put_get_roundtrip(self, connector: Any) -> None:
         key = connector.put(_payload(b"hello"))
@@ -127,6 +136,14 @@ class CountingConnector(SharedMemoryConnector):
 
     The log lives beside the objects, so gets made in worker processes are counted
     too: ``CountingConnector.gets(config)`` reads them back.
+
+    >>> import os, tempfile
+    >>> from pxexec import Store
+    >>> store = Store("counting-demo", CountingConnector(tempfile.mkdtemp()))
+    >>> key = store.put(b"x")
+    >>> _ = store.connector.get(key)
+    >>> store.connector.gets() == [(os.getpid(), key)]
+    True
     """
 
     type_name = "pxexec.testing:CountingConnector"

@@ -148,3 +148,37 @@ def test_missing_proxystore_names_the_package(tmp_path: Any, monkeypatch: Any) -
     with pytest.raises(MissingDependencyError, match="pip install proxystore"):
         main(["bench", "roundtrip", "--engine", "thread", "--arm", "proxystore",
               "--out", str(tmp_path)])
+
+
+class _Broken(Arm):
+    name = "broken"
+
+    def submit(self, fn: Any, *args: Any) -> Any:
+        raise RuntimeError("boom")
+
+
+class _BrokenPeer(_Broken):
+    name = "peer"
+    peer = True
+
+
+def test_a_failing_peer_arm_is_reported_and_ours_would_raise(capsys: Any) -> None:
+    from pxexec.bench import apps, roundtrip, throughput
+
+    with session("thread", 1) as sess:
+        records = roundtrip.run([Arm(sess), _BrokenPeer(sess)], sizes=[1000], reps=2)
+        _, rows = roundtrip.summarize(records)
+        assert rows[0][-3:] == ["failed", "-", "-"]
+        assert isinstance(rows[0][3], float)  # the plain arm still measured
+        records = moldesign.run([Arm(sess), _BrokenPeer(sess)], pool=256, initial=2, search=4,
+                                batch=2, batches=1, reps=2)
+        _, rows = apps.report(records, "m")
+        assert rows[1][:2] == ["peer", "failed"]
+        records = throughput.run([Arm(sess), _BrokenPeer(sess)], nbytes=1000, tasks=5, warmup=1)
+        _, rows = throughput.report(records, "t")
+        assert rows[1][3] == "failed"
+        assert "peer failed on roundtrip" in capsys.readouterr().out
+        with pytest.raises(RuntimeError, match="boom"):
+            roundtrip.run([Arm(sess), _Broken(sess)], sizes=[1000], reps=1)
+        with pytest.raises(RuntimeError, match="boom"):
+            moldesign.run([_Broken(sess)], pool=256, initial=2, search=4, batch=2, batches=1)

@@ -6,6 +6,8 @@ import concurrent.futures as cf
 from collections.abc import Callable
 from typing import Any
 
+__all__ = ["Engine", "detect_engine", "engine_for"]
+
 
 class Engine:
     """Thin glue between StoreExecutor and one execution engine.
@@ -13,6 +15,20 @@ class Engine:
     ``native_futures``: the engine's futures may be passed as task arguments and
     become dependencies. StoreFuture.result() blocks in ``wait``, which is also what
     makes engines progress that only run tasks while someone waits (TaskVine).
+
+    A new engine subclasses it and overrides what differs; StoreExecutor accepts an
+    Engine instance in place of an executor.
+
+    >>> from concurrent.futures import ThreadPoolExecutor
+    >>> class Logged(Engine):
+    ...     name = "logged"
+    ...     def submit(self, fn, args, kwargs):
+    ...         print("submit", fn.__name__)
+    ...         return super().submit(fn, args, kwargs)
+    >>> engine = Logged(ThreadPoolExecutor(1))
+    >>> engine.submit(abs, (-3,), {}).result()
+    submit abs
+    3
     """
 
     name = "concurrent.futures"
@@ -71,7 +87,12 @@ class Engine:
 
 
 def engine_for(executor: Any, engine: str | None = None) -> Engine:
-    """The adapter for ``executor``: named by ``engine`` or detected from its type."""
+    """The adapter for ``executor``: named by ``engine`` or detected from its type.
+
+    >>> from concurrent.futures import ThreadPoolExecutor
+    >>> engine_for(ThreadPoolExecutor(1)).name
+    'concurrent.futures'
+    """
     if isinstance(executor, Engine):
         return executor
     name = engine or detect_engine(executor)
@@ -95,6 +116,12 @@ def engine_for(executor: Any, engine: str | None = None) -> Engine:
 
 
 def detect_engine(executor: Any) -> str:
+    """The name of the engine ``executor`` belongs to, from its type.
+
+    >>> from concurrent.futures import ProcessPoolExecutor
+    >>> detect_engine(ProcessPoolExecutor(1))
+    'concurrent.futures'
+    """
     kind = type(executor)
     module = kind.__module__
     if module.startswith("distributed"):

@@ -29,6 +29,8 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise MissingDependencyError("distributed", "dask", "The Dask adapter") from exc
 
+__all__ = ["Client", "DaskEngine"]
+
 log = logging.getLogger("pxexec")
 
 # keyword arguments Client.submit keeps for itself
@@ -92,6 +94,11 @@ class _Watcher:
 
 
 class DaskEngine(Engine):
+    """StoreExecutor's glue for a Dask ``distributed.Client`` (chosen automatically).
+
+    >>> DaskEngine.native_futures
+    True
+    """
     """StoreExecutor glue for a ``distributed.Client``: one task per submit."""
 
     name = "dask"
@@ -156,6 +163,16 @@ class Client(distributed.Client):  # type: ignore[misc]
     which an argument or result is proxied (default 1 MB). Without ``ps_store``
     it behaves exactly like ``distributed.Client``. Stored arguments are evicted
     when the future that used them completes; results come back as proxies.
+
+    >>> from pxexec import Store
+    >>> from pxexec.connectors import connector_from_url
+    >>> store = Store("dask-client-demo", connector_from_url("shm", namespace="dask-demo"))
+    >>> client = Client(processes=False, n_workers=1, dashboard_address=None,
+    ...                 ps_store=store, ps_threshold=1_000)
+    >>> future = client.submit(len, bytes(10_000))           # the bytes go by proxy
+    >>> future.result()
+    10000
+    >>> client.close()
     """
 
     def __init__(

@@ -9,6 +9,8 @@ from typing import Any
 from pxexec.adapters.base import Engine
 from pxexec.errors import MissingDependencyError
 
+__all__ = ["ParslEngine", "executor_from_config"]
+
 
 def _parsl() -> Any:
     try:
@@ -24,6 +26,16 @@ def executor_from_config(config: Any, *, executors: str | list[str] = "all") -> 
 
     It owns a DataFlowKernel of its own (not Parsl's global one, so several can
     coexist); its ``shutdown`` (or StoreExecutor's) cleans that kernel up.
+
+    >>> import tempfile
+    >>> from parsl.config import Config
+    >>> from parsl.executors.threads import ThreadPoolExecutor
+    >>> config = Config(executors=[ThreadPoolExecutor(label="threads", max_threads=2)],
+    ...                 run_dir=tempfile.mkdtemp(), initialize_logging=False)
+    >>> pool = executor_from_config(config)
+    >>> pool.submit(sum, [1, 2, 3]).result()
+    6
+    >>> pool.shutdown()
     """
     _, pool = _parsl()
     from parsl.dataflow.dflow import DataFlowKernel
@@ -46,6 +58,11 @@ def executor_from_config(config: Any, *, executors: str | list[str] = "all") -> 
 
 
 class ParslEngine(Engine):
+    """StoreExecutor's glue for Parsl executors (chosen automatically).
+
+    >>> ParslEngine.native_futures      # Parsl futures are dependencies of Parsl tasks
+    True
+    """
     """Parsl AppFutures are concurrent.futures.Future objects and may be arguments."""
 
     name = "parsl"

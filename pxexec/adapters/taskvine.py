@@ -24,6 +24,8 @@ from typing import Any
 from pxexec.adapters.base import Engine
 from pxexec.errors import MissingDependencyError
 
+__all__ = ["TaskVineEngine", "futures_executor"]
+
 _HOW = (
     "ndcctools is not on PyPI: install CCTools (e.g. conda install -c conda-forge "
     "ndcctools) in the manager's and the workers' environment."
@@ -31,7 +33,16 @@ _HOW = (
 
 
 def futures_executor(**options: Any) -> Any:
-    """A TaskVine ``FuturesExecutor(**options)``, with a clear error when absent."""
+    """A TaskVine ``FuturesExecutor(**options)``, with a clear error when absent.
+
+    >>> from pxexec import Store, StoreExecutor
+    >>> from pxexec.connectors import connector_from_url
+    >>> vine = futures_executor(port=9123, factory=False)        # doctest: +SKIP
+    >>> store = Store("vine", connector_from_url("redis://manager:6379/0"))
+    >>> with StoreExecutor(vine, store) as ex:                  # doctest: +SKIP
+    ...     print(ex.submit(sum, [1, 2]).result())
+    3
+    """
     try:
         from ndcctools.taskvine import FuturesExecutor
     except ImportError as exc:
@@ -50,6 +61,11 @@ def _has_future(value: Any) -> bool:
 
 
 class TaskVineEngine(Engine):
+    """StoreExecutor's glue for TaskVine's FuturesExecutor (see the module doc).
+
+    >>> TaskVineEngine.native_futures, TaskVineEngine.keeps_tracebacks
+    (True, False)
+    """
     name = "taskvine"
     native_futures = True
     keeps_tracebacks = False  # the worker traceback travels as a note on the exception

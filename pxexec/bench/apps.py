@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pxexec.bench.arms import Arm
-from pxexec.bench.common import Record, print_table, quantiles
+from pxexec.bench.common import Record, failure, print_table, quantiles
 from pxexec.bench.tasks import task_times
 
 
@@ -61,12 +61,52 @@ class Tracker:
         return out
 
 
+def attempt(arm: Arm, workload: str, run: Callable[[], list[Record]]) -> list[Record]:
+    """Run one arm's part; a peer arm's failure becomes a record instead of an error."""
+    try:
+        return run()
+    except Exception as exc:
+        if not arm.peer:
+            raise
+        return [failure(arm, workload, "makespan", "", 0, exc)]
+
+
+def repeat(
+    arms: list[Arm], workload: str, warm_up: Callable[[Arm], list[Record]],
+    one: Callable[[Arm, int], list[Record]], reps: int, progress: Any,
+) -> list[Record]:
+    """Warm every arm up, then run ``one(arm, rep)`` for each rep, arms interleaved.
+
+    An arm of a peer library that fails is reported once and not run again.
+    """
+    records: list[Record] = []
+    failed: set[str] = set()
+    for arm in arms:
+        lost = attempt(arm, workload, lambda arm=arm: warm_up(arm))  # type: ignore[misc]
+        if lost:
+            failed.add(arm.name)
+            records += lost
+    for rep in range(reps):
+        for arm in arms:
+            if arm.name not in failed:
+                got = attempt(arm, workload, lambda arm=arm, rep=rep: one(arm, rep))  # type: ignore[misc]
+                if any(r.failed for r in got):
+                    failed.add(arm.name)
+                records += got
+            if progress is not None:
+                progress.update(1)
+    return records
+
+
 def makespans(records: list[Record]) -> dict[str, list[float]]:
+    """Makespans per arm (an empty list for an arm that failed)."""
     by_arm: dict[str, list[float]] = {}
     for r in records:
         if r.kind == "makespan":
-            by_arm.setdefault(r.arm, []).append(r.end - r.start)
-    return by_arm
+            values = by_arm.setdefault(r.arm, [])
+            if not r.failed:
+                values.append(r.end - r.start)
+    return dict(sorted(by_arm.items(), key=lambda item: item[0] != "plain"))
 
 
 def report(records: list[Record], title: str) -> tuple[list[str], list[list[Any]]]:
@@ -76,6 +116,9 @@ def report(records: list[Record], title: str) -> tuple[list[str], list[list[Any]
     header = ["arm", "makespan s", "p10-p90", "tasks", "speed-up"]
     rows: list[list[Any]] = []
     for arm, values in by_arm.items():
+        if not values:
+            rows.append([arm, "failed", "-", "-", "-"])
+            continue
         p10, med, p90 = quantiles(values)
         tasks = sum(1 for r in records if r.arm == arm and r.kind != "makespan") // len(values)
         ratio = f"{base / med:.2f}x" if base else "-"

@@ -21,6 +21,8 @@ class Arm:
     """One way of running tasks on a session's workers."""
 
     name = "plain"
+    #: a peer library's arm: its failures are reported as findings, not raised
+    peer = False
 
     def __init__(self, sess: Session) -> None:
         self.sess = sess
@@ -58,6 +60,7 @@ class ProxyStoreArm(Arm):
     """The ProxyStore library's StoreExecutor on the same engine (a peer to compare)."""
 
     name = "proxystore"
+    peer = True
 
     def __init__(self, sess: Session, store_dir: str, threshold: int) -> None:
         super().__init__(sess)

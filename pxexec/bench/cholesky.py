@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pxexec.bench.apps import Tracker
+from pxexec.bench.apps import Tracker, repeat
 from pxexec.bench.arms import Arm, real
 from pxexec.bench.common import Record
 from pxexec.bench.tasks import gemm, potrf, syrk, trsm
@@ -94,25 +94,24 @@ def run(
     tiles = tiles_of(a, block)
     count = n // block
     nbytes = block * block * 8
-    records: list[Record] = []
     small = tiles_of(spd_matrix(4 * 100), 100)
-    for arm in arms:  # warm-up: imports and first connections on every worker
-        warm = factor(Tracker("cholesky", arm, -1), small, 4, 100 * 100 * 8)
-        for f in warm.values():
+
+    def warm_up(arm: Arm) -> list[Record]:  # imports and first connections on the workers
+        for f in factor(Tracker("cholesky", arm, -1), small, 4, 100 * 100 * 8).values():
             f.result()
-    for rep in range(reps):
-        for arm in arms:
-            tracker = Tracker("cholesky", arm, rep)
-            t0 = time.perf_counter()
-            futures = factor(tracker, tiles, count, nbytes)
-            parts = {ij: real(f.result()[0]) for ij, f in futures.items()}
-            makespan = time.perf_counter() - t0
-            check(a, assemble(parts, count, block))
-            del parts
-            records += tracker.records(makespan)
-            for f in futures.values():
-                arm.release(f.result())
-            del futures
-            if progress is not None:
-                progress.update(1)
-    return records
+        return []
+
+    def one(arm: Arm, rep: int) -> list[Record]:
+        tracker = Tracker("cholesky", arm, rep)
+        t0 = time.perf_counter()
+        futures = factor(tracker, tiles, count, nbytes)
+        parts = {ij: real(f.result()[0]) for ij, f in futures.items()}
+        makespan = time.perf_counter() - t0
+        check(a, assemble(parts, count, block))
+        del parts
+        out = tracker.records(makespan)
+        for f in futures.values():
+            arm.release(f.result())
+        return out
+
+    return repeat(arms, "cholesky", warm_up, one, reps, progress)

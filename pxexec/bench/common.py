@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import statistics
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -33,10 +34,26 @@ class Record:
     def elapsed(self) -> float:
         return self.received - self.submit
 
+    @property
+    def failed(self) -> bool:
+        return "error" in self.extra
+
+
+def failure(arm: Any, workload: str, kind: str, mode: str, nbytes: int,
+            exc: BaseException) -> Record:
+    """The record of a point a peer arm could not run (its error, no times)."""
+    nan = float("nan")
+    message = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+    print(f"  {arm.name} failed on {workload} {kind} {mode} {nbytes} B: {message}", flush=True)
+    return Record(workload, arm.name, arm.sess.name, kind, mode, nbytes, 0, nan, nan, nan, nan,
+                  arm.sess.workers, {"error": message})
+
 
 def quantiles(values: Sequence[float]) -> tuple[float, float, float]:
     """(p10, median, p90) of ``values``."""
     ordered = sorted(values)
+    if not ordered:
+        return float("nan"), float("nan"), float("nan")
     if len(ordered) == 1:
         return ordered[0], ordered[0], ordered[0]
     deciles = statistics.quantiles(ordered, n=10, method="inclusive")
@@ -48,10 +65,10 @@ def write_csv(path: str, records: Sequence[Record]) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         fields = [k for k in asdict(records[0]) if k != "extra"] if records else []
-        writer.writerow([*fields, "elapsed"])
+        writer.writerow([*fields, "elapsed", "error"])
         for r in records:
             row = asdict(r)
-            writer.writerow([*(row[k] for k in fields), r.elapsed])
+            writer.writerow([*(row[k] for k in fields), r.elapsed, r.extra.get("error", "")])
 
 
 def write_rows(path: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -107,5 +124,5 @@ def progress(total: int, label: str) -> Iterator[Any]:
 
         yield _Silent()
         return
-    with tqdm(total=total, desc=label, leave=False) as bar:
+    with tqdm(total=total, desc=label, leave=False, disable=not sys.stderr.isatty()) as bar:
         yield bar

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pxexec.bench.apps import Tracker
+from pxexec.bench.apps import Tracker, repeat
 from pxexec.bench.arms import Arm, real
 from pxexec.bench.common import Record
 from pxexec.bench.tasks import local_train, mlp_init, mlp_loss
@@ -61,27 +61,27 @@ def run(
     x_test = np.concatenate([d[0] for d in data])
     y_test = np.concatenate([d[1] for d in data])
     before = mlp_loss(start_model, x_test, y_test)
-    records: list[Record] = []
-    for arm in arms:  # warm-up: imports and first connections on every worker
+    reference: list[Any] = []
+
+    def warm_up(arm: Arm) -> list[Record]:  # imports and first connections on the workers
         train(Tracker("fedlearn", arm, -1), start_model, data[:2], 1, epochs)
-    reference = None
-    for rep in range(reps):
-        for arm in arms:
-            tracker = Tracker("fedlearn", arm, rep)
-            t0 = time.perf_counter()
-            model = train(tracker, start_model, data, rounds, epochs)
-            makespan = time.perf_counter() - t0
-            after = mlp_loss(model, x_test, y_test)
-            if not after < before:
-                raise AssertionError(
-                    f"fedlearn on {arm.name}: loss did not fall ({before:.4f} -> {after:.4f})"
-                )
-            if reference is None:
-                reference = model
-            elif not np.allclose(model, reference, rtol=1e-3, atol=1e-5):
-                raise AssertionError(f"fedlearn on {arm.name}: the model differs from "
-                                     f"the {arms[0].name} arm's")
-            records += tracker.records(makespan)
-            if progress is not None:
-                progress.update(1)
-    return records
+        return []
+
+    def one(arm: Arm, rep: int) -> list[Record]:
+        tracker = Tracker("fedlearn", arm, rep)
+        t0 = time.perf_counter()
+        model = train(tracker, start_model, data, rounds, epochs)
+        makespan = time.perf_counter() - t0
+        after = mlp_loss(model, x_test, y_test)
+        if not after < before:
+            raise AssertionError(
+                f"fedlearn on {arm.name}: loss did not fall ({before:.4f} -> {after:.4f})"
+            )
+        if not reference:
+            reference.append(model)
+        elif not np.allclose(model, reference[0], rtol=1e-3, atol=1e-5):
+            raise AssertionError(f"fedlearn on {arm.name}: the model differs from "
+                                 f"the {arms[0].name} arm's")
+        return tracker.records(makespan)
+
+    return repeat(arms, "fedlearn", warm_up, one, reps, progress)

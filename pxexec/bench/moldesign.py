@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pxexec.bench.apps import Tracker
+from pxexec.bench.apps import Tracker, repeat
 from pxexec.bench.arms import Arm, real
 from pxexec.bench.common import Record
 from pxexec.bench.tasks import infer, simulate, train_surrogate
@@ -58,26 +58,26 @@ def run(
     batches: int = 8, reps: int = 1, progress: Any = None,
 ) -> list[Record]:
     candidates_ = candidates(pool)
-    records: list[Record] = []
-    for arm in arms:  # warm-up: imports and first connections on every worker
+    reference: list[list[int]] = []
+
+    def warm_up(arm: Arm) -> list[Record]:  # imports and first connections on the workers
         design(Tracker("moldesign", arm, -1), candidates_[:256], initial=initial,
                search=initial + batch, batch=batch, batches=batches)
-    reference = None
-    for rep in range(reps):
-        for arm in arms:
-            tracker = Tracker("moldesign", arm, rep)
-            t0 = time.perf_counter()
-            chosen, scores = design(tracker, candidates_, initial=initial, search=search,
-                                    batch=batch, batches=batches)
-            makespan = time.perf_counter() - t0
-            if len(set(chosen)) != len(chosen) or len(scores) != len(chosen):
-                raise AssertionError(f"moldesign on {arm.name}: a candidate was lost or repeated")
-            if reference is None:
-                reference = (chosen, scores)
-            elif chosen != reference[0]:
-                raise AssertionError(f"moldesign on {arm.name}: chose other candidates than "
-                                     f"the {arms[0].name} arm")
-            records += tracker.records(makespan)
-            if progress is not None:
-                progress.update(1)
-    return records
+        return []
+
+    def one(arm: Arm, rep: int) -> list[Record]:
+        tracker = Tracker("moldesign", arm, rep)
+        t0 = time.perf_counter()
+        chosen, scores = design(tracker, candidates_, initial=initial, search=search,
+                                batch=batch, batches=batches)
+        makespan = time.perf_counter() - t0
+        if len(set(chosen)) != len(chosen) or len(scores) != len(chosen):
+            raise AssertionError(f"moldesign on {arm.name}: a candidate was lost or repeated")
+        if not reference:
+            reference.append(chosen)
+        elif chosen != reference[0]:
+            raise AssertionError(f"moldesign on {arm.name}: chose other candidates than "
+                                 f"the {arms[0].name} arm")
+        return tracker.records(makespan)
+
+    return repeat(arms, "moldesign", warm_up, one, reps, progress)

@@ -68,15 +68,12 @@ def roundtrip(records: list[Record], path: str, title: str) -> str:
 def throughput(records: list[Record], path: str, title: str) -> str:
     """Tasks per second vs worker count, one bar group per worker count."""
     plt = _pyplot()
-    from pxexec.bench.throughput import tasks_per_second
-
     arms = list(dict.fromkeys(r.arm for r in records))
     workers = sorted({r.workers for r in records})
     fig, ax = plt.subplots(figsize=(6, 4))
     width = 0.8 / len(arms)
     for i, arm in enumerate(arms):
-        rates = [tasks_per_second([r for r in records if r.arm == arm and r.workers == w])
-                 for w in workers]
+        rates = [_rate([r for r in records if r.arm == arm and r.workers == w]) for w in workers]
         ax.bar([w + (i - (len(arms) - 1) / 2) * width for w in range(len(workers))], rates,
                width, label=arm)
     ax.set_xticks(range(len(workers)), [str(w) for w in workers])
@@ -84,6 +81,14 @@ def throughput(records: list[Record], path: str, title: str) -> str:
     ax.legend()
     ax.grid(True, axis="y", alpha=0.3)
     return _save(fig, plt, path, title)
+
+
+def _rate(records: list[Record]) -> float:
+    from pxexec.bench.throughput import tasks_per_second
+
+    if not records or any(r.failed for r in records):
+        return float("nan")
+    return tasks_per_second(records)
 
 
 def makespan(records: list[Record], path: str, title: str) -> str:
@@ -99,6 +104,10 @@ def makespan(records: list[Record], path: str, title: str) -> str:
     bars = ax.bar(arms, med, yerr=[[s[1] - s[0] for s in stats], [s[2] - s[1] for s in stats]],
                   capsize=4, color=[f"C{i}" for i in range(len(arms))])
     for bar, value in zip(bars, med):
+        if value != value:  # NaN: the arm failed
+            ax.annotate("failed", (bar.get_x() + bar.get_width() / 2, 0), ha="center",
+                        va="bottom")
+            continue
         ax.annotate(f"{med[0] / value:.2f}x", (bar.get_x() + bar.get_width() / 2, value),
                     ha="center", va="bottom")
     ax.set(ylabel="makespan (s)")

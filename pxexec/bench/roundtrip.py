@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pxexec.bench.arms import Arm, real
-from pxexec.bench.common import Record, human_size, print_table, quantiles
+from pxexec.bench.common import Record, failure, human_size, print_table, quantiles
 from pxexec.bench.tasks import check_payload, make_payload, noop
 
 
@@ -28,14 +28,24 @@ def run(
         for kind in kinds:
             payloads = [make_payload(kind, nbytes, seed) for seed in range(2)]
             for mode in modes:
+                failed: set[str] = set()
                 for rep in range(-warmup, reps):
                     for arm in arms:
-                        payload = payloads[rep % 2]
-                        record = _one(arm, payload, kind, mode, rep)
-                        if rep >= 0:
-                            records.append(record)
                         if progress is not None:
                             progress.update(1)
+                        if arm.name in failed:
+                            continue
+                        payload = payloads[rep % 2]
+                        try:
+                            record = _one(arm, payload, kind, mode, rep)
+                        except Exception as exc:
+                            if not arm.peer:
+                                raise  # pxexec and the plain engine must not fail
+                            failed.add(arm.name)
+                            records.append(failure(arm, "roundtrip", kind, mode, nbytes, exc))
+                            continue
+                        if rep >= 0:
+                            records.append(record)
     return records
 
 
@@ -57,8 +67,11 @@ def _one(arm: Arm, payload: Any, kind: str, mode: str, rep: int) -> Record:
 def summarize(records: list[Record]) -> tuple[list[str], list[list[Any]]]:
     groups: dict[tuple[str, str, int], dict[str, list[float]]] = {}
     for r in records:
+        if r.failed:
+            groups.setdefault((r.kind, r.mode, r.nbytes), {}).setdefault(r.arm, [])
+            continue
         groups.setdefault((r.kind, r.mode, r.nbytes), {}).setdefault(r.arm, []).append(r.elapsed)
-    arms = list(dict.fromkeys(r.arm for r in records))
+    arms = sorted(dict.fromkeys(r.arm for r in records), key=lambda a: a != "plain")
     header = ["kind", "output", "size"]
     for arm in arms:
         header += [f"{arm} ms", "p10-p90"]
@@ -69,6 +82,9 @@ def summarize(records: list[Record]) -> tuple[list[str], list[list[Any]]]:
         row: list[Any] = [kind, mode, human_size(nbytes)]
         base = quantiles(by_arm["plain"])[1] if "plain" in by_arm else None
         for arm in arms:
+            if not by_arm.get(arm):
+                row += ["failed", "-"] + (["-"] if arm != "plain" else [])
+                continue
             p10, med, p90 = quantiles(by_arm[arm])
             row += [med * 1e3, f"{p10 * 1e3:.3g}-{p90 * 1e3:.3g}"]
             if arm != "plain":

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from pxexec.bench.arms import Arm
-from pxexec.bench.common import Record, print_table
+from pxexec.bench.common import Record, failure, print_table
 from pxexec.bench.tasks import check_payload, consume_produce, make_payload
 
 
@@ -17,8 +17,13 @@ def run(
     payload = make_payload("numpy", nbytes)
     records: list[Record] = []
     for arm in arms:
-        _arm(arm, payload, nbytes, warmup, None)
-        records += _arm(arm, payload, nbytes, tasks, progress)
+        try:
+            _arm(arm, payload, nbytes, warmup, None)
+            records += _arm(arm, payload, nbytes, tasks, progress)
+        except Exception as exc:
+            if not arm.peer:
+                raise
+            records.append(failure(arm, "throughput", "numpy", "fresh", nbytes, exc))
     return records
 
 
@@ -69,8 +74,11 @@ def report(records: list[Record], title: str) -> tuple[list[str], list[list[Any]
     keys = list(dict.fromkeys((r.workers, r.nbytes, r.arm) for r in records))
     base: dict[tuple[int, int], float] = {}
     for workers, nbytes, arm in keys:
-        rate = tasks_per_second([r for r in records if (r.workers, r.nbytes, r.arm) ==
-                                 (workers, nbytes, arm)])
+        chosen = [r for r in records if (r.workers, r.nbytes, r.arm) == (workers, nbytes, arm)]
+        if any(r.failed for r in chosen):
+            rows.append([workers, nbytes, arm, "failed", "-"])
+            continue
+        rate = tasks_per_second(chosen)
         if arm == "plain":
             base[(workers, nbytes)] = rate
         ratio = rate / base[(workers, nbytes)] if (workers, nbytes) in base else float("nan")

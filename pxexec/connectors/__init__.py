@@ -39,7 +39,12 @@ _entry_points_loaded = False
 
 
 def register_connector(name: str, target: str | type[Any]) -> None:
-    """Register a connector class (or its "module:Class" path) under ``name``."""
+    """Register a connector class (or its "module:Class" path) under ``name``.
+
+    >>> register_connector("scratch-demo", "pxexec.connectors.local:LocalConnector")
+    >>> type(connector_from_url("scratch-demo")).__name__
+    'LocalConnector'
+    """
     if isinstance(target, str) and ":" not in target:
         raise ConfigError(f"Connector target {target!r} must look like 'package.module:Class'.")
     if not isinstance(target, str):
@@ -57,13 +62,21 @@ def _load_entry_points() -> None:
 
 
 def known_connectors() -> list[str]:
-    """Names of every registered connector (built-in and third-party)."""
+    """Names of every registered connector (built-in and third-party).
+
+    >>> {"local", "file", "shm", "redis", "multi", "daos"} <= set(known_connectors())
+    True
+    """
     _load_entry_points()
     return sorted(_REGISTRY)
 
 
 def connector_class(name: str) -> type[Any]:
-    """The class registered under ``name``, imported on first use."""
+    """The class registered under ``name``, imported on first use.
+
+    >>> connector_class("shm").__name__
+    'SharedMemoryConnector'
+    """
     _load_entry_points()
     name = _SCHEMES.get(name, name)
     target = name if ":" in name else _REGISTRY.get(name)  # "module:Class" works too
@@ -88,7 +101,14 @@ def connector_class(name: str) -> type[Any]:
 
 
 def connector_from_config(config: ConnectorConfig) -> Any:
-    """Rebuild a connector from the dict its ``config()`` returned."""
+    """Rebuild a connector from the dict its ``config()`` returned.
+
+    >>> from pxexec.connectors.shm import SharedMemoryConnector
+    >>> original = SharedMemoryConnector(namespace="config-demo")
+    >>> copy = connector_from_config(original.config())
+    >>> copy.path == original.path
+    True
+    """
     if not isinstance(config, dict) or "type" not in config:
         raise ConfigError(
             f"A connector config must be a table with a 'type' key, got {config!r}."
@@ -102,6 +122,12 @@ def connector_from_url(url: str, **options: Any) -> Any:
     ``"local"``, ``"shm"`` (or ``"shm:///dir"``), ``"file:///path"``,
     ``"redis://host:port/db"``, ``"rediss://..."``, ``"unix:///path/redis.sock"``.
     ``options`` are passed to the connector's constructor.
+
+    >>> connector = connector_from_url("shm", namespace="url-demo")
+    >>> type(connector).__name__, connector.path.endswith("url-demo")
+    ('SharedMemoryConnector', True)
+    >>> connector_from_url("redis://localhost:6379/0").address   # connects on first use
+    'redis://localhost:6379/0'
     """
     if "://" not in url:  # a bare name: "local", "shm", or a registered third party
         return connector_class(url)(**options)

@@ -14,10 +14,22 @@ from typing import Any, Protocol, runtime_checkable
 Buffer = Any  # bytes, bytearray, memoryview (an mmap-backed view is fine)
 ConnectorConfig = dict[str, Any]
 
+__all__ = ["BaseConnector", "Connector", "check_options", "new_token"]
+
 
 @runtime_checkable
 class Connector(Protocol):
-    """What every backend implements. Keys are strings; evict is idempotent."""
+    """What every backend implements. Keys are strings; evict is idempotent.
+
+    ``put`` takes the frames of a serialized object (written without joining them) and
+    returns a new key; ``get`` returns one buffer or None.
+
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> connector: Connector = LocalConnector()
+    >>> key = connector.put([b"ab", b"cd"])
+    >>> bytes(connector.get(key)), connector.get("missing")
+    (b'abcd', None)
+    """
 
     def put(self, frames: Sequence[Buffer]) -> str: ...
 
@@ -42,7 +54,30 @@ class Connector(Protocol):
 
 
 class BaseConnector:
-    """Batch operations as loops, for backends without native batches."""
+    """A base for connectors: batch operations as loops, leases off, no replace.
+
+    A subclass sets ``type_name`` and implements ``put``, ``get``, ``exists``,
+    ``evict``, ``config`` and ``from_config``.
+
+    >>> class DictConnector(BaseConnector):
+    ...     type_name = "dict-demo"
+    ...     def __init__(self):
+    ...         self.data = {}
+    ...     def put(self, frames):
+    ...         key = new_token()
+    ...         self.data[key] = b"".join(bytes(f) for f in frames)
+    ...         return key
+    ...     def get(self, key):
+    ...         return self.data.get(key)
+    ...     def exists(self, key):
+    ...         return key in self.data
+    ...     def evict(self, key):
+    ...         self.data.pop(key, None)
+    >>> c = DictConnector()
+    >>> keys = c.put_batch([[b"x"], [b"y"]])
+    >>> c.get_batch(keys)
+    [b'x', b'y']
+    """
 
     #: name in the connector registry; written into ``config()["type"]``
     type_name = ""
@@ -104,12 +139,20 @@ class BaseConnector:
 
 
 def new_token() -> str:
-    """An unguessable key component (128 random bits)."""
+    """An unguessable key component (128 random bits, as 32 hex digits).
+
+    >>> len(new_token()), new_token() != new_token()
+    (32, True)
+    """
     return secrets.token_hex(16)
 
 
 def check_options(kind: str, config: ConnectorConfig, allowed: set[str]) -> dict[str, Any]:
-    """Validate a connector config; return its options without the ``type`` entry."""
+    """Validate a connector config; return its options without the ``type`` entry.
+
+    >>> check_options("file", {"type": "file", "directory": "/tmp/x"}, {"directory"})
+    {'directory': '/tmp/x'}
+    """
     from pxexec.errors import ConfigError
 
     options = {k: v for k, v in config.items() if k != "type"}

@@ -34,8 +34,20 @@ def _pydaos() -> Any:
     return pydaos
 
 
+__all__ = ["DAOSConnector"]
+
+
 class DAOSConnector(BaseConnector):
-    """Stores objects in the DDict ``dict_name`` of container ``container`` in ``pool``."""
+    """Stores objects in the DDict ``dict_name`` of container ``container`` in ``pool``.
+
+    Needs ``pydaos``, which ships with DAOS (not on PyPI). Values larger than
+    ``max_value`` are split over several entries.
+
+    >>> from pxexec import Store
+    >>> store = Store("daos-demo", DAOSConnector("tank", "pxexec-objects"))  # doctest: +SKIP
+    >>> store.get(store.put({"a": 1}))                                       # doctest: +SKIP
+    {'a': 1}
+    """
 
     type_name = "daos"
 

@@ -16,6 +16,9 @@ _KEY = re.compile(r"[0-9a-f]{32}")
 _IOV_BATCH = 512
 
 
+__all__ = ["FileConnector"]
+
+
 def write_frames(fd: int, frames: Sequence[Buffer]) -> int:
     """Write all frames to ``fd`` with vectored writes, without joining them."""
     views = [v for v in (memoryview(f).cast("B") for f in frames) if v.nbytes]
@@ -47,6 +50,14 @@ class FileConnector(BaseConnector):
     Writes go to a hidden temporary file that is renamed into place, so a reader sees
     a whole object or none. Files are private to the user (0600, directories 0700).
     Reads map the file copy-on-write: arrays view the page cache without a copy.
+
+    >>> import tempfile
+    >>> connector = FileConnector(tempfile.mkdtemp(), namespace="demo")
+    >>> key = connector.put([b"header", b"payload"])
+    >>> bytes(connector.get(key))
+    b'headerpayload'
+    >>> connector.evict(key); connector.exists(key)
+    False
     """
 
     type_name = "file"

@@ -12,11 +12,19 @@ from pxexec.errors import ConfigError
 _INSTANCES: weakref.WeakValueDictionary[str, LocalConnector] = weakref.WeakValueDictionary()
 
 
+__all__ = ["LocalConnector"]
+
+
 class LocalConnector(BaseConnector):
     """Keeps payloads in a dict of this process.
 
     Useful with thread pools and in tests. Proxies made on it resolve only inside this
     process: a worker process has no access to the dict (use ``shm`` or ``file``).
+
+    >>> connector = LocalConnector()
+    >>> key = connector.put([b"data"])
+    >>> connector.exists(key), bytes(connector.get(key))
+    (True, b'data')
     """
 
     type_name = "local"

@@ -23,13 +23,35 @@ from pxexec.errors import ConfigError, PxexecError
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
+__all__ = ["MultiConnector", "NoRouteError", "Route", "route_from_config"]
+
+
 class NoRouteError(PxexecError, LookupError):
-    """No route of a MultiConnector accepts an object."""
+    """No route of a MultiConnector accepts an object.
+
+    >>> from pxexec import Store
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> only_small = MultiConnector([Route("small", LocalConnector(), max_size=100)])
+    >>> try:
+    ...     Store("no-route-demo", only_small).put(bytes(1000))
+    ... except LookupError as exc:
+    ...     print(type(exc).__name__)
+    NoRouteError
+    """
 
 
 @dataclass
 class Route:
-    """One backend of a MultiConnector and the objects it takes."""
+    """One backend of a MultiConnector and the objects it takes.
+
+    Rules: serialized size bounds, types (classes or ``"module:Name"``), tags, and a
+    ``host`` regular expression (a route for other hosts stays dormant).
+
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> route = Route("arrays", LocalConnector(), types=("numpy:ndarray",), min_size=1_000)
+    >>> route.types
+    ('numpy:ndarray',)
+    """
 
     name: str
     connector: Any  # a connector, or its config while the route is dormant
@@ -106,7 +128,19 @@ def _type_matches(obj_type: type[Any], names: tuple[str, ...]) -> bool:
 
 
 class MultiConnector(BaseConnector):
-    """Routes objects to backends by size, type, tags and host; see the module doc."""
+    """Routes objects to backends by size, type, tags and host; see the module doc.
+
+    >>> import numpy as np
+    >>> from pxexec import Store
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> routed = MultiConnector([
+    ...     Route("small", LocalConnector(), max_size=1_000),
+    ...     Route("arrays", LocalConnector(), types=("numpy:ndarray",)),
+    ... ])
+    >>> store = Store("multi-demo", routed)
+    >>> store.put(b"tiny").split(":")[0], store.put(np.zeros(1_000)).split(":")[0]
+    ('small', 'arrays')
+    """
 
     type_name = "multi"
     #: Store passes the object's type and the caller's tags to ``put``
@@ -297,7 +331,11 @@ ROUTE_KEYS = {"name", "connector", "min_size", "max_size", "types", "tags", "hos
 
 
 def route_from_config(table: Any, index: int = 0) -> Route:
-    """A Route from a config table; its connector is a URL or a connector table."""
+    """A Route from a config table; its connector is a URL or a connector table.
+
+    >>> route_from_config({"name": "files", "connector": "shm", "min_size": 10_000})
+    Route(name='files', ...)
+    """
     where = f"routes[{index}]"
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table.")

@@ -39,6 +39,9 @@ def _redact(url: str) -> str:
     return f"{parts.scheme}://{host}:{port}{parts.path or ''}"
 
 
+__all__ = ["RedisConnector"]
+
+
 class RedisConnector(BaseConnector):
     """Stores objects in a Redis server.
 
@@ -47,6 +50,14 @@ class RedisConnector(BaseConnector):
     variable holding the password, so that configs and proxies never carry it.
     ``ttl`` (seconds) makes every object expire on its own. ``retries`` retries
     transient connection errors with exponential backoff.
+
+    >>> import os
+    >>> url = os.environ.get("PXEXEC_DOCTEST_REDIS", "redis://localhost:6379/0")
+    >>> connector = RedisConnector(url, prefix="doc", ttl=60)
+    >>> key = connector.put([b"frame-1", b"frame-2"])
+    >>> bytes(connector.get(key))
+    b'frame-1frame-2'
+    >>> connector.evict(key)
     """
 
     type_name = "redis"

@@ -8,8 +8,15 @@ from typing import Any
 from pxexec.connectors.base import ConnectorConfig, check_options
 from pxexec.connectors.file import FileConnector
 
+__all__ = ["SharedMemoryConnector", "default_shm_directory"]
+
 
 def default_shm_directory() -> str:
+    """Where shm stores live by default: a per-user directory in /dev/shm.
+
+    >>> default_shm_directory().startswith("/dev/shm/pxexec-")
+    True
+    """
     return f"/dev/shm/pxexec-{os.getuid()}"
 
 
@@ -18,6 +25,13 @@ class SharedMemoryConnector(FileConnector):
 
     A read maps the object copy-on-write: numpy arrays view shared memory without a
     copy, and a write by one reader is private to that reader.
+
+    >>> from pxexec import Store
+    >>> import numpy as np
+    >>> with Store("shm-demo", SharedMemoryConnector(namespace="demo")) as store:
+    ...     key = store.put(np.arange(4))
+    ...     store.get(key).tolist()
+    [0, 1, 2, 3]
     """
 
     type_name = "shm"

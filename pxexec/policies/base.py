@@ -7,9 +7,21 @@ from typing import Any
 from pxexec.errors import ConfigError
 from pxexec.sizing import estimate_nbytes
 
+__all__ = ["Always", "And", "Never", "Not", "Or", "Policy", "SizeAtLeast", "Tagged", "TypeIn"]
+
 
 class Policy:
-    """Base of the built-in policies: callable, picklable, combinable."""
+    """Base of the built-in policies: callable, picklable, combinable.
+
+    A subclass implements ``__call__(obj) -> bool`` (and may give ``tags_for``).
+
+    >>> class LongText(Policy):
+    ...     def __call__(self, obj):
+    ...         return isinstance(obj, str) and len(obj) > 5
+    >>> policy = LongText() | SizeAtLeast(1_000_000)
+    >>> policy("a longer text"), policy("short")
+    (True, False)
+    """
 
     def __call__(self, obj: Any) -> bool:
         raise NotImplementedError
@@ -56,7 +68,11 @@ def _as_policy(value: Any) -> Policy:
 
 
 class Always(Policy):
-    """Proxy everything."""
+    """Proxy everything.
+
+    >>> Always()(1), Always()(b"")
+    (True, True)
+    """
 
     def __call__(self, obj: Any) -> bool:
         return True
@@ -66,7 +82,11 @@ class Always(Policy):
 
 
 class Never(Policy):
-    """Proxy nothing."""
+    """Proxy nothing.
+
+    >>> Never()(bytes(10**8))
+    False
+    """
 
     def __call__(self, obj: Any) -> bool:
         return False
@@ -81,6 +101,10 @@ class SizeAtLeast(Policy):
     The size is estimated per type (buffer ``nbytes``, numpy/pandas/polars/pyarrow
     native sizes, str/bytes length, a bounded walk of containers), never by
     serializing the object.
+
+    >>> policy = SizeAtLeast(1_000_000)
+    >>> policy(bytes(2_000_000)), policy("small"), policy([bytes(600_000)] * 2)
+    (True, False, True)
     """
 
     def __init__(self, nbytes: int) -> None:
@@ -102,6 +126,11 @@ class TypeIn(Policy):
     import them: a string matches a class in the object's hierarchy with that
     qualified name defined in that module or one of its submodules (so
     ``"pandas:DataFrame"`` matches ``pandas.core.frame.DataFrame``).
+
+    >>> import collections
+    >>> policy = TypeIn(bytes, "collections:OrderedDict")
+    >>> policy(b"x"), policy(collections.OrderedDict()), policy("x")
+    (True, True, False)
     """
 
     def __init__(self, *types: type[Any] | str) -> None:
@@ -137,7 +166,9 @@ class TypeIn(Policy):
 class Tagged(Policy):
     """``policy``, and the objects it accepts are stored with ``tags``.
 
-    >>> Tagged(SizeAtLeast(10_000_000), "bulk")   # routed by a MultiConnector's tags
+    >>> policy = Tagged(SizeAtLeast(1_000), "bulk")   # routed by a MultiConnector's tags
+    >>> policy(bytes(5_000)), sorted(policy.tags_for(bytes(5_000)))
+    (True, ['bulk'])
     """
 
     def __init__(self, policy: Any, *tags: str) -> None:
@@ -155,6 +186,13 @@ class Tagged(Policy):
 
 
 class And(Policy):
+    """Proxy what every one of ``policies`` proxies (also ``a & b``).
+
+    >>> policy = And(SizeAtLeast(10), TypeIn(bytes))
+    >>> policy(bytes(20)), policy("x" * 20)
+    (True, False)
+    """
+
     def __init__(self, *policies: Policy) -> None:
         self.policies = policies
 
@@ -169,6 +207,13 @@ class And(Policy):
 
 
 class Or(Policy):
+    """Proxy what any one of ``policies`` proxies (also ``a | b``).
+
+    >>> policy = Or(TypeIn(bytes), SizeAtLeast(10))
+    >>> policy(b""), policy("x" * 20), policy("x")
+    (True, True, False)
+    """
+
     def __init__(self, *policies: Policy) -> None:
         self.policies = policies
 
@@ -183,6 +228,12 @@ class Or(Policy):
 
 
 class Not(Policy):
+    """Proxy what ``policy`` does not (also ``~policy``).
+
+    >>> Not(TypeIn(str))("text"), (~TypeIn(str))(b"bytes")
+    (False, True)
+    """
+
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
 

@@ -9,6 +9,8 @@ from typing import Any
 from pxexec.errors import ConfigError
 from pxexec.policies.base import Always, And, Never, Not, Or, Policy, SizeAtLeast, TypeIn
 
+__all__ = ["load_policy"]
+
 BUILTINS = ("always", "never", "size_at_least", "type_in", "all", "any", "not")
 
 
@@ -41,6 +43,16 @@ def load_policy(spec: Any, *, where: str = "policy") -> Callable[[Any], bool]:
     ``not`` with ``policy``) or a ``"module:attribute"``: a policy object, or a
     factory called with the table's other keys. ``where`` names the place in the
     config file for error messages.
+
+    >>> policy = load_policy({"type": "any", "policies": [
+    ...     {"type": "type_in", "types": ["pandas:DataFrame"]},
+    ...     {"type": "size_at_least", "nbytes": 1000}]})
+    >>> policy(bytes(2000)), policy(b"x")
+    (True, False)
+    >>> load_policy({"type": "size_at_least"})
+    Traceback (most recent call last):
+    ...
+    pxexec.errors.ConfigError: policy: policy 'size_at_least' needs the key(s) ['nbytes'].
     """
     if callable(spec) and not isinstance(spec, type):
         return spec  # type: ignore[no-any-return]
