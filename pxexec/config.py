@@ -6,6 +6,7 @@
     name = "my-workflow"
     connector = "redis://localhost:6379/0"   # a URL, or a table: {type = "file", directory = "..."}
     cache_size = 16
+    secret_env = "PXEXEC_SECRET"             # optional: sign objects with this variable's value
 
     [policy]                                 # or: policy = "mypkg.policies:large_arrays"
     type = "size_at_least"
@@ -34,7 +35,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 SECTIONS = {"store", "policy", "executor"}
-STORE_KEYS = {"name", "connector", "cache_size"}
+STORE_KEYS = {"name", "connector", "cache_size", "secret_env"}
 EXECUTOR_KEYS = {"ownership", "proxy_containers", "proxy_results", "close_engine", "engine"}
 
 
@@ -142,4 +143,8 @@ def _store(table: dict[str, Any], source: str) -> Store:
         raise ConfigError(f"{source}: [store].connector: {exc}") from exc
     except TypeError as exc:
         raise ConfigError(f"{source}: [store].connector: bad option ({exc}).") from exc
-    return Store(name, connector, cache_size=cache_size)
+    secret_env = table.get("secret_env")
+    if secret_env is not None and (not isinstance(secret_env, str) or not secret_env):
+        raise ConfigError(f"{source}: [store].secret_env must name an environment variable "
+                          "(the secret itself never goes in a config file).")
+    return Store(name, connector, cache_size=cache_size, secret_env=secret_env)

@@ -7,6 +7,8 @@ so code written against the builtins keeps working.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "ConfigError",
     "DeserializationError",
@@ -55,6 +57,7 @@ class MissingKeyError(PxexecError, KeyError):
     def __init__(self, key: str, store: str, detail: str = "") -> None:
         self.key = key
         self.store = store
+        self.detail = detail
         message = (
             f"Object {key!r} is not in store {store!r}. Likely causes: it was evicted "
             "(its owner was freed, a task that received it by ownership completed, or its "
@@ -67,6 +70,9 @@ class MissingKeyError(PxexecError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0])
+
+    def __reduce__(self) -> tuple[Any, ...]:  # crosses process boundaries intact
+        return (type(self), (self.key, self.store, self.detail))
 
 
 class StoreConnectionError(PxexecError, ConnectionError):
@@ -135,11 +141,16 @@ class MissingDependencyError(PxexecError, ImportError):
     def __init__(self, package: str, extra: str, feature: str, how: str = "") -> None:
         self.package = package
         self.extra = extra
+        self.feature = feature
+        self.how = how
         how = how or f"Install it with: pip install 'pxexec[{extra}]'"
         super().__init__(
             f"{feature} needs the optional package {package!r}, which is not installed. {how}",
             name=package,
         )
+
+    def __reduce__(self) -> tuple[Any, ...]:  # crosses process boundaries intact
+        return (type(self), (self.package, self.extra, self.feature, self.how))
 
 
 class ConfigError(PxexecError, ValueError):

@@ -7,8 +7,6 @@ inside each proxy's factory.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 import threading
@@ -24,6 +22,7 @@ from pxexec.factory import StoreFactory
 from pxexec.lease import keeper, lease_of
 from pxexec.proxy import Proxy, ProxyInfo
 from pxexec.serialize import Deserializer, Serializer, deserialize, payload_size, serialize
+from pxexec.signing import Signer
 
 __all__ = ["Store", "StoreMetrics", "clear_registry", "registered_stores"]
 
@@ -122,7 +121,7 @@ class Store:
         self.deserializer: Deserializer = deserializer or deserialize
         self.cache_size = cache_size
         self.secret_env = secret_env
-        self._secret = _read_secret(secret_env) if secret_env else None
+        self._signer = Signer(_read_secret(secret_env)) if secret_env else None
         self._cache = _LRU(cache_size) if cache_size and _cacheable(connector) else None
         self._routes = bool(getattr(connector, "routes_objects", False))
         self._metrics = StoreMetrics()
@@ -224,28 +223,23 @@ class Store:
         return result
 
     def _sign(self, frames: Any) -> Any:
-        """With a secret: prepend a 64-byte frame holding an HMAC-SHA256 of the payload."""
-        if self._secret is None:
+        """With a secret: prepend a 64-byte frame that authenticates the payload."""
+        if self._signer is None:
             return frames
-        mac = hmac.new(self._secret, digestmod=hashlib.sha256)
-        for frame in frames:
-            mac.update(frame)
-        return [_SIGNED + mac.digest() + bytes(64 - len(_SIGNED) - 32), *frames]
+        return [self._signer.sign(frames), *frames]
 
     def _verify(self, key: str, buffer: Any) -> Any:
         """The payload behind a verified signature; nothing is decoded before this."""
-        if self._secret is None:
+        if self._signer is None:
             return buffer
-        view = memoryview(buffer).cast("B")
-        if view.nbytes < 64 or view[: len(_SIGNED)] != _SIGNED:
+        if not self._signer.is_signed(buffer):
             raise SignatureError(
                 f"Object {key!r} in store {self.name!r} is not signed, but this store "
                 "requires signatures: it was written by a writer without the secret. "
                 "Nothing was deserialized."
             )
-        payload = view[64:]
-        expected = hmac.new(self._secret, payload, hashlib.sha256).digest()
-        if not hmac.compare_digest(bytes(view[len(_SIGNED) : len(_SIGNED) + 32]), expected):
+        payload = self._signer.verify(buffer)
+        if payload is None:
             raise SignatureError(
                 f"Object {key!r} in store {self.name!r} failed signature verification: "
                 "it was written or changed by someone without this store's secret. "
@@ -354,9 +348,6 @@ class Store:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (get_or_create_store, (self._config,))
-
-
-_SIGNED = b"PXS1"
 
 
 def _read_secret(variable: str) -> bytes:

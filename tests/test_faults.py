@@ -114,3 +114,72 @@ def test_device_full_is_clear_and_leaves_no_partial_object(tmp_path: Any) -> Non
         assert store.get(kept) == b"x" * 1000
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+@pytest.mark.parametrize("size", [100, 300_000])  # a redis-py command, the raw frame path
+def test_transient_connection_errors_are_retried_with_backoff(size: int) -> None:
+    import threading
+
+    from pxexec.bench.redis_server import free_port
+    from pxexec.serialize import serialize
+
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    payload = serialize(np.arange(size // 8, dtype=np.float64))
+    no_retry = RedisConnector(url, prefix="retry", connect_timeout=0.5, timeout=2, retries=0)
+    start = time.monotonic()
+    with pytest.raises(StoreConnectionError):
+        no_retry.put(payload)
+    assert time.monotonic() - start < 2  # off: fails at once
+    started: list[RedisServer] = []
+    later = threading.Timer(0.6, lambda: started.append(RedisServer(port=port)))
+    later.start()
+    try:
+        patient = RedisConnector(url, prefix="retry", connect_timeout=0.5, timeout=2, retries=6)
+        start = time.monotonic()
+        key = patient.put(payload)  # the server comes up while this retries
+        waited = time.monotonic() - start
+        assert 0.5 < waited < 20
+        assert bytes(patient.get(key)) == b"".join(bytes(f) for f in payload)
+    finally:
+        later.join()
+        for server in started:
+            server.stop()
+
+
+def test_store_directory_removed_during_a_run(tmp_path: Any) -> None:
+    import shutil
+
+    from pxexec.errors import StoreIOError
+
+    connector = FileConnector(str(tmp_path / "objects"))
+    store = Store(f"removed-{uuid.uuid4().hex[:6]}", connector)
+    gate = str(tmp_path / "gate")
+    with StoreExecutor(cf.ProcessPoolExecutor(2), store, SizeAtLeast(1000)) as ex:
+        waiting = ex.submit(workers.total_when, np.ones(1000), gate)
+        shutil.rmtree(connector.path)  # the store's directory vanishes while the task waits
+        start = time.monotonic()
+        open(gate, "w").close()
+        with pytest.raises(StoreIOError, match="does not exist") as info:
+            waiting.result(timeout=60)
+        assert time.monotonic() - start < 30
+        assert connector.path in str(info.value)
+        # the store keeps working: the next object recreates the directory
+        assert ex.submit(workers.total, np.ones(1000)).result(timeout=60) == 1000.0
+        assert ex.flush(10)
+    assert connector.keys() == []
+
+
+def test_errors_cross_process_boundaries_intact() -> None:
+    import pickle
+
+    from pxexec import errors
+
+    samples = [errors.MissingKeyError("k", "s", "detail"),
+               errors.MissingDependencyError("redis", "redis", "The Redis connector"),
+               errors.StoreIOError("disk full"), errors.SignatureError("bad signature"),
+               errors.ConfigError("bad key"), errors.PolicyError("policy raised")]
+    for error in samples:
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error) and str(copy) == str(error)
+    assert pickle.loads(pickle.dumps(samples[0])).key == "k"

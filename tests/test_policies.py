@@ -121,6 +121,8 @@ def test_example_configs_load_and_decide() -> None:
          "unknown key(s) ['ownershp'] in [executor]"),
         ({"store": {"name": "x", "connector": "shm"}, "executor": {"ownership": "yes"}},
          "must be true or false"),
+        ({"store": {"name": "x", "connector": "shm", "secret_env": 7}},
+         "[store].secret_env must name an environment variable"),
     ],
 )
 def test_config_errors_name_file_and_key(data: dict[str, Any], message: str) -> None:
@@ -136,3 +138,12 @@ def test_config_file_errors(tmp_path: Any) -> None:
     bad.write_text("[store\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load(str(bad))
+
+
+def test_config_store_signs_with_the_named_variable(monkeypatch: Any) -> None:
+    monkeypatch.setenv("PXEXEC_CONFIG_SECRET", "from the environment")
+    config = from_dict({"store": {"name": "signed-config", "connector": "local",
+                                  "secret_env": "PXEXEC_CONFIG_SECRET"}})
+    assert config.store.secret_env == "PXEXEC_CONFIG_SECRET"
+    assert config.store.get(config.store.put([1])) == [1]
+    assert "from the environment" not in repr(config.store.config())

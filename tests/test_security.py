@@ -168,3 +168,43 @@ def test_redis_over_tls(tmp_path: Any, monkeypatch: Any) -> None:
             untrusted.put(serialize(1))
     finally:
         server.stop()
+
+
+def test_both_signature_formats_verify_and_wrong_secrets_fail(shm_dir: str, secret: str,
+                                                              monkeypatch: Any) -> None:
+    from pxexec import signing
+
+    pytest.importorskip("cryptography")
+    connector = SharedMemoryConnector(shm_dir)
+    store = Store("formats", connector, secret_env=secret)
+    assert store._signer is not None and store._signer.format == "poly1305"
+    fast_key = store.put(np.arange(10))
+    frames = serialize(np.arange(10))
+    classic = signing.Signer(os.environ[secret].encode(), fast=False)
+    assert classic.format == "hmac-sha256"
+    classic_key = connector.put([classic.sign(frames), *frames])
+    assert bytes(connector.get(fast_key))[:4] == b"PXS2"
+    assert bytes(connector.get(classic_key))[:4] == b"PXS1"
+    for key in (fast_key, classic_key):
+        assert store.get(key).tolist() == list(range(10))
+    monkeypatch.setenv("PXEXEC_OTHER_SECRET", "another secret")
+    other = Store("formats-other", connector, secret_env="PXEXEC_OTHER_SECRET")
+    for key in (fast_key, classic_key):
+        with pytest.raises(SignatureError, match="failed signature verification"):
+            other.get(key)
+
+
+def test_poly1305_object_without_cryptography_names_the_extra(shm_dir: str, secret: str,
+                                                              monkeypatch: Any) -> None:
+    from pxexec import signing
+    from pxexec.errors import MissingDependencyError
+
+    pytest.importorskip("cryptography")
+    writer = Store("poly-writer", SharedMemoryConnector(shm_dir), secret_env=secret)
+    key = writer.put({"a": 1})
+    monkeypatch.setattr(signing, "_poly1305", lambda: None)
+    reader = Store("poly-reader", SharedMemoryConnector(shm_dir), secret_env=secret)
+    assert reader._signer is not None and reader._signer.format == "hmac-sha256"
+    with pytest.raises(MissingDependencyError, match=r"pxexec\[sign\]"):
+        reader.get(key)
+    assert reader.get(reader.put([1])) == [1]  # it still signs and reads HMAC objects

@@ -93,3 +93,14 @@ def die_once(data: Any, marker: str) -> float:
         open(marker, "w").close()
         os._exit(3)
     return float(data.sum())
+
+
+def total_when(data: Any, gate: str) -> float:
+    """Wait (at most 60 s) until the file ``gate`` exists, then sum ``data``."""
+    import os
+    import time
+
+    deadline = time.monotonic() + 60
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return float(data.sum())

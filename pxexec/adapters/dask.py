@@ -96,10 +96,11 @@ class _Watcher:
 class DaskEngine(Engine):
     """StoreExecutor's glue for a Dask ``distributed.Client`` (chosen automatically).
 
+    One engine task per submit, with ``pure=False``, as ``concurrent.futures`` does.
+
     >>> DaskEngine.native_futures
     True
     """
-    """StoreExecutor glue for a ``distributed.Client``: one task per submit."""
 
     name = "dask"
     native_futures = True

@@ -60,10 +60,12 @@ def executor_from_config(config: Any, *, executors: str | list[str] = "all") -> 
 class ParslEngine(Engine):
     """StoreExecutor's glue for Parsl executors (chosen automatically).
 
-    >>> ParslEngine.native_futures      # Parsl futures are dependencies of Parsl tasks
+    Parsl AppFutures are ``concurrent.futures.Future`` objects and may be arguments:
+    Parsl starts a task once the futures it takes are done.
+
+    >>> ParslEngine.native_futures
     True
     """
-    """Parsl AppFutures are concurrent.futures.Future objects and may be arguments."""
 
     name = "parsl"
     native_futures = True

@@ -66,6 +66,7 @@ class TaskVineEngine(Engine):
     >>> TaskVineEngine.native_futures, TaskVineEngine.keeps_tracebacks
     (True, False)
     """
+
     name = "taskvine"
     native_futures = True
     keeps_tracebacks = False  # the worker traceback travels as a note on the exception

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
-from typing import Any
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from pxexec.connectors.base import BaseConnector, Buffer, ConnectorConfig, check_options, new_token
@@ -26,6 +27,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise MissingDependencyError("redis", "redis", "The Redis connector") from exc
 
 MAX_PART = 500 * 1024 * 1024  # under Redis' 512 MB proto-max-bulk-len default
+T = TypeVar("T")
 _RAW_MIN = 64 * 1024  # below this, plain redis-py commands are as fast
 
 
@@ -172,9 +174,30 @@ class RedisConnector(BaseConnector):
         extra = self._ex()
         head = b"*%d\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n" % (3 + len(extra), len(name), name, size)
         tail = b"\r\n" + b"".join(b"$%d\r\n%s\r\n" % (len(x), x) for x in extra)
-        with self._connection() as conn:
-            conn.send_packed_command([head, *views, tail])
-            conn.read_response()
+
+        def send() -> None:
+            with self._connection() as conn:
+                conn.send_packed_command([head, *views, tail])
+                conn.read_response()
+
+        self._retrying(send)
+
+    def _retrying(self, operation: Callable[[], T]) -> T:
+        """Run an idempotent raw operation, retrying connection errors with backoff.
+
+        redis-py retries its own commands (the client's ``retry``); the raw SET and GET
+        that stream frames go around it, so they retry here: ``retries`` times, waiting
+        0.1 s, 0.2 s, 0.4 s ... (at most 2 s) between attempts.
+        """
+        attempt = 0
+        while True:
+            try:
+                return operation()
+            except (redis.ConnectionError, redis.TimeoutError, OSError):
+                if attempt >= self.retries:
+                    raise
+                attempt += 1
+                time.sleep(min(2.0, 0.05 * 2**attempt))
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[Any]:
@@ -207,9 +230,12 @@ class RedisConnector(BaseConnector):
         return out
 
     def _raw_get(self, key: str) -> memoryview | None:
-        with self._connection() as conn:
-            conn.send_command("GET", key)
-            return _read_bulk(conn._sock)
+        def receive() -> memoryview | None:
+            with self._connection() as conn:
+                conn.send_command("GET", key)
+                return _read_bulk(conn._sock)
+
+        return self._retrying(receive)
 
     def exists(self, key: str) -> bool:
         if not self._check(key):
