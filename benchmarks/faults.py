@@ -113,6 +113,26 @@ def redis_killed() -> None:
         server.stop()
 
 
+def redis_frozen() -> None:
+    # A server that stops answering (SIGSTOP): calls give up after the socket timeout.
+    server = RedisServer()
+    store = Store("f-frozen", RedisConnector(server.url, prefix="frozen", connect_timeout=1,
+                                             timeout=1), cache_size=0)
+    try:
+        with StoreExecutor(cf.ThreadPoolExecutor(1), store, SizeAtLeast(1000)) as ex:
+            ex.submit(total, np.ones(100_000)).result(timeout=10)
+            os.kill(server.proc.pid, signal.SIGSTOP)
+            outcome, seconds = timed(lambda: ex.submit(total, np.ones(100_000)))
+            os.kill(server.proc.pid, signal.SIGCONT)
+            record("Redis frozen (SIGSTOP, timeout=1 s)", outcome, seconds, 0)
+            outcome, seconds = timed(
+                lambda: ex.submit(total, np.ones(100_000)).result(timeout=10))
+            ex.flush(10)
+        record("  ... Redis resumed, next task", outcome, seconds, len(store.connector.keys()))
+    finally:
+        server.stop()
+
+
 def redis_unreachable_from_worker() -> None:
     # A store whose address is wrong where the task runs: the task fails, naming it.
     store = Store("f-unreachable", RedisConnector("redis://127.0.0.1:9/0", connect_timeout=1))
@@ -185,6 +205,7 @@ def main() -> None:
         pool_worker_killed(directory)
         dask_worker_killed(directory)
         redis_killed()
+        redis_frozen()
         redis_unreachable_from_worker()
         directory_removed(directory)
         device_full(directory)

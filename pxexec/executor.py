@@ -195,9 +195,9 @@ class _Freer:
                 batches = self._queued - self._done
             try:
                 self.store.evict_batch(keys)
-            except Exception:
-                log.exception("pxexec: could not evict %d object(s) from %r", len(keys),
-                              self.store)
+            except Exception as exc:  # the store is down: its lease (if any) cleans up
+                log.warning("pxexec: could not evict %d object(s) from %r: %s", len(keys),
+                            self.store, exc, exc_info=log.isEnabledFor(logging.DEBUG))
             with self._cond:
                 self._done += batches
                 self._cond.notify_all()

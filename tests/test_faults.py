@@ -183,3 +183,28 @@ def test_errors_cross_process_boundaries_intact() -> None:
         copy = pickle.loads(pickle.dumps(error))
         assert type(copy) is type(error) and str(copy) == str(error)
     assert pickle.loads(pickle.dumps(samples[0])).key == "k"
+
+
+def test_frozen_redis_fails_within_the_timeout() -> None:
+    import os
+    import signal
+
+    server = RedisServer()
+    store = Store("frozen", RedisConnector(server.url, prefix="frozen", connect_timeout=1,
+                                           timeout=1), cache_size=0)
+    try:
+        key = store.put(np.ones(100_000))
+        os.kill(server.proc.pid, signal.SIGSTOP)  # the server stops answering
+        start = time.monotonic()
+        with pytest.raises(StoreConnectionError, match=str(server.port)):
+            store.put(np.ones(100_000))  # a write given up on: the server may apply it later
+        with pytest.raises(StoreConnectionError, match=str(server.port)):
+            store.get(key)
+        assert time.monotonic() - start < 8  # bounded by the socket timeouts, not a hang
+        os.kill(server.proc.pid, signal.SIGCONT)
+        assert float(store.get(key).sum()) == 100_000.0  # answers again once it is back
+        later = store.put(b"after")  # the next write first deletes the doubtful one
+        assert sorted(store.connector.keys()) == sorted([key, later])
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+        server.stop()

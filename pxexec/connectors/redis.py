@@ -95,6 +95,8 @@ class RedisConnector(BaseConnector):
         self.address = _redact(url)
         self._client: Any = None
         self._pid = -1
+        #: keys of writes that failed part-way: deleted as soon as the server answers
+        self._doubtful: list[str] = []
 
     # -- client -----------------------------------------------------------------------
 
@@ -160,13 +162,29 @@ class RedisConnector(BaseConnector):
         total = sum(v.nbytes for v in views)
         key = self._new_key(total)
         parts = self._parts(key)
-        with self._errors("store an object"):
-            if len(parts) == 1 and total < _RAW_MIN:
-                self.client.execute_command("SET", key, b"".join(views), *self._ex())
-            else:
-                for name, chunk in zip(parts, _split(views, self.max_part)):
-                    self._raw_set(name, chunk)
+        self._delete_doubtful()
+        try:
+            with self._errors("store an object"):
+                if len(parts) == 1 and total < _RAW_MIN:
+                    self.client.execute_command("SET", key, b"".join(views), *self._ex())
+                else:
+                    for name, chunk in zip(parts, _split(views, self.max_part)):
+                        self._raw_set(name, chunk)
+        except StoreConnectionError:
+            # The server may still apply a write we gave up on (a stalled server that
+            # resumes): delete it once the server answers again, so nothing is orphaned.
+            self._doubtful.extend(parts)
+            raise
         return key
+
+    def _delete_doubtful(self) -> None:
+        if not self._doubtful:
+            return
+        names, self._doubtful = self._doubtful, []
+        try:
+            self.client.delete(*names)
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            self._doubtful.extend(names)  # still down: try again with the next call
 
     def _raw_set(self, key: str, views: list[memoryview]) -> None:
         size = sum(v.nbytes for v in views)
@@ -299,6 +317,7 @@ class RedisConnector(BaseConnector):
 
     def evict_batch(self, keys: Sequence[str]) -> None:
         names = [name for k in keys if self._check(k) for name in self._parts(k)]
+        self._delete_doubtful()
         if names:
             with self._errors("evict objects"):
                 self.client.delete(*names)
