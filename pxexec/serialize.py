@@ -11,6 +11,9 @@ Layout of the header (little endian)::
     magic "PXF1" | version u8 | codec u8 | flags u16 | nframes u32 | meta_len u32
     | header_len u32 | nframes x u64 data-frame lengths | meta (JSON) | crc32 u32 | zero pad
 
+The JSON meta holds the codec's fields and a CRC32 of every data frame of at most
+``CHECKED_FRAME`` bytes (large raw buffers are left to signing, see ``pxexec.signing``).
+
 Every data frame starts at a multiple of ``ALIGN`` bytes from the start of the
 payload, so arrays deserialized from an mmap are aligned.
 """
@@ -32,6 +35,9 @@ ALIGN = 64
 _FIXED = struct.Struct("<4sBBHIII")
 _CRC = struct.Struct("<I")
 MAX_FRAMES = 1 << 20
+#: data frames up to this size carry a CRC32 in the header
+CHECKED_FRAME = 64 * 1024
+_CHECKS = "_crc"
 
 # codec ids
 BYTES, BYTEARRAY, STR, NDARRAY, PICKLE, CLOUDPICKLE, POLARS = 1, 2, 3, 4, 5, 6, 7
@@ -66,6 +72,12 @@ _ZEROS = bytes(ALIGN)
 
 def _frame(codec: int, meta: dict[str, Any] | None, data: Sequence[Any]) -> Frames:
     views = [_as_bytes_view(d) for d in data]
+    if any(v.nbytes <= CHECKED_FRAME for v in views):
+        # Small frames (pickle streams, metadata, small arrays) carry a CRC32 so that a
+        # corrupted byte is an error, never a different object. Large raw buffers are
+        # not checksummed (it would cost a pass over the data); signing covers them.
+        checks = [zlib.crc32(v) if v.nbytes <= CHECKED_FRAME else None for v in views]
+        meta = {**(meta or {}), _CHECKS: checks}
     meta_bytes = json.dumps(meta, separators=(",", ":")).encode() if meta else b""
     body_len = _FIXED.size + 8 * len(views) + len(meta_bytes) + _CRC.size
     header_len = body_len + _pad(body_len)
@@ -206,6 +218,7 @@ def deserialize(data: Any) -> Any:
         codec, meta, frames, writable = _parse_frames(data)
     else:
         codec, meta, frames, writable = _parse_buffer(data)
+    _check_frames(meta, frames)
     try:
         return _decode(codec, meta, frames, writable)
     except DeserializationError:
@@ -221,6 +234,17 @@ def deserialize(data: Any) -> Any:
             f"({type(exc).__name__}: {exc}); it is corrupted or was written by "
             "an incompatible serializer."
         ) from exc
+
+
+def _check_frames(meta: dict[str, Any], frames: list[memoryview]) -> None:
+    checks = meta.pop(_CHECKS, None)
+    if checks is None:
+        return
+    if not isinstance(checks, list) or len(checks) != len(frames):
+        raise DeserializationError("Payload frame checksums do not match its frames: corrupted.")
+    for check, frame in zip(checks, frames):
+        if check is not None and (frame.nbytes > CHECKED_FRAME or zlib.crc32(frame) != check):
+            raise DeserializationError("Payload data checksum does not match: corrupted.")
 
 
 def _parse_header(view: memoryview) -> tuple[int, dict[str, Any], list[int], int]:
