@@ -419,7 +419,17 @@ class StoreExecutor(cf.Executor):
         lock = threading.Lock()
 
         def substitute(value: Any) -> Any:
-            return Boxed(value) if isinstance(value, Proxy) else value
+            # The engine may keep a task's arguments for as long as it likes (Parsl keeps
+            # task records): it gets plain proxies, never owners, so an upstream result
+            # is freed when its StoreFuture goes, not when the engine forgets the task.
+            kind = type(value)
+            if isinstance(value, Proxy):
+                return Boxed(plain(value) if isinstance(value, OwnedProxy) else value)
+            if kind is list or kind is tuple:
+                return kind(plain(v) if isinstance(v, OwnedProxy) else v for v in value)
+            if kind is dict:
+                return {k: plain(v) if isinstance(v, OwnedProxy) else v for k, v in value.items()}
+            return value
 
         def on_dep_done(_: Any) -> None:
             with lock:

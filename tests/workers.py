@@ -104,3 +104,9 @@ def total_when(data: Any, gate: str) -> float:
     while not os.path.exists(gate) and time.monotonic() < deadline:
         time.sleep(0.01)
     return float(data.sum())
+
+
+def make_pair(n: int) -> list[Any]:
+    import numpy as np
+
+    return [np.ones(n), np.zeros(n)]

@@ -123,12 +123,14 @@ def detect_engine(executor: Any) -> str:
     'concurrent.futures'
     """
     kind = type(executor)
-    module = kind.__module__
-    if module.startswith("distributed"):
+    # the class or any base: subclasses of an engine's executor (such as the pool
+    # pxexec.adapters.parsl builds) belong to that engine
+    modules = [(c.__module__, c.__name__) for c in kind.__mro__]
+    if any(m.startswith("distributed") for m, _ in modules):
         return "dask"
-    if module.startswith("parsl"):
+    if any(m.startswith("parsl") for m, _ in modules):
         return "parsl"
-    if "taskvine" in module and kind.__name__ == "FuturesExecutor":
+    if any("taskvine" in m and n == "FuturesExecutor" for m, n in modules):
         return "taskvine"
     if callable(getattr(executor, "submit", None)):
         return "concurrent.futures"
