@@ -26,7 +26,7 @@ class Arm:
 
     def __init__(self, sess: Session) -> None:
         self.sess = sess
-        self._native = sess.name == "dask"
+        self._native = sess.name in ("dask", "parsl")  # engines that take futures as arguments
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._native or not any(isinstance(a, cf.Future) for a in args):
