@@ -404,7 +404,11 @@ class StoreExecutor(cf.Executor):
             if f is not None:
                 self._on_callback(f, ef)
 
-        self._engine.add_done_callback(engine_future, on_done)
+        def wanted() -> bool:  # a thread waiting in result() completes it itself
+            f = ref()
+            return f is not None and not f._drivers and not f.done()
+
+        self._engine.add_done_callback(engine_future, on_done, wanted)
 
     def _submit_after(
         self, deps: list[cf.Future], future: StoreFuture, fn: Callable[..., Any],  # type: ignore[type-arg]

@@ -45,7 +45,10 @@ class Engine:
     def is_future(self, obj: Any) -> bool:
         return isinstance(obj, cf.Future)
 
-    def add_done_callback(self, future: Any, callback: Callable[[Any], None]) -> None:
+    def add_done_callback(self, future: Any, callback: Callable[[Any], None],
+                          wanted: Callable[[], bool] | None = None) -> None:
+        """Call ``callback(future)`` when it is done. An engine may skip the call when
+        ``wanted()`` says no at that moment (someone else completes the future)."""
         future.add_done_callback(callback)
 
     def outcome(self, future: Any) -> tuple[bool, BaseException | None, Any]:
