@@ -182,3 +182,11 @@ def test_a_failing_peer_arm_is_reported_and_ours_would_raise(capsys: Any) -> Non
             roundtrip.run([Arm(sess), _Broken(sess)], sizes=[1000], reps=1)
         with pytest.raises(RuntimeError, match="boom"):
             moldesign.run([_Broken(sess)], pool=256, initial=2, search=4, batch=2, batches=1)
+
+
+def test_arms_take_turns_going_first() -> None:
+    from pxexec.bench.common import rotated
+
+    assert [rotated(["a", "b", "c"], rep) for rep in range(-2, 2)] == [
+        ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"], ["b", "c", "a"]]
+    assert rotated([], 3) == []

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pxexec.bench.arms import Arm
-from pxexec.bench.common import Record, failure, print_table, quantiles
+from pxexec.bench.common import Record, failure, print_table, quantiles, rotated
 from pxexec.bench.tasks import task_times
 
 
@@ -75,7 +75,8 @@ def repeat(
     arms: list[Arm], workload: str, warm_up: Callable[[Arm], list[Record]],
     one: Callable[[Arm, int], list[Record]], reps: int, progress: Any,
 ) -> list[Record]:
-    """Warm every arm up, then run ``one(arm, rep)`` for each rep, arms interleaved.
+    """Warm every arm up, then run ``one(arm, rep)`` for each rep, arms interleaved
+    (in a rotated order each rep, so no arm always runs first or right after another).
 
     An arm of a peer library that fails is reported once and not run again.
     """
@@ -87,7 +88,7 @@ def repeat(
             failed.add(arm.name)
             records += lost
     for rep in range(reps):
-        for arm in arms:
+        for arm in rotated(arms, rep):
             if arm.name not in failed:
                 got = attempt(arm, workload, lambda arm=arm, rep=rep: one(arm, rep))  # type: ignore[misc]
                 if any(r.failed for r in got):

@@ -49,6 +49,14 @@ def failure(arm: Any, workload: str, kind: str, mode: str, nbytes: int,
                   arm.sess.workers, {"error": message})
 
 
+def rotated(items: Sequence[Any], turn: int) -> list[Any]:
+    """``items`` starting at position ``turn`` (modulo their number), wrapping around."""
+    if not items:
+        return []
+    start = turn % len(items)
+    return [*items[start:], *items[:start]]
+
+
 def quantiles(values: Sequence[float]) -> tuple[float, float, float]:
     """(p10, median, p90) of ``values``."""
     ordered = sorted(values)

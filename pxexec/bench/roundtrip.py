@@ -8,7 +8,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from pxexec.bench.arms import Arm, real
-from pxexec.bench.common import Record, failure, human_size, print_table, quantiles
+from pxexec.bench.common import (
+    Record,
+    failure,
+    human_size,
+    print_table,
+    quantiles,
+    rotated,
+)
 from pxexec.bench.tasks import check_payload, make_payload, noop
 
 
@@ -30,7 +37,7 @@ def run(
             for mode in modes:
                 failed: set[str] = set()
                 for rep in range(-warmup, reps):
-                    for arm in arms:
+                    for arm in rotated(arms, rep):
                         if progress is not None:
                             progress.update(1)
                         if arm.name in failed:
