@@ -28,33 +28,15 @@ from pxexec.connectors.shm import SharedMemoryConnector
 from pxexec.executor import StoreExecutor
 from pxexec.policies import SizeAtLeast
 
-ROWS: list[tuple[str, str, float, int]] = []
-
-
-def total(data: Any) -> float:
-    return float(data.sum())
-
-
-def die(data: Any) -> None:
-    os._exit(3)
-
-
-def die_once(data: Any, marker: str) -> float:
-    if not os.path.exists(marker):
-        open(marker, "w").close()
-        os._exit(3)
-    return float(data.sum())
-
-
-def total_when(data: Any, gate: str) -> float:
-    deadline = time.monotonic() + 60
-    while not os.path.exists(gate) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return float(data.sum())
+# The worker functions are the fault tests' own (tests/workers.py); worker processes
+# (spawned Dask nannies too) find them through PYTHONPATH.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
+from tests.workers import die, die_once, total, total_when  # noqa: E402
 
 
 def record(fault: str, outcome: str, seconds: float, left: int) -> None:
-    ROWS.append((fault, outcome, seconds, left))
     print(f"{fault:<44} {outcome:<44} {seconds * 1e3:9.0f} ms   {left} left", flush=True)
 
 

@@ -146,7 +146,9 @@ def bench(args: argparse.Namespace) -> int:
         policy, config_store = loaded.policy, loaded.store
     peer = "proxystore" in (args.arm or [])
     if peer:
-        _require_proxystore()
+        from pxexec.bench.arms import require_proxystore
+
+        require_proxystore()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     os.makedirs(args.out, exist_ok=True)
     with stores([] if config_store else (args.connector or ["shm"])) as named:
@@ -166,16 +168,6 @@ def bench(args: argparse.Namespace) -> int:
         except ImportError as exc:
             print(f"no plot: {exc}", flush=True)
     return 0
-
-
-def _require_proxystore() -> None:
-    try:
-        import proxystore  # noqa: F401
-    except ImportError as exc:
-        from pxexec.errors import MissingDependencyError
-
-        raise MissingDependencyError("proxystore", "peer", "the proxystore arm (--arm proxystore)",
-                                     how="Install it with: pip install proxystore") from exc
 
 
 def _run(

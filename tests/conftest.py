@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pxexec.bench.redis_server import RedisServer
+from pxexec.bench.redis_server import redis_url_or_private
 from pxexec.store import clear_registry
 
 # Worker processes started by engines (Parsl's process_worker_pool.py, TaskVine
@@ -21,15 +21,8 @@ os.environ["PYTHONPATH"] = _ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    url = os.environ.get("PXEXEC_TEST_REDIS_URL")
-    if url:
+    with redis_url_or_private(os.environ.get("PXEXEC_TEST_REDIS_URL") or None) as url:
         yield url
-        return
-    server = RedisServer()
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 @pytest.fixture

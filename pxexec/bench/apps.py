@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pxexec.bench.arms import Arm
-from pxexec.bench.common import Record, failure, print_table, quantiles, rotated
+from pxexec.bench.common import Record, attempt, print_table, quantiles, rotated
 from pxexec.bench.tasks import task_times
 
 
@@ -59,16 +59,6 @@ class Tracker:
                           first, first, first + makespan, first + makespan, sess.workers))
         self._tasks.clear()
         return out
-
-
-def attempt(arm: Arm, workload: str, run: Callable[[], list[Record]]) -> list[Record]:
-    """Run one arm's part; a peer arm's failure becomes a record instead of an error."""
-    try:
-        return run()
-    except Exception as exc:
-        if not arm.peer:
-            raise
-        return [failure(arm, workload, "makespan", "", 0, exc)]
 
 
 def repeat(

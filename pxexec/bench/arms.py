@@ -30,8 +30,12 @@ class Arm:
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._native or not any(isinstance(a, cf.Future) for a in args):
-            return self.sess.submit(fn, *args)
-        return _after(self.sess.submit, fn, args)
+            return self._submit(fn, *args)
+        return _after(self._submit, fn, args)
+
+    def _submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Submit to what this arm runs on (futures among ``args`` already resolved)."""
+        return self.sess.submit(fn, *args)
 
     def release(self, result: Any) -> None:
         """Free what a result holds in a store (nothing for the plain engine)."""
@@ -64,15 +68,11 @@ class ProxyStoreArm(Arm):
 
     def __init__(self, sess: Session, store_dir: str, threshold: int) -> None:
         super().__init__(sess)
-        try:
-            from proxystore.connectors.file import FileConnector
-            from proxystore.store import Store as PSStore
-            from proxystore.store.executor import StoreExecutor as PSExecutor
-        except ImportError as exc:
-            raise MissingDependencyError(
-                "proxystore", "proxystore", "the --arm proxystore benchmark arm",
-                how="pip install proxystore",
-            ) from exc
+        require_proxystore()
+        from proxystore.connectors.file import FileConnector
+        from proxystore.store import Store as PSStore
+        from proxystore.store.executor import StoreExecutor as PSExecutor
+
         from pxexec.policies import SizeAtLeast
 
         self._store = PSStore("pxexec-bench-peer", FileConnector(store_dir), register=True)
@@ -83,16 +83,23 @@ class ProxyStoreArm(Arm):
             ownership=sess.name != "dask", close_store=False,
         )
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
-        if self._native or not any(isinstance(a, cf.Future) for a in args):
-            return self.executor.submit(fn, *args)
-        return _after(self.executor.submit, fn, args)
+    def _submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return self.executor.submit(fn, *args)
 
     def close(self) -> None:
         from proxystore.store import unregister_store
 
         unregister_store(self._store)
         self._store.close(clear=True)
+
+
+def require_proxystore() -> None:
+    """Fail clearly, naming what to install, when ProxyStore is absent."""
+    try:
+        import proxystore  # noqa: F401
+    except ImportError as exc:
+        raise MissingDependencyError("proxystore", "peer", "the proxystore arm (--arm proxystore)",
+                                     how="Install it with: pip install proxystore") from exc
 
 
 def _after(submit: Callable[..., Any], fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:

@@ -6,7 +6,7 @@ import csv
 import os
 import statistics
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -47,6 +47,17 @@ def failure(arm: Any, workload: str, kind: str, mode: str, nbytes: int,
     print(f"  {arm.name} failed on {workload} {kind} {mode} {nbytes} B: {message}", flush=True)
     return Record(workload, arm.name, arm.sess.name, kind, mode, nbytes, 0, nan, nan, nan, nan,
                   arm.sess.workers, {"error": message})
+
+
+def attempt(arm: Any, workload: str, run: Callable[[], list[Record]], kind: str = "makespan",
+            mode: str = "", nbytes: int = 0) -> list[Record]:
+    """Run one arm's part; a peer arm's failure becomes a record instead of an error."""
+    try:
+        return run()
+    except Exception as exc:
+        if not arm.peer:
+            raise  # the plain engine and pxexec must not fail
+        return [failure(arm, workload, kind, mode, nbytes, exc)]
 
 
 def rotated(items: Sequence[Any], turn: int) -> list[Any]:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from pxexec.bench.arms import Arm, real
 from pxexec.bench.common import (
     Record,
-    failure,
+    attempt,
     human_size,
     print_table,
     quantiles,
@@ -43,20 +44,19 @@ def run(
                         if arm.name in failed:
                             continue
                         payload = payloads[rep % 2]
-                        try:
-                            record = _one(arm, payload, kind, mode, rep)
-                        except Exception as exc:
-                            if not arm.peer:
-                                raise  # pxexec and the plain engine must not fail
+                        got = attempt(arm, "roundtrip",
+                                      partial(_trip, arm, payload, kind, mode, rep),
+                                      kind, mode, nbytes)
+                        if got[0].failed:
                             failed.add(arm.name)
-                            records.append(failure(arm, "roundtrip", kind, mode, nbytes, exc))
-                            continue
-                        if rep >= 0:
-                            records.append(record)
+                            records += got
+                        elif rep >= 0:
+                            records += got
     return records
 
 
-def _one(arm: Arm, payload: Any, kind: str, mode: str, rep: int) -> Record:
+def _trip(arm: Arm, payload: Any, kind: str, mode: str, rep: int) -> list[Record]:
+    """One timed round trip, checked (a list: the shape ``attempt`` runs)."""
     nbytes = len(payload) if isinstance(payload, bytes) else int(payload.nbytes)
     gc.collect()
     submit = time.time()
@@ -67,8 +67,8 @@ def _one(arm: Arm, payload: Any, kind: str, mode: str, rep: int) -> Record:
     received = time.time()
     first = None if mode == "fresh" else int(payload[0])
     check_payload(value, nbytes, 7 if mode == "fresh" else first)
-    return Record("roundtrip", arm.name, arm.sess.name, kind, mode, nbytes, rep, submit, start,
-                  end, received, arm.sess.workers)
+    return [Record("roundtrip", arm.name, arm.sess.name, kind, mode, nbytes, rep, submit, start,
+                   end, received, arm.sess.workers)]
 
 
 def summarize(records: list[Record]) -> tuple[list[str], list[list[Any]]]:

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from pxexec.bench.arms import Arm
-from pxexec.bench.common import Record, failure, print_table
+from pxexec.bench.common import Record, attempt, print_table
 from pxexec.bench.tasks import check_payload, consume_produce, make_payload
 
 
@@ -17,13 +17,12 @@ def run(
     payload = make_payload("numpy", nbytes)
     records: list[Record] = []
     for arm in arms:
-        try:
+
+        def measure(arm: Arm = arm) -> list[Record]:
             _arm(arm, payload, nbytes, warmup, None)
-            records += _arm(arm, payload, nbytes, tasks, progress)
-        except Exception as exc:
-            if not arm.peer:
-                raise
-            records.append(failure(arm, "throughput", "numpy", "fresh", nbytes, exc))
+            return _arm(arm, payload, nbytes, tasks, progress)
+
+        records += attempt(arm, "throughput", measure, "numpy", "fresh", nbytes)
     return records
 
 
