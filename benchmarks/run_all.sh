@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-OUT=bench-out/all
+OUT=${OUT:-bench-out/all}
 mkdir -p "$OUT"
 filter() { grep -v -E "distributed\.|INFO|warn|Consider|or using|See also|This may|^\s*$" || true; }
 $PY benchmarks/foundation.py 2>&1 | filter | tee "$OUT/foundation.txt"
@@ -13,9 +13,7 @@ $PY benchmarks/overhead.py 2>&1 | filter | tee "$OUT/overhead.txt"
   --sizes 10kB,100kB,1MB,10MB,100MB --reps 7 --out "$OUT" 2>&1 | filter | tee "$OUT/roundtrip-dask.txt"
 .venv/bin/pxexec bench roundtrip --engine process --connector shm --connector redis \
   --sizes 10kB,100kB,1MB,10MB,100MB --reps 7 --out "$OUT" 2>&1 | filter | tee "$OUT/roundtrip-process.txt"
-.venv/bin/pxexec bench throughput --engine dask --workers 1,2 --tasks 1000 --size 1MB \
-  --connector shm --connector redis --out "$OUT" 2>&1 | filter | tee "$OUT/throughput-1MB.txt"
-.venv/bin/pxexec bench throughput --engine dask --workers 1,2 --tasks 1000 --size 1kB \
-  --out "$OUT" 2>&1 | filter | tee "$OUT/throughput-1kB.txt"
+.venv/bin/pxexec bench throughput --engine dask --workers 1,2 --tasks 1000 --size 1kB,1MB \
+  --connector shm --connector redis --out "$OUT" 2>&1 | filter | tee "$OUT/throughput.txt"
 $PY benchmarks/ownership.py --rounds 7 2>&1 | filter | tee "$OUT/ownership.txt"
 $PY benchmarks/routing.py 2>&1 | filter | tee "$OUT/routing.txt"

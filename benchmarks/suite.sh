@@ -29,8 +29,8 @@ run cholesky cholesky --reps 3
 run fedlearn fedlearn --reps 3
 run moldesign moldesign --reps 3
 run roundtrip roundtrip --sizes 10kB,100kB,1MB,10MB,100MB --reps 5
-run throughput throughput --workers 1,2 --tasks 1000 --size 1MB
-run throughput-1kB throughput --workers 2 --tasks 1000 --size 1kB   # the 1 kB reference of #3
+# 1 kB and 1 MB tasks take turns in one run: #3 compares pxexec at 1 MB with plain at 1 kB
+run throughput throughput --workers 1,2 --tasks 1000 --size 1kB,1MB
 # How close each Cholesky arm came to what its own tasks' compute allows (and the most
 # any data path could gain over plain Dask with these tasks).
 "${PYTHON:-.venv/bin/python}" benchmarks/cholesky_bound.py "$OUT/cholesky.csv" | tee "$OUT/cholesky-bound.txt"

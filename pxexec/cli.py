@@ -56,8 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="roundtrip payload kinds: numpy,bytes")
     bench.add_argument("--modes", type=_words, default=["fresh", "input"],
                        help="roundtrip outputs: fresh (new object) and/or input (returned)")
-    bench.add_argument("--size", type=parse_size, default=1_000_000,
-                       help="throughput: bytes in and out per task (default 1MB)")
+    bench.add_argument("--size", type=_sizes, default=[1_000_000],
+                       help="throughput: bytes in and out per task, e.g. 1kB,1MB (several "
+                            "sizes take turns in one run; default 1MB)")
     bench.add_argument("--tasks", type=int, default=1000, help="throughput: number of tasks")
     bench.add_argument("--reps", type=int, default=None,
                        help="repetitions (roundtrip: per point, default 5; others: default 1)")
@@ -198,8 +199,9 @@ def _run(
                     records += roundtrip.run(made, sizes=sizes, kinds=kinds, modes=modes,
                                              reps=reps, progress=bar)
             elif workload == "throughput":
-                with progress(args.tasks * len(made), "throughput") as bar:
-                    records += throughput.run(made, nbytes=args.size, tasks=args.tasks,
+                total = args.tasks * len(made) * len(args.size)
+                with progress(total, "throughput") as bar:
+                    records += throughput.run(made, sizes=args.size, tasks=args.tasks,
                                               progress=bar)
             else:
                 module = {"cholesky": cholesky, "fedlearn": fedlearn,
@@ -211,7 +213,8 @@ def _run(
     titles = {
         "roundtrip": f"Round trip of one no-op task ({engine}, {workers_text} workers), "
                      f"median of {reps}",
-        "throughput": f"Throughput, {args.size} bytes in and out per task ({engine})",
+        "throughput": f"Throughput, {'/'.join(str(n) for n in args.size)} bytes in and out "
+                      f"per task ({engine}; arms and sizes take turns in 5 blocks)",
     }
     title = titles.get(workload, f"{workload} ({engine}, {workers_text} workers), "
                                  f"makespan over {reps} run(s)")

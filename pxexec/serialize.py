@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pxexec.errors import DeserializationError, SerializationError
+from pxexec.memory import bytearray_from, bytes_from
 
 MAGIC = b"PXF1"
 VERSION = 1
@@ -327,9 +328,9 @@ def _decode(codec: int, meta: dict[str, Any], frames: list[memoryview], writable
     if codec in (BYTES, BYTEARRAY, STR) and len(frames) != 1:
         raise DeserializationError("A bytes/str payload must have exactly one frame.")
     if codec == BYTES:
-        return bytes(frames[0])
+        return bytes_from(frames[0])
     if codec == BYTEARRAY:
-        return bytearray(frames[0])
+        return bytearray_from(frames[0])
     if codec == STR:
         return str(frames[0], "utf-8", "surrogatepass")
     if codec == NDARRAY:

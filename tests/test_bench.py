@@ -174,9 +174,9 @@ def test_a_failing_peer_arm_is_reported_and_ours_would_raise(capsys: Any) -> Non
                                 batch=2, batches=1, reps=2)
         _, rows = apps.report(records, "m")
         assert rows[1][:2] == ["peer", "failed"]
-        records = throughput.run([Arm(sess), _BrokenPeer(sess)], nbytes=1000, tasks=5, warmup=1)
+        records = throughput.run([Arm(sess), _BrokenPeer(sess)], sizes=[1000], tasks=5, warmup=1)
         _, rows = throughput.report(records, "t")
-        assert rows[1][3] == "failed"
+        assert rows[1][3] == "failed" and rows[2][2] == "work-only"
         assert "peer failed on roundtrip" in capsys.readouterr().out
         with pytest.raises(RuntimeError, match="boom"):
             roundtrip.run([Arm(sess), _Broken(sess)], sizes=[1000], reps=1)

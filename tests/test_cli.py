@@ -46,6 +46,11 @@ def test_bench_roundtrip_small_run(tmp_path: Any, capsys: Any) -> None:
 @pytest.mark.slow
 def test_bench_throughput_small_run(tmp_path: Any, capsys: Any) -> None:
     code = main(["bench", "throughput", "--engine", "process", "--workers", "1", "--tasks", "30",
-                 "--size", "1MB", "--out", str(tmp_path)])
+                 "--size", "1kB,1MB", "--out", str(tmp_path)])
     assert code == 0
-    assert "tasks/s" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "tasks/s" in out and "vs plain at 1000 B" in out and "of work-only" in out
+    rows = [line.split() for line in out.splitlines() if line.strip().startswith("1 ")]
+    assert [(r[1], r[2]) for r in rows] == [
+        (size, arm) for size in ("1000", "1000000")
+        for arm in ("plain", "pxexec-shm", "work-only")]

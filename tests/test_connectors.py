@@ -121,6 +121,49 @@ def test_file_permissions_and_atomic_publish(tmp_path: Any) -> None:
     assert conn.keys() == [key]
 
 
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_shm_large_object_is_gone_at_once_and_freed_in_the_background(shm_dir: str) -> None:
+    import time
+
+    from pxexec.connectors import file as file_module
+
+    conn = SharedMemoryConnector(shm_dir, namespace="bg")
+    before = _open_fds()
+    big = conn.put(serialize(np.ones(file_module.FREE_LATER_MIN, dtype=np.uint8)))
+    small = conn.put(serialize(b"x" * 1000))
+    conn.evict(big)
+    conn.evict(small)
+    assert not conn.exists(big) and not conn.exists(small) and conn.keys() == []
+    assert conn.get(big) is None
+    deadline = time.monotonic() + 10
+    while _open_fds() > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _open_fds() == before  # the background thread closed the held descriptor
+
+
+def test_a_forked_child_closes_descriptors_queued_by_its_parent(tmp_path: Any) -> None:
+    import queue
+
+    from pxexec.connectors.file import _Closer
+
+    closer = _Closer()
+    path = str(tmp_path / "f")
+    open(path, "w").close()
+    fds = [os.open(path, os.O_RDONLY) for _ in range(3)]
+    closer._queue = queue.SimpleQueue()  # as if the parent's thread had not run yet
+    for fd in fds:
+        closer._queue.put(fd)
+    closer._forget()  # what runs in a forked child
+    for fd in fds:
+        with pytest.raises(OSError):
+            os.fstat(fd)
+    assert closer._queue is None
+
+
 def test_file_rejects_path_traversal(tmp_path: Any) -> None:
     conn = FileConnector(str(tmp_path))
     assert conn.get("../../etc/passwd") is None

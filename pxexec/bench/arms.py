@@ -23,6 +23,8 @@ class Arm:
     name = "plain"
     #: a peer library's arm: its failures are reported as findings, not raised
     peer = False
+    #: a reference point, not a way of running the workload (its results are not checked)
+    reference = False
 
     def __init__(self, sess: Session) -> None:
         self.sess = sess

@@ -66,18 +66,19 @@ def roundtrip(records: list[Record], path: str, title: str) -> str:
 
 
 def throughput(records: list[Record], path: str, title: str) -> str:
-    """Tasks per second vs worker count, one bar group per worker count."""
+    """Tasks per second, one bar group per (worker count, task size)."""
     plt = _pyplot()
     arms = list(dict.fromkeys(r.arm for r in records))
-    workers = sorted({r.workers for r in records})
-    fig, ax = plt.subplots(figsize=(6, 4))
+    groups = sorted({(r.workers, r.nbytes) for r in records})
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.5 * len(groups) + 2), 4))
     width = 0.8 / len(arms)
     for i, arm in enumerate(arms):
-        rates = [_rate([r for r in records if r.arm == arm and r.workers == w]) for w in workers]
-        ax.bar([w + (i - (len(arms) - 1) / 2) * width for w in range(len(workers))], rates,
+        rates = [_rate([r for r in records if r.arm == arm and (r.workers, r.nbytes) == g])
+                 for g in groups]
+        ax.bar([x + (i - (len(arms) - 1) / 2) * width for x in range(len(groups))], rates,
                width, label=arm)
-    ax.set_xticks(range(len(workers)), [str(w) for w in workers])
-    ax.set(xlabel="workers", ylabel="tasks/s")
+    ax.set_xticks(range(len(groups)), [f"{w} worker(s)\n{human_size(n)}" for w, n in groups])
+    ax.set(ylabel="tasks/s")
     ax.legend()
     ax.grid(True, axis="y", alpha=0.3)
     return _save(fig, plt, path, title)

@@ -71,6 +71,22 @@ def consume_produce(data: Any, nbytes: int) -> tuple[Any, float, float]:
     return out, start, time.time()
 
 
+_LOCAL: dict[int, Any] = {}
+
+
+def work_only(nbytes: int) -> tuple[Any, float, float]:
+    """``consume_produce`` on an input already in this process, keeping the output here.
+
+    What a throughput task costs with no data movement at all: the ceiling of any
+    way of passing data (the ``work-only`` reference of ``pxexec bench throughput``).
+    """
+    data = _LOCAL.get(nbytes)
+    if data is None:
+        data = _LOCAL[nbytes] = make_payload("numpy", nbytes)
+    out, start, end = consume_produce(data, nbytes)
+    return out[:0], start, end
+
+
 def task_times(result: tuple[Any, float, float]) -> tuple[float, float]:
     """The (start, end) of an application task's result, without touching its value."""
     return result[1], result[2]

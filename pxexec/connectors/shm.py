@@ -35,6 +35,7 @@ class SharedMemoryConnector(FileConnector):
     """
 
     type_name = "shm"
+    free_in_background = True
 
     def __init__(
         self, directory: str | None = None, *, namespace: str = "default", fsync: bool = False,
