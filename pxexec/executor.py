@@ -394,6 +394,7 @@ class StoreExecutor(cf.Executor):
     ) -> None:
         engine_future = self._engine.submit(self._task(fn), args, kwargs)
         future.engine_future = engine_future
+        self._engine.held_by(future, engine_future)
         # A weak reference: an engine that holds callbacks for a while must not keep a
         # completed future (and its owned result) alive. Pending futures stay alive
         # in self._pending until they complete.

@@ -216,6 +216,40 @@ def test_kwargs_named_like_dask_options(dask_cluster: Any, store: Store) -> None
         assert ex.submit(call, key=1, workers=2).result(timeout=30) == 3
 
 
+def test_dask_futures_are_let_go_after_the_next_submit_or_soon(
+    dask_cluster: Any, store: Store, monkeypatch: Any,
+) -> None:
+    import gc
+    import time
+
+    from distributed import Client
+
+    from pxexec.adapters.dask import _Releaser
+
+    def held(client: Any, key: Any, wait: float = 0.0) -> bool:
+        deadline = time.monotonic() + wait  # Dask drops its count from its event loop
+        while client.refcount.get(key, 0) > 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return client.refcount.get(key, 0) > 0
+
+    with Client(dask_cluster) as client, StoreExecutor(client, store) as ex:
+        monkeypatch.setattr(_Releaser, "DELAY", 600.0)  # no timer in this part
+        first = ex.submit(abs, -1)
+        assert first.result(timeout=30) == 1
+        key = first.engine_future.key
+        del first
+        gc.collect()
+        assert held(client, key, wait=0.5)  # kept until the next submission...
+        second = ex.submit(abs, -2)
+        assert not held(client, key, wait=5)  # ...which lets go of it
+        assert second.result(timeout=30) == 2
+        monkeypatch.setattr(_Releaser, "DELAY", 0.05)
+        key = second.engine_future.key
+        del second
+        gc.collect()
+        assert not held(client, key, wait=5)  # no further submit: let go after a delay
+
+
 def test_from_config(tmp_path: Any, shm_dir: str) -> None:
     path = tmp_path / "px.toml"
     path.write_text(

@@ -82,6 +82,12 @@ class Engine:
         except BaseException as exc:
             return False, exc, None
 
+    def held_by(self, owner: Any, future: Any) -> None:
+        """``owner`` (a StoreFuture) holds the engine's ``future`` until it is dropped.
+
+        Engines that act when their futures are dropped may use this to choose when.
+        """
+
     def shutdown(self, wait: bool, cancel_futures: bool) -> None:
         self.executor.shutdown(wait=wait, cancel_futures=cancel_futures)
 

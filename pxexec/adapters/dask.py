@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -99,11 +100,50 @@ class _Watcher:
                 callback(future)
             except Exception:
                 log.exception("pxexec: a done callback raised")
+            # not kept while waiting: the last finished future would stay alive (and its
+            # result on a worker) until the next one finishes
+            del future, callback
 
     def close(self) -> None:
         with self._cond:
             self._closed = True
             self._cond.notify()
+
+
+class _Releaser:
+    """Lets go of finished Dask futures just after the next submission.
+
+    Dropping a Dask future sends "client-releases-keys" on the client's batched stream,
+    which sends at most once per 10 ms. A future dropped just before the next submit
+    (a loop that rebinds its variable when the next result arrives does exactly that)
+    takes the batch and holds the new task back by up to 10 ms. Released right after a
+    submit, it travels in the same batch. Without a submit, a timer lets go soon after.
+    """
+
+    DELAY = 0.05
+
+    def __init__(self, client: Any) -> None:
+        self._loop = client.loop
+        self._lock = threading.Lock()
+        self._held: list[Any] = []
+        self._timer = False
+
+    def hold(self, future: Any) -> None:
+        with self._lock:
+            self._held.append(future)
+            start = not self._timer
+            self._timer = True
+        if start:
+            try:
+                self._loop.add_callback(self._loop.call_later, self.DELAY, self.release)
+            except RuntimeError:  # the client's loop is closed: let go now
+                self.release()
+
+    def release(self) -> None:
+        with self._lock:
+            held, self._held = self._held, []
+            self._timer = False
+        del held  # the futures go here, outside the lock
 
 
 class DaskEngine(Engine):
@@ -122,6 +162,7 @@ class DaskEngine(Engine):
         super().__init__(executor)
         self._watcher: _Watcher | None = None
         self._watcher_lock = threading.Lock()
+        self._releaser = _Releaser(executor)
 
     def add_done_callback(self, future: Any, callback: Callable[[Any], None],
                           wanted: Callable[[], bool] | None = None) -> None:
@@ -133,8 +174,14 @@ class DaskEngine(Engine):
 
     def submit(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if _RESERVED.isdisjoint(kwargs):
-            return self.executor.submit(fn, *args, pure=False, **kwargs)
-        return self.executor.submit(_call, fn, args, kwargs, pure=False)
+            future = self.executor.submit(fn, *args, pure=False, **kwargs)
+        else:
+            future = self.executor.submit(_call, fn, args, kwargs, pure=False)
+        self._releaser.release()  # futures dropped meanwhile: in the same batch
+        return future
+
+    def held_by(self, owner: Any, future: Any) -> None:
+        weakref.finalize(owner, self._releaser.hold, future).atexit = False
 
     def is_future(self, obj: Any) -> bool:
         return isinstance(obj, distributed.Future)
@@ -169,6 +216,7 @@ class DaskEngine(Engine):
         if self._watcher is not None:
             self._watcher.close()
             self._watcher = None
+        self._releaser.release()
 
 
 class Client(distributed.Client):  # type: ignore[misc]

@@ -97,6 +97,10 @@ def _arm(
         if not reference:
             check_payload(out, nbytes)
         arm.release(result)
+        # dropped now, after the next submit: a Dask future dropped when the next result
+        # arrives would be released just before the next submit and delay it (Dask's
+        # client batches its messages every 10 ms), which would handicap the plain arm
+        del future, result, out
         records.append(Record("throughput", arm.name, sess.name, "numpy", "fresh", nbytes, block,
                               submitted_at, start, end, received, sess.workers))
         if progress is not None:
