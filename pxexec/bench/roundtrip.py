@@ -55,10 +55,17 @@ def run(
     return records
 
 
+#: the pause before each trip: longer than Dask's 10 ms message batching and StoreExecutor's
+#: deferred release of finished Dask futures (50 ms), so that no arm's trip waits for a
+#: message the previous trip (often another arm's) left behind
+QUIET = 0.08
+
+
 def _trip(arm: Arm, payload: Any, kind: str, mode: str, rep: int) -> list[Record]:
     """One timed round trip, checked (a list: the shape ``attempt`` runs)."""
     nbytes = len(payload) if isinstance(payload, bytes) else int(payload.nbytes)
     gc.collect()
+    time.sleep(QUIET)
     submit = time.time()
     result = arm.submit(noop, payload, mode, kind).result()
     out, start, end = result
