@@ -23,8 +23,14 @@ from tests import workers
 def test_killed_process_pool_worker_reaches_caller_and_frees_inputs(shm_dir: str) -> None:
     store = Store(f"kill-{uuid.uuid4().hex[:6]}", SharedMemoryConnector(shm_dir))
     with StoreExecutor(cf.ProcessPoolExecutor(2), store, SizeAtLeast(1000)) as ex:
-        futures = [ex.submit(workers.die, np.ones(1000)) for _ in range(3)]
+        futures, refused = [], 0
         start = time.monotonic()
+        for _ in range(3):  # once the first task killed the pool, submit itself may fail
+            try:
+                futures.append(ex.submit(workers.die, np.ones(1000)))
+            except BrokenProcessPool:
+                refused += 1
+        assert futures and len(futures) + refused == 3
         for future in futures:
             with pytest.raises(BrokenProcessPool):
                 future.result(timeout=60)

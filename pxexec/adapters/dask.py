@@ -45,6 +45,21 @@ def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any])
     return fn(*args, **kwargs)
 
 
+Outcome = tuple[bool, BaseException | None, Any]  # (cancelled, exception, result)
+
+
+async def _outcome(future: Any) -> Outcome:
+    """A finished Dask future's outcome, from the client's event loop."""
+    if future.status == "cancelled":
+        return True, None, None
+    try:
+        return False, None, await future._result()
+    except BaseException as exc:
+        if future.status == "cancelled":
+            return True, None, None
+        return False, exc, None
+
+
 class _Watcher:
     """Runs callbacks of finished Dask futures from one thread, only when wanted.
 
@@ -59,7 +74,8 @@ class _Watcher:
 
     def __init__(self, client: Any) -> None:
         self._loop = client.loop
-        self._ready: deque[tuple[Any, Callable[[Any], None]]] = deque()
+        self._ready: deque[tuple[Any, Callable[[Any], None], Outcome]] = deque()
+        self.current: tuple[Any, Outcome] | None = None
         self._cond = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="pxexec-dask-watcher",
@@ -84,8 +100,11 @@ class _Watcher:
                 return
         except Exception:  # a broken predicate must not lose the callback
             pass
+        # Fetch the outcome here, in the loop, as result() would: the watcher thread then
+        # has it at hand instead of asking the loop for it (two more thread hand-offs).
+        outcome = await _outcome(future)
         with self._cond:
-            self._ready.append((future, callback))
+            self._ready.append((future, callback, outcome))
             self._cond.notify()
 
     def _run(self) -> None:
@@ -95,14 +114,24 @@ class _Watcher:
                     self._cond.wait()
                 if self._closed and not self._ready:
                     return
-                future, callback = self._ready.popleft()
+                future, callback, outcome = self._ready.popleft()
+            self.current = (future, outcome)
             try:
                 callback(future)
             except Exception:
                 log.exception("pxexec: a done callback raised")
             # not kept while waiting: the last finished future would stay alive (and its
             # result on a worker) until the next one finishes
-            del future, callback
+            self.current = None
+            del future, callback, outcome
+
+    def prefetched(self, future: Any) -> Outcome | None:
+        """The outcome fetched for ``future``, inside its callback on this thread."""
+        current = self.current
+        if current is not None and current[0] is future and (
+                threading.current_thread() is self._thread):
+            return current[1]
+        return None
 
     def close(self) -> None:
         with self._cond:
@@ -187,6 +216,10 @@ class DaskEngine(Engine):
         return isinstance(obj, distributed.Future)
 
     def outcome(self, future: Any) -> tuple[bool, BaseException | None, Any]:
+        watcher = self._watcher
+        fetched = watcher.prefetched(future) if watcher is not None else None
+        if fetched is not None:
+            return fetched
         if future.status == "cancelled":
             return True, None, None
         try:

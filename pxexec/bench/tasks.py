@@ -47,8 +47,12 @@ def noop(data: Any, mode: str, kind: str) -> tuple[Any, float, float]:
 _RANDOM: dict[int, Any] = {}
 
 
-def consume_produce(data: Any, nbytes: int) -> tuple[Any, float, float]:
+def consume_produce(data: Any, nbytes: int, seq: int = 0) -> tuple[Any, float, float]:
     """Read every byte of the input; return a fresh random-looking array of ``nbytes``.
+
+    ``seq`` numbers the task and is otherwise unused: it keeps calls distinct for
+    executors that submit with Dask's default ``pure=True``, which would run identical
+    calls once and hand every caller the same result.
 
     The output is a copy of a per-process random block with its first bytes set from
     the input, so producing it costs one memory copy (as cheap as the paper's O(1) ms
@@ -74,7 +78,7 @@ def consume_produce(data: Any, nbytes: int) -> tuple[Any, float, float]:
 _LOCAL: dict[int, Any] = {}
 
 
-def work_only(nbytes: int) -> tuple[Any, float, float]:
+def work_only(nbytes: int, seq: int = 0) -> tuple[Any, float, float]:
     """``consume_produce`` on an input already in this process, keeping the output here.
 
     What a throughput task costs with no data movement at all: the ceiling of any

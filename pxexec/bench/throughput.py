@@ -6,6 +6,7 @@ the worker and keeps its output there: the rate no data path can exceed.
 
 from __future__ import annotations
 
+import itertools
 import queue
 import time
 from collections.abc import Sequence
@@ -24,7 +25,7 @@ class WorkOnly(Arm):
     reference = True
 
     def submit(self, fn: Any, *args: Any) -> Any:
-        return self._submit(work_only, args[-1])  # (payload, nbytes): only the size travels
+        return self._submit(work_only, *args[1:])  # (payload, nbytes, seq): not the payload
 
 
 def run(
@@ -72,9 +73,11 @@ def _arm(
     sess = arm.sess
     reference = arm.reference
 
+    seq = itertools.count()
+
     def launch() -> None:
         t = time.time()
-        future = submit_fn(consume_produce, payload, nbytes)
+        future = submit_fn(consume_produce, payload, nbytes, next(seq))
 
         def finished(f: Any, t: float = t) -> None:
             done.put((f, t))
