@@ -214,7 +214,8 @@ def _run(
         "roundtrip": f"Round trip of one no-op task ({engine}, {workers_text} workers), "
                      f"median of {reps}",
         "throughput": f"Throughput, {'/'.join(str(n) for n in args.size)} bytes in and out "
-                      f"per task ({engine}; arms and sizes take turns in 5 blocks)",
+                      f"per task ({engine}; arms and sizes take turns in {throughput.BLOCKS} "
+                      "blocks)",
     }
     title = titles.get(workload, f"{workload} ({engine}, {workers_text} workers), "
                                  f"makespan over {reps} run(s)")

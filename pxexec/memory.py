@@ -58,6 +58,11 @@ def _advise(address: int, nbytes: int) -> None:
         _API[3](start, end - start, _MADV_HUGEPAGE)  # a refusal only costs speed
 
 
+def _flat(view: memoryview) -> memoryview:
+    """``view`` as contiguous unsigned bytes (what a byte-wise slice copy needs)."""
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
 def bytes_from(view: memoryview) -> bytes:
     """``bytes(view)``, faster for large views where huge pages are available.
 
@@ -75,7 +80,7 @@ def bytes_from(view: memoryview) -> bytes:
     _advise(address, nbytes)
     # the new object is not shared yet: writing into it is what its C constructors do
     target = memoryview((ctypes.c_char * nbytes).from_address(address)).cast("B")
-    target[:] = view.cast("B") if view.format != "B" or view.ndim != 1 else view
+    target[:] = _flat(view)
     target.release()
     return out
 
@@ -92,6 +97,6 @@ def bytearray_from(view: memoryview) -> bytearray:
     out: bytearray = _API[2](None, nbytes)
     target = memoryview(out)
     _advise(ctypes.addressof(ctypes.c_char.from_buffer(out)), nbytes)
-    target[:] = view.cast("B") if view.format != "B" or view.ndim != 1 else view
+    target[:] = _flat(view)
     target.release()
     return out

@@ -49,7 +49,7 @@ Outcome = tuple[bool, BaseException | None, Any]  # (cancelled, exception, resul
 
 
 async def _outcome(future: Any) -> Outcome:
-    """A finished Dask future's outcome, from the client's event loop."""
+    """A finished Dask future's outcome, fetched in the client's event loop."""
     if future.status == "cancelled":
         return True, None, None
     try:
@@ -220,12 +220,8 @@ class DaskEngine(Engine):
         fetched = watcher.prefetched(future) if watcher is not None else None
         if fetched is not None:
             return fetched
-        if future.status == "cancelled":
-            return True, None, None
-        try:
-            return False, None, future.result()
-        except BaseException as exc:
-            return False, exc, None
+        outcome: Outcome = self.executor.sync(_outcome, future)
+        return outcome
 
     def wait(self, future: Any, timeout: float | None) -> tuple[bool, BaseException | None, Any]:
         try:

@@ -28,9 +28,13 @@ class WorkOnly(Arm):
         return self._submit(work_only, *args[1:])  # (payload, nbytes, seq): not the payload
 
 
+#: turns each arm and size takes (see ``run``)
+BLOCKS = 5
+
+
 def run(
-    arms: list[Arm], *, sizes: Sequence[int], tasks: int, blocks: int = 5, warmup: int = 20,
-    progress: Any = None,
+    arms: list[Arm], *, sizes: Sequence[int], tasks: int, blocks: int = BLOCKS,
+    warmup: int = 20, progress: Any = None,
 ) -> list[Record]:
     """``tasks`` tasks per arm and size, in ``blocks`` turns that alternate arms and sizes.
 
@@ -41,26 +45,27 @@ def run(
     arms = [*arms, WorkOnly(arms[0].sess)] if arms else []
     records: list[Record] = []
     failed: set[str] = set()
+
+    def turn(arm: Arm, nbytes: int, count: int, block: int, bar: Any) -> list[Record]:
+        """``count`` tasks of one arm; a peer's failure is recorded and ends its turns."""
+        got = attempt(arm, "throughput",
+                      partial(_arm, arm, payloads[nbytes], nbytes, count, block, bar),
+                      "numpy", "fresh", nbytes)
+        if got and got[0].failed:
+            failed.add(arm.name)
+            records.extend(got)
+            return []
+        return got
+
     for nbytes in sizes:
         for arm in arms:
-            warm = attempt(arm, "throughput",
-                           partial(_arm, arm, payloads[nbytes], nbytes, warmup, 0, None),
-                           "numpy", "fresh", nbytes)
-            if warm and warm[0].failed:
-                failed.add(arm.name)
-                records += warm
+            turn(arm, nbytes, warmup, 0, None)  # warm-up: its records are dropped
     share = [tasks // blocks + (1 if b < tasks % blocks else 0) for b in range(blocks)]
     for block, count in enumerate(share):
         for nbytes in rotated(sizes, block):
             for arm in rotated(arms, block):
-                if arm.name in failed or not count:
-                    continue
-                got = attempt(arm, "throughput",
-                              partial(_arm, arm, payloads[nbytes], nbytes, count, block, progress),
-                              "numpy", "fresh", nbytes)
-                if got and got[0].failed:
-                    failed.add(arm.name)
-                records += got
+                if arm.name not in failed and count:
+                    records += turn(arm, nbytes, count, block, progress)
     return records
 
 
@@ -123,35 +128,30 @@ def tasks_per_second(records: list[Record]) -> float:
 def report(records: list[Record], title: str) -> tuple[list[str], list[list[Any]]]:
     """Tasks/s per worker count, size and arm: against plain at the same size, as a
     share of the work-only reference, and (several sizes) against plain at the smallest."""
-    arms = sorted(dict.fromkeys(r.arm for r in records),
-                  key=lambda a: (a != "plain", a == WorkOnly.name))
-    keys = sorted({(r.workers, r.nbytes) for r in records})
-    smallest = min(n for _, n in keys)
-    rates: dict[tuple[int, int, str], float] = {}
-    for workers, nbytes in keys:
-        for arm in arms:
-            chosen = [r for r in records if (r.workers, r.nbytes, r.arm) == (workers, nbytes, arm)]
-            if chosen and not any(r.failed for r in chosen):
-                rates[(workers, nbytes, arm)] = tasks_per_second(chosen)
-    several = len({n for _, n in keys}) > 1
+    groups: dict[tuple[int, int, str], list[Record]] = {}
+    for r in records:
+        groups.setdefault((r.workers, r.nbytes, r.arm), []).append(r)
+    order = {"plain": 0, WorkOnly.name: 2}  # plain first, the reference last
+    keys = sorted(groups, key=lambda k: (k[0], k[1], order.get(k[2], 1)))
+    rates = {k: tasks_per_second(chosen) for k, chosen in groups.items()
+             if not any(r.failed for r in chosen)}
+    sizes = sorted({n for _, n, _ in keys})
+    several = len(sizes) > 1
     header = ["workers", "bytes", "arm", "tasks/s", "vs plain", "of work-only"]
     if several:
-        header.append(f"vs plain at {smallest} B")
+        header.append(f"vs plain at {sizes[0]} B")
     rows: list[list[Any]] = []
-    for workers, nbytes in keys:
-        for arm in arms:
-            if not any((r.workers, r.nbytes, r.arm) == (workers, nbytes, arm) for r in records):
-                continue
-            rate = rates.get((workers, nbytes, arm))
-            if rate is None:
-                rows.append([workers, nbytes, arm, "failed", "-", "-"] + (["-"] if several else []))
-                continue
-            row: list[Any] = [workers, nbytes, arm, rate,
-                              _ratio(rate, rates.get((workers, nbytes, "plain"))),
-                              _ratio(rate, rates.get((workers, nbytes, WorkOnly.name)))]
-            if several:
-                row.append(_ratio(rate, rates.get((workers, smallest, "plain"))))
-            rows.append(row)
+    for workers, nbytes, arm in keys:
+        rate = rates.get((workers, nbytes, arm))
+        if rate is None:
+            rows.append([workers, nbytes, arm, "failed", "-", "-"] + (["-"] if several else []))
+            continue
+        row: list[Any] = [workers, nbytes, arm, rate,
+                          _ratio(rate, rates.get((workers, nbytes, "plain"))),
+                          _ratio(rate, rates.get((workers, nbytes, WorkOnly.name)))]
+        if several:
+            row.append(_ratio(rate, rates.get((workers, sizes[0], "plain"))))
+        rows.append(row)
     print_table(title, header, rows)
     return header, rows
 
