@@ -20,6 +20,7 @@ __all__ = [
     "SignatureError",
     "StoreConnectionError",
     "StoreIOError",
+    "TaskOutputError",
     "UnknownConnectorError",
 ]
 
@@ -222,3 +223,25 @@ class SignatureError(DeserializationError):
     ...     print(type(exc).__name__)
     SignatureError
     """
+
+
+class TaskOutputError(PxexecError, EOFError):
+    """An engine returned no result for a task: its output file was empty or missing.
+
+    TaskVine reports this as a bare ``EOFError``; it means the worker's ``python3``
+    could not unpickle the task or its arguments (a module missing there), the task
+    left without raising an ``Exception`` (killed, out of memory, ``os._exit``), or
+    its result could not be pickled. ``output`` holds the end of the task's output.
+
+    >>> from pxexec.errors import TaskOutputError
+    >>> err = TaskOutputError("TaskVine task 7 produced no result.", "ModuleNotFoundError")
+    >>> isinstance(err, EOFError), err.output
+    (True, 'ModuleNotFoundError')
+    """
+
+    def __init__(self, message: str, output: str = "") -> None:
+        self.output = output
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.output))

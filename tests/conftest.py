@@ -113,6 +113,7 @@ def engine(request: Any) -> Iterator[tuple[Any, bool]]:
     elif name == "parsl-htex":
         yield request.getfixturevalue("parsl_htex"), False
     elif name == "taskvine":
-        from tests.taskvine_standin import FuturesExecutor
+        from pxexec.adapters.taskvine import executor_from_module
+        from tests import taskvine_standin
 
-        yield FuturesExecutor(port=0, factory=False), True
+        yield executor_from_module(taskvine_standin, port=0, opts={"max_workers": 2}), True
