@@ -189,6 +189,7 @@ class Manager:
         self._tasks: dict[int, _Task] = {}
         self._workers: list[_Worker] = []
         self._freed = False
+        self._taskvine: Any = object()  # None once freed, as in the real Manager
         self._ran = 0
         _MANAGERS[self.port] = self
 
@@ -274,6 +275,7 @@ class Manager:
         if self._freed:
             return
         self._freed = True
+        self._taskvine = None
         for task in self._tasks.values():
             if task.process is not None:
                 task.process.kill()

@@ -30,7 +30,6 @@ The worker runs tasks with its own ``python3``, which needs cloudpickle and pxex
 from __future__ import annotations
 
 import concurrent.futures as cf
-import copy
 import logging
 import math
 import os
@@ -163,7 +162,7 @@ def _close(vine: Any) -> None:
         except Exception as exc:
             log.warning("pxexec: could not stop the TaskVine factory: %s", exc)
     manager = getattr(vine, "manager", None)
-    if manager is None:
+    if manager is None or getattr(manager, "_taskvine", True) is None:  # freed already
         return
     try:
         manager.workers_shutdown(0)
@@ -240,17 +239,26 @@ class _VineCall:
 
 
 def _detached(exc: BaseException) -> BaseException:
-    """A copy of ``exc`` without traceback, cause or context (nothing that pins frames)."""
+    """A copy of ``exc`` without traceback, cause or context (nothing that pins frames).
+
+    Built from the exception's own ``__reduce_ex__``, as pickle would (``copy.copy``
+    goes through ``copyreg``, where some libraries register picklers that skip
+    ``__init__``); the original is returned, traceback dropped, if that fails.
+    """
     exc.__traceback__ = None
     try:
-        twin = copy.copy(exc)
+        reduced = exc.__reduce_ex__(4)
+        assert isinstance(reduced, tuple)
+        twin = reduced[0](*reduced[1])
+        state = reduced[2] if len(reduced) > 2 else None
+        if isinstance(state, dict):
+            twin.__dict__.update(state)
     except Exception:
         return exc
     if type(twin) is not type(exc):
         return exc
     twin.__traceback__ = None
-    twin.__cause__ = twin.__context__ = None
-    return twin
+    return twin  # type: ignore[no-any-return]
 
 
 class VineTask(cf.Future):  # type: ignore[type-arg]
