@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import sys
@@ -39,7 +40,7 @@ def _fresh_registry() -> Iterator[None]:
 
 
 ENGINES = ["thread", "process-spawn", "process-fork", "dask", "parsl-thread", "parsl-htex",
-           "taskvine"]
+           "taskvine", "taskvine-real"]
 
 
 @pytest.fixture(scope="session")
@@ -112,8 +113,31 @@ def engine(request: Any) -> Iterator[tuple[Any, bool]]:
         yield request.getfixturevalue("parsl_threads"), False
     elif name == "parsl-htex":
         yield request.getfixturevalue("parsl_htex"), False
-    elif name == "taskvine":
-        from pxexec.adapters.taskvine import executor_from_module
-        from tests import taskvine_standin
+    elif name.startswith("taskvine"):
+        yield taskvine_executor(request, real=name == "taskvine-real"), True
 
-        yield executor_from_module(taskvine_standin, port=0, opts={"max_workers": 2}), True
+
+def taskvine_executor(request: Any, real: bool) -> Any:
+    """A FuturesExecutor with a factory of two local workers: TaskVine's or the stand-in's.
+
+    The real one (``ndcctools``, with ``vine_worker`` and ``vine_factory`` on PATH) is
+    skipped where absent; it runs in a temporary directory (TaskVine writes
+    ``vine-run-info/`` into the current one) and its factory reports to a catalog
+    server on this machine only.
+    """
+    from pxexec.adapters.taskvine import executor_from_module
+
+    if real:
+        if importlib.util.find_spec("ndcctools") is None or not (
+            shutil.which("vine_worker") and shutil.which("vine_factory")
+        ):
+            pytest.skip("ndcctools (TaskVine) with vine_worker is not installed; not on PyPI")
+        from ndcctools import taskvine as module
+    else:
+        from tests import taskvine_standin as module
+    patch = request.getfixturevalue("monkeypatch")
+    patch.chdir(request.getfixturevalue("tmp_path"))
+    patch.setenv("CATALOG_HOST", "127.0.0.1")
+    patch.setenv("CATALOG_PORT", "9097")
+    opts = {"min_workers": 2, "max_workers": 2, "catalog": "127.0.0.1:9097"}
+    return executor_from_module(module, port=0, opts=opts)

@@ -24,11 +24,17 @@ import numpy as np
 import pytest
 
 from pxexec import Store
-from pxexec.adapters.taskvine import PORT_VARIABLES, executor_from_module, futures_executor
+from pxexec.adapters.taskvine import (
+    PORT_VARIABLES,
+    close_futures_executor,
+    executor_from_module,
+    futures_executor,
+)
 from pxexec.errors import MissingDependencyError, TaskOutputError
 from pxexec.executor import StoreExecutor, proxy_key
 from pxexec.testing import CountingConnector
 from tests import taskvine_standin, workers
+from tests.conftest import taskvine_executor
 
 N = 200_000  # 1.6 MB arrays: above the 1 MB default threshold
 
@@ -51,31 +57,12 @@ def store(shm_dir: str) -> Iterator[Store]:
         yield s
 
 
-def _module(kind: str) -> Any:
-    if kind == "standin":
-        return taskvine_standin
-    if not HAVE_REAL:
-        pytest.skip("ndcctools (TaskVine) with vine_worker is not installed; it is not on PyPI")
-    from ndcctools import taskvine
-
-    return taskvine
-
-
 @pytest.fixture(params=["standin", "real"])
-def vine(request: Any, tmp_path: Any, monkeypatch: Any) -> Iterator[Any]:
+def vine(request: Any) -> Iterator[Any]:
     """A FuturesExecutor with a factory of two local workers, real or stand-in."""
-    module = _module(request.param)
-    monkeypatch.chdir(tmp_path)  # TaskVine writes vine-run-info/ into the current directory
-    # the factory reports to a catalog server every minute: keep it on this machine
-    monkeypatch.setenv("CATALOG_HOST", "127.0.0.1")
-    monkeypatch.setenv("CATALOG_PORT", "9097")
-    executor = executor_from_module(
-        module, port=0, opts={"min_workers": 2, "max_workers": 2, "catalog": "127.0.0.1:9097"}
-    )
+    executor = taskvine_executor(request, real=request.param == "real")
     yield executor
-    from pxexec.adapters.taskvine import _close
-
-    _close(executor)
+    close_futures_executor(executor)
 
 
 # -- the stand-in behaves like the real engine --------------------------------------------

@@ -43,7 +43,8 @@ from typing import Any
 from pxexec.adapters.base import Engine
 from pxexec.errors import MissingDependencyError, TaskOutputError
 
-__all__ = ["PORT_VARIABLES", "TaskVineEngine", "VineTask", "executor_from_module",
+__all__ = ["PORT_VARIABLES", "TaskVineEngine", "VineTask", "clear_port_environment",
+           "close_futures_executor", "executor_from_module",
            "futures_executor"]
 
 log = logging.getLogger("pxexec")
@@ -128,7 +129,7 @@ def executor_from_module(
             vine.set(name, value)
         vine.factory.start()
     except BaseException:
-        _close(vine)  # no manager left listening for a factory that never came
+        close_futures_executor(vine)  # no manager left listening for a factory that never came
         raise
     return vine
 
@@ -153,7 +154,7 @@ def clear_port_environment(executor: Any) -> None:
             os.environ.pop(name, None)
 
 
-def _close(vine: Any) -> None:
+def close_futures_executor(vine: Any) -> None:
     """Stop the factory, the workers and the manager of a FuturesExecutor."""
     factory = getattr(vine, "factory", None)
     if factory is not None:
@@ -480,7 +481,7 @@ class TaskVineEngine(Engine):
             for task in list(self._live):
                 self.cancel(task)
             self._closed = True
-            _close(self.executor)
+            close_futures_executor(self.executor)
 
 
 def _has_future(value: Any) -> bool:
