@@ -307,6 +307,7 @@ class Factory:
         self._opts: dict[str, Any] = {"min-workers": 1, "max-workers": 100}
         self._workers: list[_Worker] = []
         self._running = False
+        self._factory_proc: Any = None  # the vine_factory process while running
         if manager is not None:
             self._port = manager.port
         elif manager_host_port:
@@ -343,6 +344,7 @@ class Factory:
             self._workers.append(worker)
         self._manager = manager
         self._running = True
+        self._factory_proc = self
         atexit.register(self._at_exit)  # keeps the factory alive until the process exits
         return self
 
@@ -356,6 +358,11 @@ class Factory:
             manager._workers = [w for w in manager._workers if w not in self._workers]
         self._workers = []
         self._running = False
+        self._factory_proc = None
+
+    @property
+    def workers(self) -> list[_Worker]:
+        return list(self._workers)
 
 
 class VineFuture(cf.Future):  # type: ignore[type-arg]

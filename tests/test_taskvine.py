@@ -159,6 +159,33 @@ def test_workers_started_by_hand_after_wrapping_can_run(monkeypatch: Any, store:
         assert ex.submit(workers.add, 2, 3).result(timeout=60) == 5
 
 
+@pytest.mark.parametrize("kind", ["standin", "real"])
+def test_factory_started_with_the_port_variables_is_restarted(
+    kind: str, monkeypatch: Any, tmp_path: Any, store: Store,
+) -> None:
+    if kind == "real" and not HAVE_REAL:
+        pytest.skip("ndcctools (TaskVine) with vine_worker is not installed; not on PyPI")
+    module: Any = taskvine_standin
+    if kind == "real":  # pragma: no cover - needs CCTools
+        from ndcctools import taskvine as module
+    for name in PORT_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CATALOG_HOST", "127.0.0.1")
+    monkeypatch.setenv("CATALOG_PORT", "9097")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    vine = module.FuturesExecutor(  # TaskVine's own factory: its workers cannot bind
+        port=port, manager_host_port=f"localhost:{port}",
+        opts={"min_workers": 1, "max_workers": 1, "catalog": "127.0.0.1:9097"})
+    if kind == "standin":
+        assert not any(w.can_bind for w in vine.factory.workers)
+    with StoreExecutor(vine, store) as ex:  # restarts the factory without the variables
+        assert ex.submit(workers.add, 2, 3).result(timeout=60) == 5
+    assert not _factory_running(vine.factory)
+
+
 # -- behaviour on the real engine and on the stand-in --------------------------------------
 
 
@@ -357,10 +384,7 @@ def _zombie(pid: int) -> bool:
 
 
 def _factory_running(factory: Any) -> bool:
-    proc = getattr(factory, "_factory_proc", None)
-    if proc is not None or hasattr(factory, "_factory_proc"):
-        return proc is not None and proc.poll() is None
-    return bool(factory.running)
+    return getattr(factory, "_factory_proc", None) is not None  # None once stopped
 
 
 @real_only

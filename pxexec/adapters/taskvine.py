@@ -33,6 +33,7 @@ import concurrent.futures as cf
 import logging
 import math
 import os
+import subprocess
 import threading
 import time
 import traceback
@@ -53,6 +54,7 @@ log = logging.getLogger("pxexec")
 PORT_VARIABLES = ("TCP_LOW_PORT", "TCP_HIGH_PORT")
 
 _SLICE = 1  # seconds per wait: TaskVine's wait takes whole seconds
+_FACTORY_GRACE = 3  # seconds a stopping vine_factory gets before it is killed
 _FINISHED = "FINISHED"  # VineFuture._state once result() has the task's output
 
 _HOW = (
@@ -104,6 +106,16 @@ def executor_from_module(
     least 5 workers unless ``opts`` says otherwise (as TaskVine does). The port
     variables the manager exports are restored to what they were, so workers
     started from this process (by the factory or by hand) can bind their ports.
+    Bad options fail before anything starts:
+
+    >>> executor_from_module(None, opts=["min_workers"])
+    Traceback (most recent call last):
+    ...
+    TypeError: opts must be a mapping of factory options such as {'min_workers': 1}, got list.
+    >>> from ndcctools import taskvine                                   # doctest: +SKIP
+    >>> vine = executor_from_module(taskvine, port=0, opts={"max_workers": 2})  # doctest: +SKIP
+    >>> vine.factory.max_workers                                         # doctest: +SKIP
+    2
     """
     if opts is not None and not isinstance(opts, Mapping):
         raise TypeError(
@@ -142,24 +154,73 @@ def _restore_environment(saved: Mapping[str, str | None]) -> None:
             os.environ[name] = value
 
 
-def clear_port_environment(executor: Any) -> None:
+def clear_port_environment(executor: Any) -> bool:
     """Remove the port variables a ``Manager(port=N)`` left in ``os.environ``.
 
     Only when both name the same port, the one asked for (0) or the one the
-    manager listens on: values a user set for a range are kept.
+    manager listens on: values a user set for a range are kept. True if removed.
+
+    >>> import os
+    >>> class Vine:
+    ...     port = 9123
+    >>> os.environ["TCP_LOW_PORT"] = os.environ["TCP_HIGH_PORT"] = "9123"  # Manager(port=9123)
+    >>> clear_port_environment(Vine())
+    True
+    >>> "TCP_LOW_PORT" in os.environ, "TCP_HIGH_PORT" in os.environ
+    (False, False)
     """
     low, high = (os.environ.get(name) for name in PORT_VARIABLES)
     if low is not None and low == high and low in {"0", str(getattr(executor, "port", None))}:
         for name in PORT_VARIABLES:
             os.environ.pop(name, None)
+        return True
+    return False
+
+
+def _restart_factory(executor: Any) -> None:
+    """Restart a factory that was started with the port variables (its workers fail)."""
+    factory = getattr(executor, "factory", None)
+    if factory is None or getattr(factory, "_factory_proc", True) is None:
+        return  # none, or not running
+    log.info("pxexec: restarting the TaskVine factory without TCP_LOW_PORT/TCP_HIGH_PORT")
+    _stop_factory(factory)
+    factory.start()
+
+
+def _stop_factory(factory: Any) -> None:
+    """``factory.stop()``, without waiting long for a factory slow to leave.
+
+    ``vine_factory`` may take half a minute to exit on SIGTERM (when its workers
+    could not bind their ports): after a few seconds it is killed; its local
+    workers run with ``--parent-death`` and leave with it.
+    """
+    proc = getattr(factory, "_factory_proc", None)
+    if isinstance(proc, subprocess.Popen):
+        proc.terminate()
+        try:
+            proc.wait(timeout=_FACTORY_GRACE)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    factory.stop()
 
 
 def close_futures_executor(vine: Any) -> None:
-    """Stop the factory, the workers and the manager of a FuturesExecutor."""
+    """Stop the factory, the workers and the manager of a FuturesExecutor.
+
+    What ``StoreExecutor.shutdown()`` does with ``close_engine=True``; for an
+    executor wrapped with ``close_engine=False``, or never wrapped. Calling it
+    again does nothing.
+
+    >>> vine = futures_executor(port=0, opts={"min_workers": 1})    # doctest: +SKIP
+    >>> close_futures_executor(vine)                                # doctest: +SKIP
+    >>> vine.manager._taskvine is None                              # doctest: +SKIP
+    True
+    """
     factory = getattr(vine, "factory", None)
     if factory is not None:
         try:
-            factory.stop()
+            _stop_factory(factory)
         except Exception as exc:
             log.warning("pxexec: could not stop the TaskVine factory: %s", exc)
     manager = getattr(vine, "manager", None)
@@ -268,6 +329,10 @@ class VineTask(cf.Future):  # type: ignore[type-arg]
     ``vine_future`` is TaskVine's ``VineFuture`` (None when the task was never sent
     because a dependency had already failed); ``upstream`` are the tasks whose
     outputs it reads.
+
+    >>> task = VineTask(None, [])
+    >>> task.done(), task.task_id, task.failure()
+    (False, None, None)
     """
 
     def __init__(self, vine_future: Any, upstream: list[VineTask]) -> None:
@@ -306,7 +371,9 @@ class TaskVineEngine(Engine):
         self._lock = threading.RLock()  # the manager is not thread-safe
         self._closed = False
         self._live: weakref.WeakSet[VineTask] = weakref.WeakSet()
-        clear_port_environment(executor)
+        if clear_port_environment(executor):
+            # FuturesExecutor(factory=True) started its factory with the variables set
+            _restart_factory(executor)
 
     # -- submission -------------------------------------------------------------------
 
