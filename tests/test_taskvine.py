@@ -291,7 +291,9 @@ def test_cancel_a_task_and_its_dependents(vine: Any, store: Store) -> None:
         assert second.cancelled()  # it could never run
         with pytest.raises(cf.CancelledError):
             first.result(timeout=30)
-        assert not first.cancel() or first.cancelled()
+        assert first.cancel()  # cancelled already: stays so
+        third = ex.submit(workers.total, first)  # on a cancelled task: cancelled at once
+        assert third.cancelled()
         assert ex.submit(workers.add, 1, 2).result(timeout=60) == 3
         done = ex.submit(workers.add, 2, 2)
         assert done.result(timeout=60) == 4

@@ -401,10 +401,9 @@ class TaskVineEngine(Engine):
                 deps.append(i)
             sent.append(arg)
         with self._lock:
-            failed = next((u.failure() for u in upstream if u.failure() is not None), None)
-            if failed is not None or any(u.vine_future is None for u in upstream):
+            if any(u.failure() is not None for u in upstream):
                 task = VineTask(None, upstream)  # never sent: it could only fail
-                task.set_exception(failed or cf.CancelledError("A dependency was never run."))
+                self._settle(task, None, None)
                 return task
             vine_future = self.executor.submit(_VineCall(fn, tuple(deps)), *sent, **kwargs)
             task = VineTask(vine_future, upstream)
@@ -477,10 +476,19 @@ class TaskVineEngine(Engine):
                   chain: bool) -> None:
         if chain:
             self._complete_upstream(task)
-        inherited = next((u.failure() for u in task.upstream if u.failure() is not None), None)
-        if inherited is not None:
-            value, exc = None, inherited
+        self._settle(task, value, exc)
+
+    def _settle(self, task: VineTask, value: Any, exc: BaseException | None) -> None:
+        """Complete ``task``: failed or cancelled like its first failed upstream, if any."""
         self._live.discard(task)
+        for upstream in task.upstream:
+            if upstream.cancelled():
+                task.cancel()
+                return
+            inherited = upstream.failure()
+            if inherited is not None:
+                value, exc = None, inherited
+                break
         if exc is not None:
             task.set_exception(exc)
         else:
