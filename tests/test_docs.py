@@ -37,6 +37,7 @@ PUBLIC = [
     "pxexec.adapters.dask",
     "pxexec.adapters.parsl",
     "pxexec.adapters.taskvine",
+    "pxexec.adapters.taskvine_setup",
     "pxexec.mypy_plugin",
 ]
 
