@@ -21,6 +21,7 @@ __all__ = [
     "StoreConnectionError",
     "StoreIOError",
     "UnknownConnectorError",
+    "UnsafeDirectoryError",
 ]
 
 
@@ -221,4 +222,23 @@ class SignatureError(DeserializationError):
     ... except ValueError as exc:
     ...     print(type(exc).__name__)
     SignatureError
+    """
+
+
+class UnsafeDirectoryError(PxexecError, PermissionError):
+    """A store directory could be read or replaced by another user, or is a symlink.
+
+    pxexec refuses to read or write objects there (another user could plant a pickle
+    that would run as you). The message says what is wrong and how to fix it.
+
+    >>> import os, tempfile
+    >>> from pxexec.connectors.private_dir import ensure_private_directory
+    >>> shared = tempfile.mkdtemp()
+    >>> os.chmod(shared, 0o777)
+    >>> try:
+    ...     ensure_private_directory(shared)
+    ... except PermissionError as exc:
+    ...     print(type(exc).__name__)
+    UnsafeDirectoryError
+    >>> os.rmdir(shared)
     """
