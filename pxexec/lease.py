@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
-import socket
 import threading
 import time
 from typing import Any
+
+from pxexec.connectors.owners import process_owner
 
 log = logging.getLogger("pxexec")
 
@@ -51,7 +51,7 @@ class LeaseKeeper:
     """
 
     def __init__(self) -> None:
-        self.owner = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+        self.owner = process_owner()
         self.pid = os.getpid()
         self._held: dict[str, tuple[Any, set[str]]] = {}
         self._lock = threading.Lock()

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pxexec.connectors.private_dir import ensure_private_directory
-from pxexec.errors import UnsafeDirectoryError
+from pxexec.errors import StoreIOError, UnsafeDirectoryError
 
 if TYPE_CHECKING:
     from tests.local_user import OtherUser
@@ -31,10 +31,10 @@ def test_created_directories_are_0700_whatever_the_umask(tmp_path: Any, umask: i
 
 
 def test_missing_parent_is_not_created(tmp_path: Any) -> None:
-    with pytest.raises(UnsafeDirectoryError, match=r"parent .* does not exist"):
+    with pytest.raises(StoreIOError, match=r"parent .* does not exist"):
         ensure_private_directory(str(tmp_path / "no" / "such" / "tree"))
     assert not (tmp_path / "no").exists()
-    with pytest.raises(UnsafeDirectoryError, match="does not exist"):
+    with pytest.raises(StoreIOError, match="does not exist"):
         ensure_private_directory(str(tmp_path / "absent"), create=False)
 
 

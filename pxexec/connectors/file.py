@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import queue
 import re
+import stat
 import threading
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from pxexec.connectors.base import BaseConnector, Buffer, ConnectorConfig, check_options, new_token
+from pxexec.connectors.owners import HEARTBEAT, LEASES, OWNER, ReapReport, process_owner, reap_store
+from pxexec.connectors.private_dir import check_trusted_parent, ensure_private_directory
 from pxexec.errors import ConfigError, StoreIOError
 
 _KEY = re.compile(r"[0-9a-f]{32}")
@@ -50,8 +53,13 @@ class FileConnector(BaseConnector):
     """Stores each object as a file under ``directory/namespace``.
 
     Writes go to a hidden temporary file that is renamed into place, so a reader sees
-    a whole object or none. Files are private to the user (0600, directories 0700).
+    a whole object or none. Files are private to the user (0600, directories 0700,
+    checked: a directory another user could change is refused, see private_dir.py).
     Reads map the file copy-on-write: arrays view the page cache without a copy.
+    Objects a process holds (owned proxies, a StoreExecutor's task inputs) are
+    recorded under it (``track_owners``), so that when the process dies they are
+    reaped by the next pxexec process on the host (or, with ``lease``, by any host
+    once its heartbeat stops). Objects nobody holds are never reaped.
 
     >>> import tempfile
     >>> connector = FileConnector(tempfile.mkdtemp(), namespace="demo")
@@ -70,40 +78,61 @@ class FileConnector(BaseConnector):
 
     def __init__(
         self, directory: str, *, namespace: str = "pxexec", fsync: bool = False,
-        lease: float | None = None,
+        lease: float | None = None, track_owners: bool = True, create: bool = True,
     ) -> None:
         if not directory:
             raise ConfigError("The file connector needs a directory, e.g. 'file:///scratch/px'.")
+        if not os.path.isabs(os.path.expanduser(directory)):
+            raise ConfigError(
+                f"The {self.type_name} connector's directory {directory!r} is a relative "
+                "path; give an absolute one (e.g. 'file:///scratch/px'), so that every "
+                "process finds the same store whatever its working directory."
+            )
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", namespace) or namespace in (".", ".."):
             raise ConfigError(
                 f"Namespace {namespace!r} is not a plain name: use letters, digits, '_', "
                 "'-' or '.'."
             )
-        self.directory = os.path.abspath(os.path.expanduser(directory))
+        if lease is not None and (isinstance(lease, bool) or not isinstance(lease, (int, float))
+                                  or not lease > 0 or lease == float("inf")):
+            raise ConfigError(f"lease must be a positive number of seconds, got {lease!r}.")
+        self.directory = os.path.normpath(os.path.abspath(os.path.expanduser(directory)))
         self.namespace = namespace
         self.fsync = fsync
         self.path = os.path.join(self.directory, namespace)
-        if lease is not None and lease <= 0:
-            raise ConfigError(f"lease must be a positive number of seconds, got {lease!r}.")
-        self.lease = lease
-        self.leases = os.path.join(self.path, ".leases")
+        self.lease = float(lease) if lease is not None else None
+        #: record which process holds which object, so that objects of a process that
+        #: died are reaped by the next pxexec process on this host (see owners.py)
+        self.track_owners = bool(track_owners)
+        self.leases = os.path.join(self.path, LEASES)
         self._owner_dirs: set[str] = set()
-        self._ensure_dir()
-        #: objects reaped when this connector was created (owners that died meanwhile)
-        self.reaped_on_start = self.reap() if lease is not None else 0
+        self._ensure_dir(create)
+        #: what was reaped when this connector was created (owners that died meanwhile)
+        self.start_report = self.reap_report() if self.tracks_owners else ReapReport(self.path)
+        self.reaped_on_start = len(self.start_report.objects)
 
     @property
     def lease_seconds(self) -> float | None:  # type: ignore[override]
         return self.lease
 
-    def _ensure_dir(self) -> None:
-        try:
-            os.makedirs(self.path, mode=0o700, exist_ok=True)
-        except OSError as exc:
-            raise StoreIOError(
-                f"Could not create the store directory {self.path!r}: {exc.strerror}. "
-                "Choose a writable directory."
-            ) from exc
+    @property
+    def tracks_owners(self) -> bool:
+        """Whether objects held by a process are recorded under it (leases, liveness)."""
+        return self.track_owners or self.lease is not None
+
+    #: parent directories pxexec itself makes for this connector (checked private)
+    def _own_parents(self) -> list[str]:
+        return []
+
+    def _ensure_dir(self, create: bool = True) -> None:
+        """Create (``create``) and check the store's directories (see private_dir.py)."""
+        parents = self._own_parents()
+        if not parents:
+            if os.path.lexists(self.directory):
+                check_trusted_parent(self.directory)
+            else:
+                parents = [self.directory]  # pxexec creates it: private like the rest
+        ensure_private_directory(self.path, create=create, parents=parents)
 
     def _file(self, key: str) -> str:
         if not _KEY.fullmatch(key):
@@ -117,25 +146,28 @@ class FileConnector(BaseConnector):
 
     def replace(self, key: str, frames: Sequence[Buffer]) -> None:
         final = self._file(key)
-        if not os.path.exists(final):
-            raise KeyError(key)
+        try:
+            before = os.lstat(final)
+        except FileNotFoundError:
+            raise KeyError(key) from None
         self._write(key, frames)
-        if self.lease is not None:  # lease links point at the old file: move them
+        if before.st_nlink > 1:  # owner records link the old file: move them
             for owner in self._lease_owners():
                 link = os.path.join(self.leases, owner, key)
-                if os.path.exists(link):
+                if os.path.lexists(link):
                     _unlink(link)
                     _link(final, link)
 
     def _write(self, key: str, frames: Sequence[Buffer]) -> None:
         final = os.path.join(self.path, key)
-        temp = os.path.join(self.path, f".{key}.tmp")
+        temp = os.path.join(self.path, f".{key}.{process_owner()}.tmp")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
             try:
-                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                fd = os.open(temp, flags, 0o600)
             except FileNotFoundError:
                 self._ensure_dir()  # the directory was removed: recreate it once
-                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                fd = os.open(temp, flags, 0o600)
             try:
                 write_frames(fd, frames)
                 if self.fsync:
@@ -145,6 +177,8 @@ class FileConnector(BaseConnector):
             os.replace(temp, final)
         except OSError as exc:
             _unlink(temp)
+            if isinstance(exc, StoreIOError):
+                raise
             raise StoreIOError(
                 f"Could not write an object to {self.path!r}: {exc.strerror or exc}. "
                 "Check free space and permissions of the store directory."
@@ -152,7 +186,7 @@ class FileConnector(BaseConnector):
 
     def get(self, key: str) -> Buffer | None:
         try:
-            fd = os.open(self._file(key), os.O_RDONLY)
+            fd = os.open(self._file(key), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except KeyError:
             return None
         except FileNotFoundError:
@@ -162,15 +196,19 @@ class FileConnector(BaseConnector):
                     "use, or a different directory on this host)."
                 ) from None
             return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # a symlink in place of an object: never follow
+                return None
+            raise
         try:
             return map_private(fd, os.fstat(fd).st_size)
         finally:
-            os.close(fd)
+            os.close(fd)  # the mapping needs no descriptor
 
     def exists(self, key: str) -> bool:
         try:
-            return os.path.exists(self._file(key))
-        except KeyError:
+            return stat.S_ISREG(os.lstat(self._file(key)).st_mode)
+        except (KeyError, FileNotFoundError):
             return False
 
     def evict(self, key: str) -> None:
@@ -178,33 +216,42 @@ class FileConnector(BaseConnector):
             path = self._file(key)
         except KeyError:
             return
+        try:
+            links = os.lstat(path).st_nlink
+        except FileNotFoundError:
+            return
+        if links > 1 and self.tracks_owners:  # held under owner records: drop those first
+            mine = os.path.join(self.leases, process_owner(), key)
+            links -= _unlink(mine)
+            if links > 1:
+                for owner in self._lease_owners():
+                    links -= _unlink(os.path.join(self.leases, owner, key))
         if self.free_in_background:
             _unlink_later(path)
         else:
             _unlink(path)
-        if self.lease is not None:
-            for owner in self._lease_owners():
-                _unlink(os.path.join(self.leases, owner, key))
 
-    # -- leases: a directory per owner process holds hard links to its objects, and a
-    # heartbeat file whose modification time the owner renews ----------------------
+    # -- owner records (see owners.py): a directory per owner process holds hard links
+    # to its objects, and a heartbeat file it touches when it runs with a lease -----
 
     def _lease_owners(self) -> list[str]:
         try:
-            return os.listdir(self.leases)
-        except FileNotFoundError:
+            return [n for n in os.listdir(self.leases) if OWNER.fullmatch(n)]
+        except (FileNotFoundError, NotADirectoryError):
             return []
 
     def _owner_dir(self, owner: str) -> str:
         path = os.path.join(self.leases, owner)
         if path not in self._owner_dirs:
-            os.makedirs(path, mode=0o700, exist_ok=True)
-            _touch(os.path.join(path, "heartbeat"))
+            if not OWNER.fullmatch(owner):
+                raise ValueError(f"{owner!r} is not an owner name of pxexec.")
+            ensure_private_directory(path, parents=[self.leases])
+            _touch(os.path.join(path, HEARTBEAT))
             self._owner_dirs.add(path)
         return path
 
     def adopt(self, owner: str, keys: Sequence[str]) -> None:
-        if self.lease is None:
+        if not self.tracks_owners:
             return
         directory = self._owner_dir(owner)
         for key in keys:
@@ -213,49 +260,28 @@ class FileConnector(BaseConnector):
 
     def renew(self, owner: str, keys: Sequence[str], seconds: float) -> None:
         if self.lease is not None:
-            _touch(os.path.join(self._owner_dir(owner), "heartbeat"))
+            _touch(os.path.join(self._owner_dir(owner), HEARTBEAT))
 
     def reap(self) -> int:
-        """Delete objects of owners whose heartbeat is older than the lease, objects
-        nobody holds that are older than the lease, and stale temporary files."""
-        if self.lease is None:
-            return 0
-        now = time.time()
-        removed = 0
-        for owner in self._lease_owners():
-            directory = os.path.join(self.leases, owner)
-            try:
-                beat = os.stat(os.path.join(directory, "heartbeat")).st_mtime
-            except FileNotFoundError:
-                beat = 0.0
-            if now - beat <= self.lease:
-                continue
-            for name in _listdir(directory):
-                if _KEY.fullmatch(name):
-                    removed += _unlink(os.path.join(self.path, name))
-                _unlink(os.path.join(directory, name))
-            try:
-                os.rmdir(directory)
-            except OSError:
-                pass
-            self._owner_dirs.discard(directory)
-        for name in _listdir(self.path):
-            path = os.path.join(self.path, name)
-            try:
-                st = os.stat(path)
-            except FileNotFoundError:
-                continue
-            stale = now - st.st_mtime > self.lease
-            if _KEY.fullmatch(name) and st.st_nlink == 1 and stale:
-                removed += _unlink(path)
-            elif name.endswith(".tmp") and stale:
-                _unlink(path)
-        return removed
+        """Delete the objects held by owners that are gone; return how many.
+
+        An owner is gone when its process no longer runs on this host, or (with a
+        lease) when its heartbeat is older than the lease. Objects that no owner
+        record holds are never deleted. See ``reap_report`` for what was removed.
+        """
+        return len(self.reap_report().objects)
+
+    def reap_report(self) -> ReapReport:
+        """Reap (see ``reap``) and say which objects, temporary files and owners went."""
+        report = reap_store(self.path, self.lease)
+        for owner in report.owners:
+            self._owner_dirs.discard(os.path.join(self.leases, owner))
+        return report
 
     def keys(self) -> list[str]:
         """Keys of the objects currently stored in this namespace."""
         try:
-            return [n for n in os.listdir(self.path) if _KEY.fullmatch(n)]
+            return [n for n in os.listdir(self.path) if _KEY.fullmatch(n) and self.exists(n)]
         except FileNotFoundError:
             return []
 
@@ -266,12 +292,13 @@ class FileConnector(BaseConnector):
             "namespace": self.namespace,
             "fsync": self.fsync,
             "lease": self.lease,
+            "track_owners": self.track_owners,
         }
 
     @classmethod
     def from_config(cls, config: ConnectorConfig) -> FileConnector:
         options: dict[str, Any] = check_options(
-            cls.type_name, config, {"directory", "namespace", "fsync", "lease"}
+            cls.type_name, config, {"directory", "namespace", "fsync", "lease", "track_owners"}
         )
         return cls(**options)
 
@@ -349,17 +376,16 @@ _closer = _Closer()
 
 def _link(source: str, link: str) -> None:
     try:
-        os.link(source, link)
+        os.link(source, link, follow_symlinks=False)
     except (FileExistsError, FileNotFoundError):
         pass
 
 
 def _touch(path: str) -> None:
     try:
-        os.utime(path)
+        os.utime(path, follow_symlinks=False)
     except FileNotFoundError:
-        with open(path, "a"):
-            pass
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
 
 
 def _listdir(path: str) -> list[str]:

@@ -15,9 +15,9 @@ import os
 import stat
 from collections.abc import Sequence
 
-from pxexec.errors import UnsafeDirectoryError
+from pxexec.errors import StoreIOError, UnsafeDirectoryError
 
-__all__ = ["ensure_private_directory", "open_private_directory"]
+__all__ = ["check_trusted_parent", "ensure_private_directory", "open_private_directory"]
 
 log = logging.getLogger("pxexec")
 
@@ -79,20 +79,20 @@ def open_private_directory(path: str, *, create: bool = True) -> int:
         except FileExistsError:
             pass
         except FileNotFoundError:
-            raise UnsafeDirectoryError(
+            raise StoreIOError(
                 f"Cannot create the store directory {path!r}: its parent "
                 f"{os.path.dirname(path)!r} does not exist. pxexec creates only the last "
                 "directory of a store's path; create the parent first or fix the path."
             ) from None
         except OSError as exc:
-            raise UnsafeDirectoryError(
+            raise StoreIOError(
                 f"Cannot create the store directory {path!r}: {exc.strerror}. Choose a "
                 "directory you can write to."
             ) from exc
     try:
         info = os.lstat(path)
     except FileNotFoundError:
-        raise UnsafeDirectoryError(
+        raise StoreIOError(
             f"The store directory {path!r} does not exist. Create it (mkdir -m 700) or "
             "let pxexec create it."
         ) from None
@@ -157,3 +157,56 @@ def _target(path: str) -> str:
         return os.readlink(path)
     except OSError:
         return "?"
+
+
+def check_trusted_parent(directory: str) -> None:
+    """Refuse a directory holding a store's private directory if others could swap it.
+
+    Another user who can write to ``directory`` (or to one of its ancestors without
+    the sticky bit that /tmp and /dev/shm have) could rename the store's directory
+    away and put one of their own in its place. The directory itself must not be
+    writable by group or others, its ancestors not by others, unless sticky.
+    Symlinks in the path are resolved first (a site's /scratch link is fine).
+
+    >>> check_trusted_parent("/tmp")
+    >>> import os, tempfile
+    >>> loose = tempfile.mkdtemp(); os.chmod(loose, 0o777)
+    >>> try:
+    ...     check_trusted_parent(loose)
+    ... except PermissionError as exc:
+    ...     print(type(exc).__name__)
+    UnsafeDirectoryError
+    >>> os.rmdir(loose)
+    """
+    real = os.path.realpath(directory)
+    try:
+        info = os.stat(real)
+    except FileNotFoundError:
+        raise StoreIOError(
+            f"The store directory {directory!r} does not exist. Create it first or fix the "
+            "path."
+        ) from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise UnsafeDirectoryError(
+            f"The store directory {directory!r} exists but is not a directory. Choose a "
+            "directory."
+        )
+    prefix = real
+    writable_by = 0o022  # the directory itself: group or others
+    while True:
+        info = os.stat(prefix)
+        mode = stat.S_IMODE(info.st_mode)
+        if mode & writable_by and not mode & stat.S_ISVTX:
+            who = "other users" if mode & 0o002 else "its group"
+            raise UnsafeDirectoryError(
+                f"The store directory {directory!r} is not safe: {prefix!r} has mode "
+                f"{oct(mode)}, so {who} can rename your store's directory and put one "
+                f"of their own in its place. Remove the write permission (chmod "
+                f"{'o' if mode & 0o002 else 'g'}-w {prefix!r}), set its sticky bit, or "
+                "use a directory only you can write to."
+            )
+        writable_by = 0o002  # ancestors: a trusted group may write there
+        parent = os.path.dirname(prefix)
+        if parent == prefix:
+            return
+        prefix = parent

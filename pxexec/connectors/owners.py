@@ -1,0 +1,223 @@
+"""Owner records of file and shm stores: which process holds which object.
+
+Each owner process has a directory ``<store>/.leases/<owner>`` of hard links to the
+objects it holds (and a ``heartbeat`` file it touches when it runs with a lease).
+The owner's name says where it runs (``host-pid-starttime-random``), so any later
+process on the same host tells at once whether the owner is gone: its pid no
+longer runs the process that started then. An owner on another host is gone when
+its heartbeat is older than the lease. The reaper removes only what a gone owner
+held, with calls relative to directory descriptors that never follow a symlink,
+and only names that are pxexec keys or pxexec's own temporary files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import socket
+import stat
+import time
+from dataclasses import dataclass, field
+
+from pxexec.connectors.private_dir import open_private_directory
+
+__all__ = ["ReapReport", "owner_alive", "process_owner", "reap_store"]
+
+KEY = re.compile(r"[0-9a-f]{32}")
+OWNER = re.compile(r"([A-Za-z0-9._]+)-([0-9]+)-([0-9]+)-([0-9a-f]{8})")
+#: a writer's temporary file: ".<key>.<owner>.tmp"
+TEMP = re.compile(r"\.([0-9a-f]{32})\.([A-Za-z0-9._]+-[0-9]+-[0-9]+-[0-9a-f]{8})\.tmp")
+LEASES = ".leases"
+HEARTBEAT = "heartbeat"
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def this_host() -> str:
+    """This host's name as owner names carry it (letters, digits, '.', '_')."""
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "localhost"
+
+
+def process_start(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot), None if it does not run.
+
+    >>> process_start(os.getpid()) is not None
+    True
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except FileNotFoundError:
+        return None
+    except OSError:  # no /proc: whether the pid runs is all one can tell
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return 0
+    if fields[0] == b"Z":  # a zombie has finished
+        return None
+    return int(fields[19])
+
+
+_OWNER: tuple[int, str] | None = None
+
+
+def process_owner() -> str:
+    """This process's owner name (a new one in a forked child).
+
+    >>> OWNER.fullmatch(process_owner()) is not None
+    True
+    """
+    global _OWNER
+    pid = os.getpid()
+    current = _OWNER
+    if current is None or current[0] != pid:
+        name = f"{this_host()}-{pid}-{process_start(pid) or 0}-{secrets.token_hex(4)}"
+        current = _OWNER = (pid, name)
+    return current[1]
+
+
+def owner_alive(owner: str) -> bool | None:
+    """Whether ``owner`` still runs: True/False on its own host, None elsewhere.
+
+    >>> owner_alive(process_owner())
+    True
+    """
+    match = OWNER.fullmatch(owner)
+    if match is None or match.group(1) != this_host():
+        return None
+    start = process_start(int(match.group(2)))
+    return start is not None and (start == int(match.group(3)) or start == 0)
+
+
+@dataclass
+class ReapReport:
+    """What one reaping pass removed from a store directory."""
+
+    directory: str
+    #: keys of the objects removed (held by owners that are gone)
+    objects: list[str] = field(default_factory=list)
+    #: names of the temporary files removed (of writers that are gone)
+    temporaries: list[str] = field(default_factory=list)
+    #: owners whose records were removed
+    owners: list[str] = field(default_factory=list)
+
+
+def _gone(owner: str, heartbeat: float | None, lease: float | None, now: float) -> bool:
+    alive = owner_alive(owner)
+    if alive is False:
+        return True
+    if lease is None:
+        return False  # elsewhere, and no lease to expire: cannot tell, keep
+    return heartbeat is None or now - heartbeat > lease
+
+
+def _mtime(name: str, dir_fd: int) -> float | None:
+    try:
+        info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    return info.st_mtime if stat.S_ISREG(info.st_mode) else None
+
+
+def _unlink(name: str, dir_fd: int) -> bool:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _reap_owner(owner: str, leases_fd: int, store_fd: int, report: ReapReport) -> None:
+    try:
+        owner_fd = os.open(owner, _DIR, dir_fd=leases_fd)
+    except OSError:  # not a directory of ours (a symlink, a file): never follow it
+        return
+    try:
+        info = os.fstat(owner_fd)
+        if info.st_uid != os.getuid():
+            return
+        for name in os.listdir(owner_fd):
+            if KEY.fullmatch(name):
+                try:
+                    link = os.stat(name, dir_fd=owner_fd, follow_symlinks=False)
+                    obj = os.stat(name, dir_fd=store_fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    _unlink(name, owner_fd)
+                    continue
+                _unlink(name, owner_fd)
+                # the store's file is the held object only if it is the same file;
+                # remove it only when no other owner holds it (no other link)
+                same = (link.st_dev, link.st_ino) == (obj.st_dev, obj.st_ino)
+                if same and stat.S_ISREG(obj.st_mode) and obj.st_nlink <= 2 and _unlink(
+                        name, store_fd):
+                    report.objects.append(name)
+            elif name == HEARTBEAT:
+                _unlink(name, owner_fd)
+    finally:
+        os.close(owner_fd)
+    try:
+        os.rmdir(owner, dir_fd=leases_fd)
+    except OSError:  # something that is not ours stays, and so does its directory
+        return
+    report.owners.append(owner)
+
+
+def reap_store(path: str, lease: float | None) -> ReapReport:
+    """Remove what owners that are gone held in the store directory ``path``.
+
+    Objects no owner record holds (of stores or processes that track no owners)
+    are never touched, whatever their age.
+
+    >>> import tempfile
+    >>> reap_store(tempfile.mkdtemp(), None).objects
+    []
+    """
+    report = ReapReport(path)
+    now = time.time()
+    try:
+        store_fd = open_private_directory(path, create=False)
+    except PermissionError:
+        raise
+    try:
+        try:
+            leases_fd = os.open(LEASES, _DIR, dir_fd=store_fd)
+        except FileNotFoundError:
+            leases_fd = -1
+        except OSError:
+            leases_fd = -1  # a symlink or a file in its place: never follow it
+        if leases_fd >= 0:
+            try:
+                if os.fstat(leases_fd).st_uid == os.getuid():
+                    for owner in os.listdir(leases_fd):
+                        if OWNER.fullmatch(owner) is None:
+                            continue
+                        beat = _heartbeat(owner, leases_fd)
+                        if _gone(owner, beat, lease, now):
+                            _reap_owner(owner, leases_fd, store_fd, report)
+            finally:
+                os.close(leases_fd)
+        for name in os.listdir(store_fd):
+            match = TEMP.fullmatch(name)
+            if match is None:
+                continue
+            if _gone(match.group(2), _mtime(name, store_fd), lease, now) and _unlink(
+                    name, store_fd):
+                report.temporaries.append(name)
+    finally:
+        os.close(store_fd)
+    return report
+
+
+def _heartbeat(owner: str, leases_fd: int) -> float | None:
+    try:
+        owner_fd = os.open(owner, _DIR, dir_fd=leases_fd)
+    except OSError:
+        return None
+    try:
+        return _mtime(HEARTBEAT, owner_fd)
+    finally:
+        os.close(owner_fd)
