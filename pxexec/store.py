@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pxexec.connectors import connector_from_config
 from pxexec.errors import ConfigError, MissingKeyError, SignatureError
 from pxexec.factory import StoreFactory
-from pxexec.lease import keeper, lease_of
+from pxexec.forking import on_fork_child, renew_locks_after_fork
+from pxexec.lease import keeper, tracks_owners
 from pxexec.proxy import Proxy, ProxyInfo
 from pxexec.serialize import Deserializer, Serializer, deserialize, payload_size, serialize
 from pxexec.signing import Signer
@@ -126,6 +127,9 @@ class Store:
         self._routes = bool(getattr(connector, "routes_objects", False))
         self._metrics = StoreMetrics()
         self._metrics_lock = threading.Lock()
+        renew_locks_after_fork(self, "_metrics_lock")
+        if self._cache is not None:
+            renew_locks_after_fork(self._cache, "_lock")
         self._config: dict[str, Any] = {
             "name": name,
             "connector": connector.config(),
@@ -272,7 +276,7 @@ class Store:
         """Remove ``key`` from the store (no error if it is already gone)."""
         if self._cache is not None:
             self._cache.pop(key)
-        if lease_of(self.connector) is not None:
+        if tracks_owners(self.connector):
             keeper().forget(self, [key])
         self.connector.evict(key)
         self._count(evictions=1)
@@ -282,7 +286,7 @@ class Store:
         if self._cache is not None:
             for key in keys:
                 self._cache.pop(key)
-        if lease_of(self.connector) is not None:
+        if tracks_owners(self.connector):
             keeper().forget(self, keys)
         self.connector.evict_batch(keys)
         self._count(evictions=len(keys))
@@ -383,8 +387,14 @@ def _describe_callable(value: Any) -> str:
 
 
 def _register(store: Store) -> None:
+    on_fork_child(_renew_registry_lock)
     with _STORES_LOCK:
         _STORES.setdefault(store.fingerprint, store)
+
+
+def _renew_registry_lock() -> None:
+    global _STORES_LOCK
+    _STORES_LOCK = threading.Lock()
 
 
 def _unregister(store: Store) -> None:

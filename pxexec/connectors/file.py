@@ -16,6 +16,7 @@ from pxexec.connectors.base import BaseConnector, Buffer, ConnectorConfig, check
 from pxexec.connectors.owners import HEARTBEAT, LEASES, OWNER, ReapReport, process_owner, reap_store
 from pxexec.connectors.private_dir import check_trusted_parent, ensure_private_directory
 from pxexec.errors import ConfigError, StoreIOError
+from pxexec.forking import on_fork_child
 
 _KEY = re.compile(r"[0-9a-f]{32}")
 _IOV_BATCH = 512
@@ -342,11 +343,11 @@ class _Closer:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[int] | None = None
-        os.register_at_fork(after_in_child=self._forget)
 
     def close(self, fd: int) -> None:
         pending = self._queue
         if pending is None:
+            on_fork_child(self._forget)  # on first use, never at import
             with self._lock:
                 if self._queue is None:
                     self._queue = queue.SimpleQueue()

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from pxexec.connectors.base import BaseConnector, Buffer, ConnectorConfig, check_options, new_token
 from pxexec.errors import ConfigError
+from pxexec.forking import renew_locks_after_fork
 
 _INSTANCES: weakref.WeakValueDictionary[str, LocalConnector] = weakref.WeakValueDictionary()
 
@@ -34,6 +35,7 @@ class LocalConnector(BaseConnector):
         self.instance = instance or new_token()
         self._data: dict[str, bytes] = {}
         self._lock = threading.Lock()
+        renew_locks_after_fork(self, "_lock")
         _INSTANCES[self.instance] = self
 
     def put(self, frames: Sequence[Buffer]) -> str:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from pxexec.connectors.base import BaseConnector, Buffer, ConnectorConfig, check_options, new_token
 from pxexec.errors import ConfigError, MissingDependencyError, StoreConnectionError
+from pxexec.forking import on_fork_child
 from pxexec.serialize import alloc
 
 try:
@@ -102,8 +104,15 @@ class RedisConnector(BaseConnector):
 
     @property
     def client(self) -> Any:
-        """The redis-py client, created on first use (once per process)."""
+        """The redis-py client, created on first use (once per process).
+
+        A forked child never uses, closes or resets its parent's client (its pool
+        lock may be held by a thread the child does not have): it abandons it and
+        makes its own.
+        """
         if self._client is None or self._pid != os.getpid():
+            if self._client is not None:
+                _abandon(self)
             options: dict[str, Any] = {
                 "socket_connect_timeout": self.connect_timeout,
                 "socket_timeout": self.timeout,
@@ -120,6 +129,8 @@ class RedisConnector(BaseConnector):
                 options["password"] = password
             self._client = redis.Redis.from_url(self.url, **options)
             self._pid = os.getpid()
+            on_fork_child(_abandon_inherited_clients)
+            _WITH_CLIENTS.add(self)
         return self._client
 
     @contextlib.contextmanager
@@ -360,6 +371,36 @@ class RedisConnector(BaseConnector):
 
     def __repr__(self) -> str:
         return f"RedisConnector({self.address!r}, prefix={self.prefix!r})"
+
+
+#: connectors that made a client in this process (a forked child abandons them)
+_WITH_CLIENTS: weakref.WeakSet[RedisConnector] = weakref.WeakSet()
+#: clients inherited through fork: kept referenced forever, so that their
+#: ``__del__`` (which resets the parent's pool under its lock) never runs
+_ABANDONED: list[Any] = []
+
+
+def _abandon(connector: RedisConnector) -> None:
+    client, connector._client, connector._pid = connector._client, None, -1
+    if client is None:
+        return
+    _ABANDONED.append(client)
+    pool = getattr(client, "connection_pool", None)
+    connections = [*getattr(pool, "_available_connections", ()),
+                   *getattr(pool, "_in_use_connections", ())]
+    for conn in connections:  # close this process's copies of the sockets, lock-free
+        sock = getattr(conn, "_sock", None)
+        if sock is None:
+            continue
+        try:
+            os.close(sock.detach())
+        except (OSError, ValueError):
+            pass
+
+
+def _abandon_inherited_clients() -> None:
+    for connector in list(_WITH_CLIENTS):
+        _abandon(connector)
 
 
 def _split(views: list[memoryview], limit: int) -> Iterator[list[memoryview]]:
