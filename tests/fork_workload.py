@@ -4,7 +4,8 @@
 config, then each of 8 threads repeatedly makes a fork ProcessPoolExecutor, wraps
 it in a StoreExecutor and runs tasks whose inputs and results go through the store,
 so that children are forked while other threads (and three that only read a small
-object in a loop) hold pxexec's and the backend client's locks. Prints "ok" and exits 0 when every result is right.
+object in a loop) hold pxexec's and the backend client's locks. Prints "ok" and
+exits 0 when every result is right.
 """
 
 from __future__ import annotations
