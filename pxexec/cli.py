@@ -103,7 +103,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "bench":
         return bench(args)
     if args.command == "gc":
-        return collect(args)
+        from pxexec.errors import PxexecError
+
+        try:
+            return collect(args)
+        except PxexecError as exc:  # a store it must not touch, or cannot find
+            print(f"pxexec gc: {exc}", file=sys.stderr)
+            return 1
     return 2  # pragma: no cover - argparse requires a command
 
 

@@ -7,6 +7,7 @@ that need it are skipped with a reason.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import select
@@ -98,19 +99,37 @@ def _userdel(name: str) -> None:
         time.sleep(0.2)
 
 
-@pytest.fixture(scope="module")
-def other_user() -> Iterator[OtherUser]:
+@contextlib.contextmanager
+def _local_user(role: str) -> Iterator[OtherUser]:
     if os.geteuid() != 0:
-        pytest.skip("needs root to create a second local user account (useradd)")
+        pytest.skip("needs root to create second local user accounts (useradd)")
     if shutil.which("useradd") is None:
         pytest.skip("useradd is not installed, so no second local user can be created")
-    name = f"pxatk{os.getpid() % 100000}"
+    name = f"px{role}{os.getpid() % 100000}"
     _useradd(name)
+    uid = -1
     try:
         entry = pwd.getpwnam(name)
+        uid = entry.pw_uid
         yield OtherUser(name, entry.pw_uid, entry.pw_gid)
     finally:
         _userdel(name)
+        if uid >= 0:
+            shutil.rmtree(f"/dev/shm/pxexec-{uid}", ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def other_user() -> Iterator[OtherUser]:
+    """An attacker: a second local account (not root, not you)."""
+    with _local_user("atk") as user:
+        yield user
+
+
+@pytest.fixture(scope="module")
+def victim_user() -> Iterator[OtherUser]:
+    """A victim that is not root (so its /dev/shm/pxexec-UID is free to attack)."""
+    with _local_user("vic") as user:
+        yield user
 
 
 @pytest.fixture
