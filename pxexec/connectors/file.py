@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import mmap
 import os
 import queue
 import re
 import stat
+import sys
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -43,11 +45,46 @@ def write_frames(fd: int, frames: Sequence[Buffer]) -> int:
 
 
 def map_private(fd: int, size: int) -> memoryview:
-    """A private, copy-on-write mapping of a file: writes never reach the file."""
+    """A private, copy-on-write mapping of a file: writes never reach the file.
+
+    The mapping holds no file descriptor (Python's ``mmap`` keeps a duplicate of
+    the file's for as long as the mapping lives, so a reader holding many objects
+    would run out of descriptors): an anonymous mapping is made, and the file is
+    mapped over it in place. The pages go when the last view of it is released.
+    """
     if size == 0:
         return memoryview(bytearray())
-    mapped = mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    flags, prot = mmap.MAP_PRIVATE, mmap.PROT_READ | mmap.PROT_WRITE
+    libc = _libc()
+    if libc is None:  # pragma: no cover - no libc mmap: Python's mapping (holds an fd)
+        return memoryview(mmap.mmap(fd, size, flags=flags, prot=prot))
+    mapped = mmap.mmap(-1, size, flags=flags, prot=prot)
+    anchor = ctypes.c_char.from_buffer(mapped)
+    address = ctypes.addressof(anchor)
+    del anchor  # releases the export, the address stays valid while ``mapped`` lives
+    placed = libc.mmap(address, size, prot, flags | _MAP_FIXED, fd, 0)
+    if placed != address:
+        err = ctypes.get_errno()
+        mapped.close()
+        raise OSError(err, f"mmap of a stored object failed: {os.strerror(err)}")
     return memoryview(mapped)
+
+
+_MAP_FIXED = 0x10  # Linux, every architecture
+_LIBC: list[Any] = []
+
+
+def _libc() -> Any:
+    if not _LIBC:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.mmap.restype = ctypes.c_void_p
+            libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int,
+                                  ctypes.c_int, ctypes.c_int, ctypes.c_long]
+            _LIBC.append(libc if sys.platform.startswith("linux") else None)
+        except (OSError, AttributeError):  # pragma: no cover
+            _LIBC.append(None)
+    return _LIBC[0]
 
 
 class FileConnector(BaseConnector):
