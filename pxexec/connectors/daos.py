@@ -95,9 +95,17 @@ class DAOSConnector(BaseConnector):
         return key.startswith(self.namespace + ":") and "#" not in key
 
     def put(self, frames: Sequence[Buffer]) -> str:
-        key = f"{self.namespace}:{new_token()}"
+        key = self.new_key(0)
         self._write(key, frames)
         return key
+
+    def new_key(self, nbytes: int) -> str:  # type: ignore[override]
+        return f"{self.namespace}:{new_token()}"
+
+    def put_at(self, key: str, frames: Sequence[Buffer]) -> None:  # type: ignore[override]
+        if not self._ours(key):
+            raise KeyError(f"{key!r} is not a key of this DAOS connector.")
+        self._write(key, frames)
 
     def _write(self, key: str, frames: Sequence[Buffer]) -> None:
         data = b"".join(frames)  # pydaos takes one bytes value per key

@@ -39,11 +39,17 @@ class LocalConnector(BaseConnector):
         _INSTANCES[self.instance] = self
 
     def put(self, frames: Sequence[Buffer]) -> str:
-        key = f"local:{new_token()}"
+        key = self.new_key(0)
+        self.put_at(key, frames)
+        return key
+
+    def new_key(self, nbytes: int) -> str:  # type: ignore[override]
+        return f"local:{new_token()}"
+
+    def put_at(self, key: str, frames: Sequence[Buffer]) -> None:  # type: ignore[override]
         value = b"".join(frames)
         with self._lock:
             self._data[key] = value
-        return key
 
     def get(self, key: str) -> Buffer | None:
         return self._data.get(key)

@@ -212,6 +212,18 @@ class MultiConnector(BaseConnector):
         route = self.route_for(size, obj_type, tags)
         return f"{route.name}:{route.connector.put(frames)}"
 
+    def new_key(self, nbytes: int, *, obj_type: type[Any] | None = None,  # type: ignore[override]
+                tags: Sequence[str] = ()) -> str | None:
+        route = self.route_for(nbytes, obj_type, tags)
+        reserve = getattr(route.connector, "new_key", None)
+        return f"{route.name}:{reserve(nbytes)}" if callable(reserve) else None
+
+    def put_at(self, key: str, frames: Sequence[Buffer]) -> None:  # type: ignore[override]
+        target = self._backend(key)
+        if target is None:
+            raise KeyError(key)
+        target[0].put_at(target[1], frames)
+
     def put_batch(self, payloads: Sequence[Sequence[Buffer]]) -> list[str]:
         groups: dict[str, list[int]] = {}
         for i, frames in enumerate(payloads):

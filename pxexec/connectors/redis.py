@@ -170,8 +170,22 @@ class RedisConnector(BaseConnector):
 
     def put(self, frames: Sequence[Buffer]) -> str:
         views = [v for v in (memoryview(f).cast("B") for f in frames) if v.nbytes]
+        key = self._new_key(sum(v.nbytes for v in views))
+        self._put_views(key, views)
+        return key
+
+    def new_key(self, nbytes: int) -> str:  # type: ignore[override]
+        return self._new_key(nbytes)
+
+    def put_at(self, key: str, frames: Sequence[Buffer]) -> None:  # type: ignore[override]
+        views = [v for v in (memoryview(f).cast("B") for f in frames) if v.nbytes]
+        if not self._check(key) or len(self._parts(key)) != len(
+                list(_split(views, self.max_part))):
+            raise KeyError(f"{key!r} is not a key for an object of this size.")
+        self._put_views(key, views)
+
+    def _put_views(self, key: str, views: list[memoryview]) -> None:
         total = sum(v.nbytes for v in views)
-        key = self._new_key(total)
         parts = self._parts(key)
         self._delete_doubtful()
         try:
@@ -186,7 +200,6 @@ class RedisConnector(BaseConnector):
             # resumes): delete it once the server answers again, so nothing is orphaned.
             self._doubtful.extend(parts)
             raise
-        return key
 
     def _delete_doubtful(self) -> None:
         if not self._doubtful:
