@@ -225,7 +225,7 @@ class Store:
             if buffer is None:
                 self._count(misses=1)
                 if default is _MISSING:
-                    raise MissingKeyError(key, self.name)
+                    raise MissingKeyError(key, self.name, self._missing_detail(key))
                 return default
             buffer = self._remember(key, self._verify(key, buffer))
         obj = self.deserializer(buffer)
@@ -244,12 +244,16 @@ class Store:
         for key, buffer in zip(keys, buffers):
             if buffer is None:
                 if default is _MISSING:
-                    raise MissingKeyError(key, self.name)
+                    raise MissingKeyError(key, self.name, self._missing_detail(key))
                 result.append(default)
                 continue
             result.append(self.deserializer(self._remember(key, self._verify(key, buffer))))
         self._count(gets=len(result), bytes_got=sum(memoryview(b).nbytes for b in buffers if b))
         return result
+
+    def _missing_detail(self, key: str) -> str:
+        detail = getattr(self.connector, "missing_detail", None)
+        return str(detail(key)) if callable(detail) else ""
 
     def _next_version(self, key: str) -> int:
         """One more than the version under ``key`` (as stored, or as last seen here)."""

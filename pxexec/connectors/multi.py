@@ -65,6 +65,14 @@ class Route:
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):
             raise ConfigError(f"Route name {self.name!r} must use letters, digits, '_' or '-'.")
+        for option in ("types", "tags"):
+            value = getattr(self, option)
+            if isinstance(value, (str, bytes)) or not all(
+                    isinstance(v, (str, type)) for v in value):
+                raise ConfigError(
+                    f"Route {self.name!r}: {option} must be a list, e.g. {option} = "
+                    f"[{value!r}], got {value!r}."
+                )
         self.types = tuple(_type_name(t) for t in self.types)
         self.tags = frozenset(self.tags)
 
@@ -367,6 +375,11 @@ def route_from_config(table: Any, index: int = 0) -> Route:
         value = table.get(bound)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
             raise ConfigError(f"{where}.{bound} must be a whole number, got {value!r}.")
+    for option in ("types", "tags"):
+        value = table.get(option, ())
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}.{option} must be a list of strings, e.g. {option} = "
+                              f"[{value!r}], got {value!r}.")
     if host is not None:
         try:
             re.compile(host)
