@@ -81,3 +81,78 @@ def test_a_forked_child_never_frees_what_its_parent_owns(kind: str, how: str, sh
         == 499500.0
     owner.free()
     assert not store.exists(key)
+
+
+def _run_in_child(fn: Any, timeout: float = 30.0) -> None:
+    """Fork; the child runs ``fn`` (True = ok). Fails if the child hangs (deadlock)."""
+    import time
+
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os._exit(0 if fn() else 1)
+        except BaseException:
+            os._exit(2)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, raw = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(raw) == 0, "the child failed"
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child deadlocked on a lock its parent's thread held at fork")
+
+
+@pytest.mark.parametrize("held", ["redis pool", "store registry", "owners", "lease keeper",
+                                  "local connector"])
+def test_a_lock_held_by_another_thread_at_fork_never_blocks_the_child(
+        held: str, redis_url: str) -> None:
+    """What a fork pool worker inherits when another thread is inside pxexec at fork."""
+    import threading
+
+    from pxexec import lease, ownership
+    from pxexec import store as store_module
+    from pxexec.connectors.local import LocalConnector
+
+    if held == "redis pool":
+        connector: Any = RedisConnector(redis_url, prefix=f"lock{uuid.uuid4().hex[:8]}")
+    else:
+        connector = LocalConnector()
+    store = Store(f"fork-lock-{held}", connector, cache_size=0)
+    key = store.put(np.arange(10))
+    lease.keeper()
+    lock = {
+        "redis pool": lambda: connector.client.connection_pool._lock,
+        "store registry": lambda: store_module._STORES_LOCK,
+        "owners": lambda: ownership._OWNERS_LOCK,
+        "lease keeper": lambda: lease._KEEPER_LOCK,
+        "local connector": lambda: connector._lock,
+    }[held]()
+    if held == "owners":
+        store.owned_proxy(1).free()  # registers the owners' fork hook, as first use does
+    acquired, release = threading.Event(), threading.Event()
+
+    def holder() -> None:  # another thread of the parent, inside pxexec at fork time
+        with lock:
+            acquired.set()
+            release.wait(60)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    acquired.wait(10)
+    try:
+        def child() -> bool:
+            value = Store.from_config(store.config()).get(key)
+            owner = Store.from_config(store.config()).owned_proxy(np.ones(3))
+            fine = float(value.sum()) == 45.0 and float(owner.sum()) == 3.0
+            lease.keeper()
+            owner.free()
+            return fine
+
+        _run_in_child(child)
+    finally:
+        release.set()
+        thread.join()
+    store.evict(key)
