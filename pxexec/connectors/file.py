@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from pxexec.connectors.base import BaseConnector, Buffer, ConnectorConfig, check_options, new_token
-from pxexec.connectors.owners import HEARTBEAT, LEASES, OWNER, ReapReport, process_owner, reap_store
+from pxexec.connectors.owners import LEASES, OWNER, ReapReport, process_owner, reap_store
 from pxexec.connectors.private_dir import check_trusted_parent, ensure_private_directory
 from pxexec.errors import ConfigError, StoreIOError
-from pxexec.forking import on_fork_child
+from pxexec.forking import on_fork_child, renew_locks_after_fork
 
 _KEY = re.compile(r"[0-9a-f]{32}")
 _IOV_BATCH = 512
@@ -143,7 +143,13 @@ class FileConnector(BaseConnector):
         #: died are reaped by the next pxexec process on this host (see owners.py)
         self.track_owners = bool(track_owners)
         self.leases = os.path.join(self.path, LEASES)
-        self._owner_dirs: set[str] = set()
+        #: owner -> [descriptor of its record, keys written to it] (this process's)
+        self._records: dict[str, list[int]] = {}
+        #: owner -> keys it holds here and has not evicted (what a compaction keeps)
+        self._held: dict[str, set[str]] = {}
+        self._records_pid = os.getpid()
+        self._records_lock = threading.Lock()
+        renew_locks_after_fork(self, "_records_lock")
         self._ensure_dir(create)
         #: what was reaped when this connector was created (owners that died meanwhile)
         self.start_report = self.reap_report() if self.tracks_owners else ReapReport(self.path)
@@ -190,18 +196,9 @@ class FileConnector(BaseConnector):
         self._write(key, frames)
 
     def replace(self, key: str, frames: Sequence[Buffer]) -> None:
-        final = self._file(key)
-        try:
-            before = os.lstat(final)
-        except FileNotFoundError:
-            raise KeyError(key) from None
+        if not self.exists(key):
+            raise KeyError(key)
         self._write(key, frames)
-        if before.st_nlink > 1:  # owner records link the old file: move them
-            for owner in self._lease_owners():
-                link = os.path.join(self.leases, owner, key)
-                if os.path.lexists(link):
-                    _unlink(link)
-                    _link(final, link)
 
     def _write(self, key: str, frames: Sequence[Buffer]) -> None:
         final = os.path.join(self.path, key)
@@ -261,51 +258,62 @@ class FileConnector(BaseConnector):
             path = self._file(key)
         except KeyError:
             return
-        try:
-            links = os.lstat(path).st_nlink
-        except FileNotFoundError:
-            return
-        if links > 1 and self.tracks_owners:  # held under owner records: drop those first
-            mine = os.path.join(self.leases, process_owner(), key)
-            links -= _unlink(mine)
-            if links > 1:
-                for owner in self._lease_owners():
-                    links -= _unlink(os.path.join(self.leases, owner, key))
+        for held in list(self._held.values()):
+            held.discard(key)
         if self.free_in_background:
             _unlink_later(path)
         else:
             _unlink(path)
 
-    # -- owner records (see owners.py): a directory per owner process holds hard links
-    # to its objects, and a heartbeat file it touches when it runs with a lease -----
+    # -- owner records (see owners.py): a file per owner process lists the keys it
+    # holds (one append per adopt call); its modification time is the heartbeat ----
 
-    def _lease_owners(self) -> list[str]:
-        try:
-            return [n for n in os.listdir(self.leases) if OWNER.fullmatch(n)]
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-
-    def _owner_dir(self, owner: str) -> str:
-        path = os.path.join(self.leases, owner)
-        if path not in self._owner_dirs:
+    def _record(self, owner: str) -> list[int]:
+        """[descriptor, keys written] of ``owner``'s record, opened on first use."""
+        if self._records_pid != os.getpid():  # a forked child: the parent's are not ours
+            self._records, self._held, self._records_pid = {}, {}, os.getpid()
+        entry = self._records.get(owner)
+        if entry is None:
             if not OWNER.fullmatch(owner):
                 raise ValueError(f"{owner!r} is not an owner name of pxexec.")
-            ensure_private_directory(path, parents=[self.leases])
-            _touch(os.path.join(path, HEARTBEAT))
-            self._owner_dirs.add(path)
-        return path
+            ensure_private_directory(self.leases)
+            entry = [_open_record(os.path.join(self.leases, owner), append=True), 0]
+            self._records[owner] = entry
+            self._held[owner] = set()
+        return entry
 
     def adopt(self, owner: str, keys: Sequence[str]) -> None:
         if not self.tracks_owners:
             return
-        directory = self._owner_dir(owner)
-        for key in keys:
-            if _KEY.fullmatch(key):
-                _link(os.path.join(self.path, key), os.path.join(directory, key))
+        keys = [k for k in keys if _KEY.fullmatch(k)]
+        if not keys:
+            return
+        with self._records_lock:
+            entry = self._record(owner)
+            os.write(entry[0], ("\n".join(keys) + "\n").encode())
+            entry[1] += len(keys)
+            held = self._held[owner]
+            held.update(keys)
+            if entry[1] > 4096 + 4 * len(held):  # mostly freed keys: rewrite it
+                self._compact(owner, entry, held)
+
+    def _compact(self, owner: str, entry: list[int], held: set[str]) -> None:
+        record = os.path.join(self.leases, owner)
+        temp = os.path.join(self.leases, f".{owner}.compact")
+        fd = _open_record(temp, append=False)
+        try:
+            os.write(fd, "".join(f"{k}\n" for k in list(held)).encode())
+        finally:
+            os.close(fd)
+        os.replace(temp, record)
+        os.close(entry[0])
+        entry[0], entry[1] = _open_record(record, append=True), len(held)
 
     def renew(self, owner: str, keys: Sequence[str], seconds: float) -> None:
         if self.lease is not None:
-            _touch(os.path.join(self._owner_dir(owner), HEARTBEAT))
+            with self._records_lock:
+                self._record(owner)
+            os.utime(os.path.join(self.leases, owner), follow_symlinks=False)
 
     def reap(self) -> int:
         """Delete the objects held by owners that are gone; return how many.
@@ -318,10 +326,7 @@ class FileConnector(BaseConnector):
 
     def reap_report(self) -> ReapReport:
         """Reap (see ``reap``) and say which objects, temporary files and owners went."""
-        report = reap_store(self.path, self.lease)
-        for owner in report.owners:
-            self._owner_dirs.discard(os.path.join(self.leases, owner))
-        return report
+        return reap_store(self.path, self.lease)
 
     def keys(self) -> list[str]:
         """Keys of the objects currently stored in this namespace."""
@@ -419,22 +424,6 @@ class _Closer:
 _closer = _Closer()
 
 
-def _link(source: str, link: str) -> None:
-    try:
-        os.link(source, link, follow_symlinks=False)
-    except (FileExistsError, FileNotFoundError):
-        pass
-
-
-def _touch(path: str) -> None:
-    try:
-        os.utime(path, follow_symlinks=False)
-    except FileNotFoundError:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
-
-
-def _listdir(path: str) -> list[str]:
-    try:
-        return os.listdir(path)
-    except FileNotFoundError:
-        return []
+def _open_record(path: str, *, append: bool) -> int:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    return os.open(path, flags | (os.O_APPEND if append else os.O_TRUNC), 0o600)

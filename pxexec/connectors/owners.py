@@ -1,7 +1,8 @@
 """Owner records of file and shm stores: which process holds which object.
 
-Each owner process has a directory ``<store>/.leases/<owner>`` of hard links to the
-objects it holds (and a ``heartbeat`` file it touches when it runs with a lease).
+Each owner process has a record ``<store>/.leases/<owner>``, a file listing the keys
+of the objects it holds (appended as it takes them; its modification time is the
+heartbeat it renews when it runs with a lease).
 The owner's name says where it runs (``host-pid-starttime-random``), so any later
 process on the same host tells at once whether the owner is gone: its pid no
 longer runs the process that started then. An owner on another host is gone when
@@ -22,14 +23,13 @@ from dataclasses import dataclass, field
 
 from pxexec.connectors.private_dir import open_private_directory
 
-__all__ = ["ReapReport", "owner_alive", "process_owner", "reap_store"]
+__all__ = ["ReapReport", "owner_alive", "process_owner", "read_record", "reap_store"]
 
 KEY = re.compile(r"[0-9a-f]{32}")
 OWNER = re.compile(r"([A-Za-z0-9._]+)-([0-9]+)-([0-9]+)-([0-9a-f]{8})")
 #: a writer's temporary file: ".<key>.<owner>.tmp"
 TEMP = re.compile(r"\.([0-9a-f]{32})\.([A-Za-z0-9._]+-[0-9]+-[0-9]+-[0-9a-f]{8})\.tmp")
 LEASES = ".leases"
-HEARTBEAT = "heartbeat"
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -115,14 +115,6 @@ def _gone(owner: str, heartbeat: float | None, lease: float | None, now: float) 
     return heartbeat is None or now - heartbeat > lease
 
 
-def _mtime(name: str, dir_fd: int) -> float | None:
-    try:
-        info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return None
-    return info.st_mtime if stat.S_ISREG(info.st_mode) else None
-
-
 def _unlink(name: str, dir_fd: int) -> bool:
     try:
         os.unlink(name, dir_fd=dir_fd)
@@ -131,46 +123,39 @@ def _unlink(name: str, dir_fd: int) -> bool:
     return True
 
 
-def _reap_owner(owner: str, leases_fd: int, store_fd: int, report: ReapReport) -> None:
+def _regular(name: str, dir_fd: int) -> os.stat_result | None:
+    """``name``'s lstat when it is a regular file (never a symlink), else None."""
     try:
-        owner_fd = os.open(owner, _DIR, dir_fd=leases_fd)
-    except OSError:  # not a directory of ours (a symlink, a file): never follow it
-        return
+        info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    return info if stat.S_ISREG(info.st_mode) else None
+
+
+def read_record(name: str, dir_fd: int) -> set[str]:
+    """The keys an owner record lists (lines of 32 hex digits; anything else ignored)."""
     try:
-        info = os.fstat(owner_fd)
-        if info.st_uid != os.getuid():
-            return
-        for name in os.listdir(owner_fd):
-            if KEY.fullmatch(name):
-                try:
-                    link = os.stat(name, dir_fd=owner_fd, follow_symlinks=False)
-                    obj = os.stat(name, dir_fd=store_fd, follow_symlinks=False)
-                except FileNotFoundError:
-                    _unlink(name, owner_fd)
-                    continue
-                _unlink(name, owner_fd)
-                # the store's file is the held object only if it is the same file;
-                # remove it only when no other owner holds it (no other link)
-                same = (link.st_dev, link.st_ino) == (obj.st_dev, obj.st_ino)
-                if same and stat.S_ISREG(obj.st_mode) and obj.st_nlink <= 2 and _unlink(
-                        name, store_fd):
-                    report.objects.append(name)
-            elif name == HEARTBEAT:
-                _unlink(name, owner_fd)
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return set()
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return set()
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
     finally:
-        os.close(owner_fd)
-    try:
-        os.rmdir(owner, dir_fd=leases_fd)
-    except OSError:  # something that is not ours stays, and so does its directory
-        return
-    report.owners.append(owner)
+        os.close(fd)
+    return {k for k in b"".join(chunks).decode("ascii", "replace").split() if KEY.fullmatch(k)}
 
 
 def reap_store(path: str, lease: float | None) -> ReapReport:
     """Remove what owners that are gone held in the store directory ``path``.
 
-    Objects no owner record holds (of stores or processes that track no owners)
-    are never touched, whatever their age.
+    An owner record is a file ``.leases/<owner>`` listing the keys the owner held
+    (its modification time is the owner's heartbeat). A key is removed when a gone
+    owner listed it and no live owner does. Objects that no record lists (of stores
+    or processes that track no owners) are never touched, whatever their age.
 
     >>> import tempfile
     >>> reap_store(tempfile.mkdtemp(), None).objects
@@ -178,46 +163,51 @@ def reap_store(path: str, lease: float | None) -> ReapReport:
     """
     report = ReapReport(path)
     now = time.time()
-    try:
-        store_fd = open_private_directory(path, create=False)
-    except PermissionError:
-        raise
+    store_fd = open_private_directory(path, create=False)
     try:
         try:
             leases_fd = os.open(LEASES, _DIR, dir_fd=store_fd)
-        except FileNotFoundError:
+        except OSError:  # none yet, or a symlink or a file in its place: never follow it
             leases_fd = -1
-        except OSError:
-            leases_fd = -1  # a symlink or a file in its place: never follow it
         if leases_fd >= 0:
             try:
-                if os.fstat(leases_fd).st_uid == os.getuid():
-                    for owner in os.listdir(leases_fd):
-                        if OWNER.fullmatch(owner) is None:
-                            continue
-                        beat = _heartbeat(owner, leases_fd)
-                        if _gone(owner, beat, lease, now):
-                            _reap_owner(owner, leases_fd, store_fd, report)
+                _reap_records(leases_fd, store_fd, lease, now, report)
             finally:
                 os.close(leases_fd)
         for name in os.listdir(store_fd):
             match = TEMP.fullmatch(name)
             if match is None:
                 continue
-            if _gone(match.group(2), _mtime(name, store_fd), lease, now) and _unlink(
-                    name, store_fd):
+            info = _regular(name, store_fd)
+            beat = info.st_mtime if info is not None else None
+            if _gone(match.group(2), beat, lease, now) and _unlink(name, store_fd):
                 report.temporaries.append(name)
     finally:
         os.close(store_fd)
     return report
 
 
-def _heartbeat(owner: str, leases_fd: int) -> float | None:
-    try:
-        owner_fd = os.open(owner, _DIR, dir_fd=leases_fd)
-    except OSError:
-        return None
-    try:
-        return _mtime(HEARTBEAT, owner_fd)
-    finally:
-        os.close(owner_fd)
+def _reap_records(leases_fd: int, store_fd: int, lease: float | None, now: float,
+                  report: ReapReport) -> None:
+    info = os.fstat(leases_fd)
+    if info.st_uid != os.getuid() or info.st_mode & 0o022:
+        return  # not a private directory of ours: touch nothing
+    gone: dict[str, set[str]] = {}
+    live: set[str] = set()
+    for owner in os.listdir(leases_fd):
+        if OWNER.fullmatch(owner) is None:
+            continue
+        record = _regular(owner, leases_fd)
+        if record is None or record.st_uid != os.getuid():
+            continue
+        keys = read_record(owner, leases_fd)
+        if _gone(owner, record.st_mtime, lease, now):
+            gone[owner] = keys
+        else:
+            live |= keys
+    for owner, keys in gone.items():
+        for key in sorted(keys - live):
+            if _regular(key, store_fd) is not None and _unlink(key, store_fd):
+                report.objects.append(key)
+        if _unlink(owner, leases_fd):
+            report.owners.append(owner)
