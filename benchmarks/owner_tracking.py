@@ -1,19 +1,23 @@
 """The cost of owner records on shm stores (the default that lets a SIGKILLed client's
 objects be reaped): StoreExecutor tasks with proxied inputs, tracking on vs off.
 
-Run: ``python benchmarks/owner_tracking.py [--tasks 2000] [--blocks 6]`` (under ``flock
-/tmp/pxexec-bench.lock``). A 2-thread pool; inputs of 100 kB go by proxy; arms take
-turns in blocks. Prints tasks/s per arm (median of blocks) and the ratio.
+Run: ``python benchmarks/owner_tracking.py [--engine thread|dask] [--tasks 2000]
+[--blocks 6]`` (under ``flock /tmp/pxexec-bench.lock``). A 2-thread pool, or a Dask
+LocalCluster of 2 single-threaded worker processes; inputs of 100 kB go by proxy; arms
+take turns in blocks. Prints tasks/s per arm (median of blocks) and the ratio.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import contextlib
 import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -26,10 +30,24 @@ def total(x: np.ndarray) -> float:
     return float(x[0])
 
 
+@contextlib.contextmanager
+def _engine(name: str) -> Iterator[Any]:
+    if name == "thread":
+        with cf.ThreadPoolExecutor(2) as pool:
+            yield pool
+        return
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        yield client
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--blocks", type=int, default=6)
+    parser.add_argument("--engine", choices=["thread", "dask"], default="thread")
     args = parser.parse_args()
     directory = tempfile.mkdtemp(prefix="pxexec-owners-", dir="/dev/shm")
     try:
@@ -40,7 +58,7 @@ def main() -> None:
         }
         data = np.ones(12_500)  # 100 kB
         rates: dict[str, list[float]] = {name: [] for name in stores}
-        with cf.ThreadPoolExecutor(2) as pool:
+        with _engine(args.engine) as pool:
             for block in range(args.blocks + 1):
                 names = list(stores) if block % 2 else list(reversed(stores))
                 for name in names:
