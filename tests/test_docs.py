@@ -28,6 +28,8 @@ PUBLIC = [
     "pxexec.connectors.file",
     "pxexec.connectors.shm",
     "pxexec.connectors.private_dir",
+    "pxexec.connectors.owners",
+    "pxexec.forking",
     "pxexec.connectors.redis",
     "pxexec.connectors.multi",
     "pxexec.connectors.daos",

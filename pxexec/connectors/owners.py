@@ -95,7 +95,12 @@ def owner_alive(owner: str) -> bool | None:
 
 @dataclass
 class ReapReport:
-    """What one reaping pass removed from a store directory."""
+    """What one reaping pass removed from a store directory.
+
+    >>> report = ReapReport("/dev/shm/pxexec-1000/default")
+    >>> report.objects, report.temporaries, report.owners
+    ([], [], [])
+    """
 
     directory: str
     #: keys of the objects removed (held by owners that are gone)
@@ -133,7 +138,17 @@ def _regular(name: str, dir_fd: int) -> os.stat_result | None:
 
 
 def read_record(name: str, dir_fd: int) -> set[str]:
-    """The keys an owner record lists (lines of 32 hex digits; anything else ignored)."""
+    """The keys an owner record lists (lines of 32 hex digits; anything else ignored).
+
+    >>> import tempfile
+    >>> directory = tempfile.mkdtemp()
+    >>> with open(os.path.join(directory, "rec"), "w") as f:
+    ...     _ = f.write("0" * 32 + chr(10) + "not a key" + chr(10))
+    >>> fd = os.open(directory, os.O_RDONLY)
+    >>> read_record("rec", fd) == {"0" * 32}
+    True
+    >>> os.close(fd)
+    """
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError:
