@@ -265,3 +265,20 @@ def test_signatures_bind_key_store_and_version(kind: str, shm_dir: str, tmp_path
     with pytest.raises(SignatureError, match="rollback"):
         store.get(first)
     assert store.get(store.put("new")) == "new"
+
+
+def test_signed_multi_connector_binds_keys_per_backend(tmp_path: Any, secret: str) -> None:
+    from pxexec.connectors.local import LocalConnector
+    from pxexec.connectors.multi import MultiConnector, Route
+
+    multi = MultiConnector([Route("small", LocalConnector(), max_size=1000),
+                            Route("big", FileConnector(str(tmp_path)))])
+    store = Store("multi-signed", multi, secret_env=secret, cache_size=0)
+    small, big = store.put(b"x"), store.put(bytes(5000))
+    assert small.startswith("small:") and big.startswith("big:")
+    store.replace(small, b"y")
+    assert store.get_batch([small, big])[0] == b"y" and len(store.get(big)) == 5000
+    other = store.put(b"z")
+    multi.replace(other, [bytes(multi.get(small))])  # copied under another key
+    with pytest.raises(SignatureError):
+        store.get(other)

@@ -226,6 +226,11 @@ class MultiConnector(BaseConnector):
         reserve = getattr(route.connector, "new_key", None)
         return f"{route.name}:{reserve(nbytes)}" if callable(reserve) else None
 
+    def binds_keys(self, key: str) -> bool:
+        """Whether the backend of ``key`` writes under keys chosen first (signed stores)."""
+        target = self._backend(key)
+        return target is not None and callable(getattr(target[0], "new_key", None))
+
     def put_at(self, key: str, frames: Sequence[Buffer]) -> None:  # type: ignore[override]
         target = self._backend(key)
         if target is None:
