@@ -82,9 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
         "gc",
         help="delete objects whose owner process died (expired leases)",
         description=(
-            "Reap expired objects of a file or shm store: objects of owners whose lease "
-            "heartbeat stopped, and objects nobody holds that are older than the lease. "
-            "Redis expires them by itself (key TTLs)."
+            "Reap the objects of a file or shm store that were held by owner processes "
+            "that are gone (no longer running on this host, or, with --lease, whose "
+            "heartbeat stopped), and temporary files of writers that are gone; list what "
+            "was removed. Objects no owner held are never removed, and no symlink is "
+            "followed. Redis expires objects by itself (key TTLs)."
         ),
     )
     gc_cmd.add_argument("connector", nargs="?", default=None,
@@ -101,7 +103,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "bench":
         return bench(args)
     if args.command == "gc":
-        return collect(args)
+        from pxexec.errors import PxexecError
+
+        try:
+            return collect(args)
+        except PxexecError as exc:  # a store it must not touch, or cannot find
+            print(f"pxexec gc: {exc}", file=sys.stderr)
+            return 1
     return 2  # pragma: no cover - argparse requires a command
 
 
@@ -117,18 +125,35 @@ def collect(args: argparse.Namespace) -> int:
         options: dict[str, Any] = {}
         if args.namespace:
             options["namespace"] = args.namespace
-        if args.lease is not None and not args.connector.startswith(("redis", "unix")):
+        node_store = not args.connector.startswith(("redis", "unix"))
+        if args.lease is not None and node_store:
             options["lease"] = args.lease
+        if node_store and args.connector.split(":")[0] in ("file", "shm"):
+            options["create"] = False  # gc never makes a store that is not there
         connector = connector_from_url(args.connector, **options)
     else:
         print("pxexec gc: name a connector URL or --config FILE", file=sys.stderr)
         return 2
-    if lease_of(connector) is None:
-        print("pxexec gc: this store has no lease period; pass --lease SECONDS "
-              "(the period its processes use)", file=sys.stderr)
-        return 2
-    removed = getattr(connector, "reaped_on_start", 0) + connector.reap()
-    print(f"pxexec gc: removed {removed} expired object(s)")
+    reap_report = getattr(connector, "reap_report", None)
+    if reap_report is None:
+        if lease_of(connector) is None:
+            print("pxexec gc: this store has no lease period; pass --lease SECONDS "
+                  "(the period its processes use)", file=sys.stderr)
+            return 2
+        removed = getattr(connector, "reaped_on_start", 0) + connector.reap()
+        print(f"pxexec gc: removed {removed} expired object(s)")
+        return 0
+    start, now = connector.start_report, reap_report()
+    objects = start.objects + now.objects
+    temporaries = start.temporaries + now.temporaries
+    owners = start.owners + now.owners
+    print(f"pxexec gc: {now.directory}: removed {len(objects)} object(s) held by "
+          f"{len(owners)} owner process(es) that are gone, and {len(temporaries)} "
+          "temporary file(s) of writers that are gone")
+    for name in objects:
+        print(f"  object {name}")
+    for name in temporaries:
+        print(f"  temporary file {name}")
     return 0
 
 

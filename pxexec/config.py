@@ -6,7 +6,7 @@
     name = "my-workflow"
     connector = "redis://localhost:6379/0"   # a URL, or a table: {type = "file", directory = "..."}
     cache_size = 16
-    secret_env = "PXEXEC_SECRET"             # optional: sign objects with this variable's value
+    secret_env = "PXEXEC_SECRET"             # sign objects with this variable's value
 
     [policy]                                 # or: policy = "mypkg.policies:large_arrays"
     type = "size_at_least"
@@ -15,6 +15,10 @@
     [executor]
     ownership = true
     proxy_containers = false
+
+Without ``secret_env`` a store is unsigned: a reader unpickles whatever is stored,
+so anyone who can write to the backend can run code in every reader. Set
+``secret_env`` (one line) wherever another user or workflow can reach the backend.
 """
 
 from __future__ import annotations
@@ -74,8 +78,14 @@ def load(path: str) -> Config:
             data = tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(f"Config file {path!r} does not exist.") from None
+    except IsADirectoryError:
+        raise ConfigError(f"Config path {path!r} is a directory; name a TOML file.") from None
+    except OSError as exc:
+        raise ConfigError(f"Config file {path!r} cannot be read: {exc.strerror or exc}.") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc}).") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML (not UTF-8 text: {exc}).") from exc
     return from_dict(data, source=path)
 
 
@@ -127,7 +137,7 @@ def _store(table: dict[str, Any], source: str) -> Store:
         raise ConfigError(f"{source}: [store].name must be a non-empty string.")
     connector_value = table.get("connector")
     cache_size = table.get("cache_size", 16)
-    if not isinstance(cache_size, int) or cache_size < 0:
+    if not isinstance(cache_size, int) or isinstance(cache_size, bool) or cache_size < 0:
         raise ConfigError(f"{source}: [store].cache_size must be a whole number >= 0.")
     try:
         if isinstance(connector_value, str):
@@ -143,6 +153,11 @@ def _store(table: dict[str, Any], source: str) -> Store:
         raise ConfigError(f"{source}: [store].connector: {exc}") from exc
     except TypeError as exc:
         raise ConfigError(f"{source}: [store].connector: bad option ({exc}).") from exc
+    except (ValueError, ImportError, AttributeError) as exc:
+        raise ConfigError(
+            f"{source}: [store].connector: {connector_value!r} is not usable "
+            f"({type(exc).__name__}: {exc})."
+        ) from exc
     secret_env = table.get("secret_env")
     if secret_env is not None and (not isinstance(secret_env, str) or not secret_env):
         raise ConfigError(f"{source}: [store].secret_env must name an environment variable "

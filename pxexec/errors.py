@@ -22,6 +22,7 @@ __all__ = [
     "StoreIOError",
     "TaskOutputError",
     "UnknownConnectorError",
+    "UnsafeDirectoryError",
 ]
 
 
@@ -245,3 +246,22 @@ class TaskOutputError(PxexecError, EOFError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (str(self), self.output))
+
+
+class UnsafeDirectoryError(PxexecError, PermissionError):
+    """A store directory could be read or replaced by another user, or is a symlink.
+
+    pxexec refuses to read or write objects there (another user could plant a pickle
+    that would run as you). The message says what is wrong and how to fix it.
+
+    >>> import os, tempfile
+    >>> from pxexec.connectors.private_dir import ensure_private_directory
+    >>> shared = tempfile.mkdtemp()
+    >>> os.chmod(shared, 0o777)
+    >>> try:
+    ...     ensure_private_directory(shared)
+    ... except PermissionError as exc:
+    ...     print(type(exc).__name__)
+    UnsafeDirectoryError
+    >>> os.rmdir(shared)
+    """

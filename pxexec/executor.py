@@ -28,6 +28,8 @@ log = logging.getLogger("pxexec")
 
 #: default should_proxy: objects of at least this many bytes go by proxy
 DEFAULT_THRESHOLD = 1_000_000
+#: how many functions' task wrappers a StoreExecutor keeps for reuse
+_RECENT_TASKS = 32
 
 
 def proxy_key(obj: Any) -> str | None:
@@ -272,7 +274,10 @@ class StoreExecutor(cf.Executor):
         self.proxy_results = proxy_results
         self.close_engine = close_engine
         self._engine: Engine = engine_for(executor, engine)
-        self._tasks: dict[Any, ProxyTask] = {}
+        #: recent wrappers, one per function (engines that cache per function stay
+        #: small); bounded, so that callables are not kept once their tasks are done
+        self._tasks: collections.OrderedDict[Any, ProxyTask] = collections.OrderedDict()
+        self._tasks_lock = threading.Lock()
         self._pending: set[StoreFuture] = set()
         self._lock = threading.Lock()
         self._shutdown = False
@@ -317,7 +322,10 @@ class StoreExecutor(cf.Executor):
     def _task(self, fn: Callable[..., Any]) -> ProxyTask:
         # One wrapper per function: engines that cache per function (Parsl) stay small.
         try:
-            task = self._tasks.get(fn)
+            with self._tasks_lock:
+                task = self._tasks.get(fn)
+                if task is not None:
+                    self._tasks.move_to_end(fn)
         except TypeError:  # unhashable callable
             task = None
         if task is None:
@@ -330,7 +338,10 @@ class StoreExecutor(cf.Executor):
                 note_traceback=not self._engine.keeps_tracebacks,
             )
             try:
-                self._tasks[fn] = task
+                with self._tasks_lock:
+                    self._tasks[fn] = task
+                    while len(self._tasks) > _RECENT_TASKS:
+                        self._tasks.popitem(last=False)
             except TypeError:
                 pass
         return task
@@ -631,6 +642,8 @@ class StoreExecutor(cf.Executor):
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self._shutdown = True
+        with self._tasks_lock:
+            self._tasks.clear()  # running tasks keep their own wrapper
         with self._lock:
             pending = list(self._pending)
         if cancel_futures:

@@ -1,29 +1,36 @@
 """Crash-safe leases: what this process owns stays alive while it lives.
 
+A process holds the objects it owns (OwnedProxy objects and the inputs
+StoreExecutor stored for running tasks). File and shm stores record them under the
+process (owner records, see ``pxexec.connectors.owners``): when it dies, even by
+SIGKILL, the next pxexec process on the host that opens the store (or ``pxexec
+gc``) removes them. At interpreter exit (a normal exit, or Ctrl-C's
+KeyboardInterrupt) the process frees what it still holds itself.
+
 With a lease period set on a connector (``ttl`` for Redis, ``lease`` for file and
-shm), every object expires ``lease`` seconds after it was written unless a live
-process holds it. A process holds the objects it owns (OwnedProxy objects and the
-inputs StoreExecutor stored for running tasks) and renews all of them with one
-batched call per store every ``lease / 3`` seconds from a background thread. If
-the process dies, renewal stops and the objects expire: natively with Redis key
-TTLs, and through the reaper for files (run by every live keeper, on store
-start-up, and by ``pxexec gc``).
+shm), the holder also renews all of them with one batched call per store every
+``lease / 3`` seconds from a background thread; if renewal stops, the objects
+expire: every Redis object natively by its key TTL, and held file and shm objects
+through the reaper (run by every live keeper, on store start-up, and by ``pxexec
+gc``) on any host that shares the directory.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
-import secrets
-import socket
 import threading
 import time
 from typing import Any
 
+from pxexec.connectors.owners import process_owner
+from pxexec.forking import on_fork_child
+
 log = logging.getLogger("pxexec")
 
 
-__all__ = ["LeaseKeeper", "keeper", "lease_of", "reset_keeper"]
+__all__ = ["LeaseKeeper", "keeper", "lease_of", "reset_keeper", "tracks_owners"]
 
 
 def lease_of(connector: Any) -> float | None:
@@ -40,6 +47,18 @@ def lease_of(connector: Any) -> float | None:
     return float(value) if value else None
 
 
+def tracks_owners(connector: Any) -> bool:
+    """Whether the connector records which process holds an object (a lease or
+    owner liveness, as file and shm stores do by default).
+
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> from pxexec.connectors.shm import SharedMemoryConnector
+    >>> tracks_owners(LocalConnector()), tracks_owners(SharedMemoryConnector(namespace="t"))
+    (False, True)
+    """
+    return lease_of(connector) is not None or bool(getattr(connector, "tracks_owners", False))
+
+
 class LeaseKeeper:
     """Holds and renews this process's leases (one per process; see ``keeper()``).
 
@@ -51,7 +70,7 @@ class LeaseKeeper:
     """
 
     def __init__(self) -> None:
-        self.owner = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+        self.owner = process_owner()
         self.pid = os.getpid()
         self._held: dict[str, tuple[Any, set[str]]] = {}
         self._lock = threading.Lock()
@@ -63,21 +82,21 @@ class LeaseKeeper:
 
     def hold(self, store: Any, keys: list[str]) -> None:
         """Keep ``keys`` of ``store`` alive while this process lives."""
-        lease = lease_of(store.connector)
-        if lease is None or not keys:
+        if not keys or not tracks_owners(store.connector):
             return
         store.connector.adopt(self.owner, keys)
+        _free_at_exit()
         with self._lock:
             entry = self._held.setdefault(store.fingerprint, (store, set()))
             entry[1].update(keys)
-            if self._thread is None:
+            if self._thread is None and lease_of(store.connector) is not None:
                 self._thread = threading.Thread(target=self._run, name="pxexec-lease",
                                                 daemon=True)
                 self._thread.start()
 
     def forget(self, store: Any, keys: list[str]) -> None:
         """Stop holding ``keys`` (they are being evicted, or handed to someone else)."""
-        if lease_of(store.connector) is None:
+        if not tracks_owners(store.connector):
             return
         with self._lock:
             entry = self._held.get(store.fingerprint)
@@ -134,9 +153,42 @@ class LeaseKeeper:
         self._stopped = True
         self._wake.set()
 
+    def free_all(self) -> int:
+        """Evict every object this process still holds (at interpreter exit)."""
+        with self._lock:
+            entries, self._held = list(self._held.values()), {}
+        freed = 0
+        for store, keys in entries:
+            try:
+                store.connector.evict_batch(sorted(keys))
+                freed += len(keys)
+            except Exception:  # the backend is gone: its lease or the reaper cleans up
+                log.debug("pxexec: could not free held objects of %r at exit", store)
+        return freed
+
 
 _KEEPER: LeaseKeeper | None = None
 _KEEPER_LOCK = threading.Lock()
+_AT_EXIT = False
+
+
+def _renew_keeper_lock() -> None:
+    global _KEEPER_LOCK
+    _KEEPER_LOCK = threading.Lock()
+
+
+def _free_at_exit() -> None:
+    global _AT_EXIT
+    if not _AT_EXIT:
+        _AT_EXIT = True
+        atexit.register(_exit_handler)
+
+
+def _exit_handler() -> None:
+    current = _KEEPER
+    if current is not None and current.pid == os.getpid():  # never a parent's, after fork
+        current.stop()
+        current.free_all()
 
 
 def keeper() -> LeaseKeeper:
@@ -148,6 +200,7 @@ def keeper() -> LeaseKeeper:
     global _KEEPER
     current = _KEEPER
     if current is None or current.pid != os.getpid():
+        on_fork_child(_renew_keeper_lock)
         with _KEEPER_LOCK:
             if _KEEPER is None or _KEEPER.pid != os.getpid():
                 _KEEPER = LeaseKeeper()

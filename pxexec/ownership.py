@@ -16,12 +16,14 @@ borrow keeps its owner alive, so it cannot outlive it).
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from typing import Any, TypeVar
 
 from pxexec.errors import PxexecError
 from pxexec.factory import StoreFactory
+from pxexec.forking import on_fork_child
 from pxexec.proxy import _UNSET as _UNSET_TARGET
 from pxexec.proxy import Proxy, ProxyInfo, _target, get_info
 
@@ -67,11 +69,12 @@ class _Dead:
 class _State:
     """Book-keeping shared by an owner and its borrows."""
 
-    __slots__ = ("finalizer", "key", "lock", "mut", "shared", "status", "store")
+    __slots__ = ("finalizer", "key", "lock", "mut", "pid", "shared", "status", "store")
 
     def __init__(self, store: Any, key: str) -> None:
         self.store = store
         self.key = key
+        self.pid = os.getpid()  # ownership does not cross a fork: only this process frees
         self.shared = 0
         self.mut = False
         self.status = "live"  # live | moved | freed
@@ -82,6 +85,8 @@ class _State:
 def _drop(state: _State) -> None:
     """Free an owner's object: runs once, on free(), garbage collection or exit."""
     state.status = "freed" if state.status == "live" else state.status
+    if state.pid != os.getpid():  # a forked child's copy: the parent still owns it
+        return
     try:
         _lease_forget(state)
         state.store.evict(state.key)
@@ -93,6 +98,11 @@ def _drop(state: _State) -> None:
 # new object on every Future.result()) gives back the same owner.
 _OWNERS: weakref.WeakValueDictionary[str, OwnedProxy[Any]] = weakref.WeakValueDictionary()
 _OWNERS_LOCK = threading.Lock()
+
+
+def _renew_owners_lock() -> None:
+    global _OWNERS_LOCK
+    _OWNERS_LOCK = threading.Lock()
 
 
 class OwnedProxy(Proxy[T]):
@@ -357,6 +367,7 @@ def into_owned(proxy: Proxy[T]) -> OwnedProxy[T]:
 
 
 def _own(store: Any, key: str, info: ProxyInfo) -> OwnedProxy[Any]:
+    on_fork_child(_renew_owners_lock)
     owner: OwnedProxy[Any] = OwnedProxy(StoreFactory(key, store.config(), store=store), info=info)
     with _OWNERS_LOCK:
         _OWNERS[key] = owner

@@ -377,6 +377,16 @@ ProxyOr = Union[T, Proxy[T]]  # noqa: UP007 - an alias must work on Python 3.10 
 """A value that may be given either as itself or as a proxy of it."""
 
 
+def forget_target(proxy: Proxy[Any]) -> None:
+    """Drop the proxy's resolved target; the next use fetches it again (internal).
+
+    Nothing else changes: references to the target (or to arrays viewing it) that
+    code still holds keep it alive.
+    """
+    with proxy.__px_lock__:
+        object.__setattr__(proxy, "__px_target__", _UNSET)
+
+
 def is_resolved(obj: Any) -> bool:
     """Whether a proxy has fetched its target in this process (non-proxies: True).
 

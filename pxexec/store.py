@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pxexec.connectors import connector_from_config
 from pxexec.errors import ConfigError, MissingKeyError, SignatureError
 from pxexec.factory import StoreFactory
-from pxexec.lease import keeper, lease_of
+from pxexec.forking import on_fork_child, renew_locks_after_fork
+from pxexec.lease import keeper, tracks_owners
 from pxexec.proxy import Proxy, ProxyInfo
 from pxexec.serialize import Deserializer, Serializer, deserialize, payload_size, serialize
-from pxexec.signing import Signer
+from pxexec.signing import FRAME_SIZE, Signer
 
 __all__ = ["Store", "StoreMetrics", "clear_registry", "registered_stores"]
 
@@ -126,6 +127,12 @@ class Store:
         self._routes = bool(getattr(connector, "routes_objects", False))
         self._metrics = StoreMetrics()
         self._metrics_lock = threading.Lock()
+        #: the newest version of each replaced object this process wrote or read:
+        #: an older one read later is a rollback (objects never replaced: not kept)
+        self._versions: dict[str, int] = {}
+        renew_locks_after_fork(self, "_metrics_lock")
+        if self._cache is not None:
+            renew_locks_after_fork(self._cache, "_lock")
         self._config: dict[str, Any] = {
             "name": name,
             "connector": connector.config(),
@@ -162,18 +169,40 @@ class Store:
         as the MultiConnector.
         """
         start = time.perf_counter()
-        frames = self._sign(self.serializer(obj))
-        if self._routes:
-            key: str = self.connector.put(frames, obj_type=type(obj), tags=tuple(tags))
+        frames = self.serializer(obj)
+        route = {"obj_type": type(obj), "tags": tuple(tags)} if self._routes else {}
+        if self._signer is not None:
+            key, frames = self._put_signed(frames, route)
+        elif self._routes:
+            key = self.connector.put(frames, **route)
         else:
             key = self.connector.put(frames)
         self._count(puts=1, bytes_put=payload_size(frames), put_seconds=time.perf_counter() - start)
         return key
 
+    def _put_signed(self, frames: Any, route: dict[str, Any]) -> tuple[str, Any]:
+        """Write a signed object, binding its key when the connector lets one choose it."""
+        assert self._signer is not None
+        reserve = getattr(self.connector, "new_key", None)
+        key = reserve(FRAME_SIZE + payload_size(frames), **route) if callable(reserve) else None
+        if key is None:  # the connector picks the key while writing: sign without it
+            signed = [self._signer.sign(frames, store=self.name, key="", version=1,
+                                        bound=False), *frames]
+            put_key: str = self.connector.put(signed, **route)
+            return put_key, signed
+        signed = [self._signer.sign(frames, store=self.name, key=key, version=1), *frames]
+        self.connector.put_at(key, signed)
+        return key, signed
+
     def put_batch(self, objs: Iterable[Any]) -> list[str]:
         """Store several objects with one batched backend call where it has one."""
         start = time.perf_counter()
-        payloads = [self._sign(self.serializer(obj)) for obj in objs]
+        if self._signer is not None:  # each key is chosen first and signed with it
+            written = [self._put_signed(self.serializer(obj), {}) for obj in objs]
+            self._count(puts=len(written), bytes_put=sum(payload_size(p) for _, p in written),
+                        put_seconds=time.perf_counter() - start)
+            return [key for key, _ in written]
+        payloads = [self.serializer(obj) for obj in objs]
         keys: list[str] = self.connector.put_batch(payloads)
         self._count(
             puts=len(keys),
@@ -196,7 +225,7 @@ class Store:
             if buffer is None:
                 self._count(misses=1)
                 if default is _MISSING:
-                    raise MissingKeyError(key, self.name)
+                    raise MissingKeyError(key, self.name, self._missing_detail(key))
                 return default
             buffer = self._remember(key, self._verify(key, buffer))
         obj = self.deserializer(buffer)
@@ -215,35 +244,60 @@ class Store:
         for key, buffer in zip(keys, buffers):
             if buffer is None:
                 if default is _MISSING:
-                    raise MissingKeyError(key, self.name)
+                    raise MissingKeyError(key, self.name, self._missing_detail(key))
                 result.append(default)
                 continue
             result.append(self.deserializer(self._remember(key, self._verify(key, buffer))))
         self._count(gets=len(result), bytes_got=sum(memoryview(b).nbytes for b in buffers if b))
         return result
 
-    def _sign(self, frames: Any) -> Any:
-        """With a secret: prepend a 64-byte frame that authenticates the payload."""
-        if self._signer is None:
-            return frames
-        return [self._signer.sign(frames), *frames]
+    def _missing_detail(self, key: str) -> str:
+        detail = getattr(self.connector, "missing_detail", None)
+        return str(detail(key)) if callable(detail) else ""
+
+    def _next_version(self, key: str) -> int:
+        """One more than the version under ``key`` (as stored, or as last seen here)."""
+        assert self._signer is not None
+        current = 1
+        buffer = self.connector.get(key)
+        if buffer is not None:
+            verified = self._signer.verify(buffer, store=self.name, key=key,
+                                           unbound_ok=not _binds_keys(self.connector, key))
+            current = verified[1] if verified is not None else 1
+        with self._metrics_lock:
+            return max(current, self._versions.get(key, 1)) + 1
 
     def _verify(self, key: str, buffer: Any) -> Any:
         """The payload behind a verified signature; nothing is decoded before this."""
-        if self._signer is None:
+        signer = self._signer
+        if signer is None:
             return buffer
-        if not self._signer.is_signed(buffer):
+        if not signer.is_signed(buffer):
+            why = ("it was signed by an older pxexec whose signatures do not bind the key "
+                   "and store; store it again" if signer.old_format(buffer) else
+                   "it was written by a writer without the secret")
             raise SignatureError(
                 f"Object {key!r} in store {self.name!r} is not signed, but this store "
-                "requires signatures: it was written by a writer without the secret. "
-                "Nothing was deserialized."
+                f"requires signatures: {why}. Nothing was deserialized."
             )
-        payload = self._signer.verify(buffer)
-        if payload is None:
+        verified = signer.verify(buffer, store=self.name, key=key,
+                                 unbound_ok=not _binds_keys(self.connector, key))
+        if verified is None:
             raise SignatureError(
                 f"Object {key!r} in store {self.name!r} failed signature verification: "
-                "it was written or changed by someone without this store's secret. "
-                "Nothing was deserialized."
+                "it was written or changed by someone without this store's secret, or "
+                "copied from another key or another store. Nothing was deserialized."
+            )
+        payload, version = verified
+        with self._metrics_lock:
+            latest = self._versions.get(key, 1)
+            if version > latest:
+                self._versions[key] = version
+        if version < latest:
+            raise SignatureError(
+                f"Object {key!r} in store {self.name!r} is version {version}, older than "
+                f"version {latest} this process already wrote or read: an old copy was "
+                "restored (a rollback). Nothing was deserialized."
             )
         return payload
 
@@ -258,7 +312,14 @@ class Store:
 
     def replace(self, key: str, obj: Any) -> None:
         """Overwrite the object under ``key`` (readers that resolve later see it)."""
-        frames = self._sign(self.serializer(obj))
+        frames = self.serializer(obj)
+        if self._signer is not None:
+            version = self._next_version(key)
+            bound = _binds_keys(self.connector, key)
+            frames = [self._signer.sign(frames, store=self.name, key=key if bound else "",
+                                        version=version, bound=bound), *frames]
+            with self._metrics_lock:
+                self._versions[key] = version
         self.connector.replace(key, frames)
         if self._cache is not None:
             self._cache.pop(key)
@@ -272,8 +333,9 @@ class Store:
         """Remove ``key`` from the store (no error if it is already gone)."""
         if self._cache is not None:
             self._cache.pop(key)
-        if lease_of(self.connector) is not None:
+        if tracks_owners(self.connector):
             keeper().forget(self, [key])
+        self._versions.pop(key, None)
         self.connector.evict(key)
         self._count(evictions=1)
 
@@ -282,7 +344,7 @@ class Store:
         if self._cache is not None:
             for key in keys:
                 self._cache.pop(key)
-        if lease_of(self.connector) is not None:
+        if tracks_owners(self.connector):
             keeper().forget(self, keys)
         self.connector.evict_batch(keys)
         self._count(evictions=len(keys))
@@ -361,6 +423,14 @@ def _read_secret(variable: str) -> bytes:
     return value.encode()
 
 
+def _binds_keys(connector: Any, key: str) -> bool:
+    """Whether signatures of ``key`` in ``connector`` bind the key (it can choose keys)."""
+    binds = getattr(connector, "binds_keys", None)
+    if callable(binds):
+        return bool(binds(key))
+    return callable(getattr(connector, "new_key", None))
+
+
 def _cacheable(connector: Any) -> bool:
     # Local payloads are already in memory and file/shm reads map the page cache:
     # caching helps only backends behind a network.
@@ -383,8 +453,14 @@ def _describe_callable(value: Any) -> str:
 
 
 def _register(store: Store) -> None:
+    on_fork_child(_renew_registry_lock)
     with _STORES_LOCK:
         _STORES.setdefault(store.fingerprint, store)
+
+
+def _renew_registry_lock() -> None:
+    global _STORES_LOCK
+    _STORES_LOCK = threading.Lock()
 
 
 def _unregister(store: Store) -> None:

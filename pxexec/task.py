@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pxexec.errors import PolicyError
-from pxexec.proxy import Proxy
+from pxexec.proxy import Proxy, forget_target, is_resolved
 from pxexec.store import Store, fingerprint, get_or_create_store
 
 
@@ -48,6 +48,17 @@ def unbox(value: Any) -> Any:
     elif kind is dict and any(type(v) is Boxed for v in value.values()):
         return {k: v.value if type(v) is Boxed else v for k, v in value.items()}
     return value
+
+
+def _unresolved_proxies(values: tuple[Any, ...]) -> list[Proxy[Any]]:
+    """Proxies among ``values`` (and one container level below) not resolved yet."""
+    found: list[Proxy[Any]] = []
+    for value in values:
+        kind = type(value)
+        items: Any = (value.values() if kind is dict else value
+                      if kind is list or kind is tuple else (value,))
+        found.extend(v for v in items if isinstance(v, Proxy) and not is_resolved(v))
+    return found
 
 
 def _add_note(exc: BaseException, note: str) -> None:
@@ -124,12 +135,19 @@ class ProxyTask:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         args = tuple(unbox(a) for a in args)
         kwargs = {k: unbox(v) for k, v in kwargs.items()}
+        fresh = _unresolved_proxies((*args, *kwargs.values()))
         try:
             result = self.fn(*args, **kwargs)
         except Exception as exc:
             if self.note_traceback:  # for engines that send exceptions without it
                 _add_note(exc, "Worker traceback:\n" + traceback.format_exc())
             raise
+        finally:
+            # Engines keep a task's arguments while its result is held (Dask keeps the
+            # run spec): the proxies must not keep their (possibly freed) objects
+            # mapped meanwhile. What the result still uses stays alive by reference.
+            for proxy in fresh:
+                forget_target(proxy)
         if self.policy is not None:
             result = self.proxy_result(result)
         return Boxed(result) if self.box_result else result

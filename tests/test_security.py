@@ -57,7 +57,8 @@ def test_foreign_pickle_under_a_valid_key_never_runs(kind: str, shm_dir: str, tm
     connector.replace(key, serialize(Exploit(str(marker))))
     with pytest.raises(SignatureError, match="not signed"):
         store.get(key)
-    legit_signature = bytes(store._sign(serialize("legit"))[0])
+    assert store._signer is not None
+    legit_signature = store._signer.sign(serialize("legit"), store=store.name, key=key, version=1)
     connector.replace(key, [legit_signature, *serialize(Exploit(str(marker)))])
     with pytest.raises(SignatureError, match="failed signature verification"):
         store.proxy_from_key(key) + ""
@@ -177,21 +178,39 @@ def test_both_signature_formats_verify_and_wrong_secrets_fail(shm_dir: str, secr
     pytest.importorskip("cryptography")
     connector = SharedMemoryConnector(shm_dir)
     store = Store("formats", connector, secret_env=secret)
-    assert store._signer is not None and store._signer.format == "poly1305"
+    assert store._signer is not None and store._signer.format == "chacha20-poly1305"
     fast_key = store.put(np.arange(10))
     frames = serialize(np.arange(10))
     classic = signing.Signer(os.environ[secret].encode(), fast=False)
     assert classic.format == "hmac-sha256"
-    classic_key = connector.put([classic.sign(frames), *frames])
-    assert bytes(connector.get(fast_key))[:4] == b"PXS2"
-    assert bytes(connector.get(classic_key))[:4] == b"PXS1"
+    classic_key = connector.new_key(0)
+    connector.put_at(classic_key, [classic.sign(frames, store="formats", key=classic_key,
+                                                version=1), *frames])
+    assert bytes(connector.get(fast_key))[:5] == b"PXS3\x01"
+    assert bytes(connector.get(classic_key))[:5] == b"PXS3\x02"
     for key in (fast_key, classic_key):
         assert store.get(key).tolist() == list(range(10))
     monkeypatch.setenv("PXEXEC_OTHER_SECRET", "another secret")
-    other = Store("formats-other", connector, secret_env="PXEXEC_OTHER_SECRET")
+    other = Store("formats", connector, secret_env="PXEXEC_OTHER_SECRET")
     for key in (fast_key, classic_key):
         with pytest.raises(SignatureError, match="failed signature verification"):
             other.get(key)
+
+
+def test_chacha_tag_is_the_standard_aead_tag(secret: str) -> None:
+    """The incremental tag equals ChaCha20Poly1305(key).encrypt(nonce, b"", header+payload)."""
+    pytest.importorskip("cryptography")
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+    from pxexec import signing
+
+    signer = signing.Signer(b"k")
+    frames = [b"x" * 1000, b"yz", bytes(77)]
+    frame = signer.sign(frames, store="s", key="key", version=3)
+    _, alg, flags, version, nonce, tag = signing._FRAME.unpack(frame)
+    header = signing.signed_header(alg, flags, version, 1079, "s", "key")
+    aead = ChaCha20Poly1305(signing._hkdf(b"k", b"pxexec chacha20-poly1305 key"))
+    assert aead.encrypt(nonce, b"", header + b"".join(frames)) == tag[:16]
 
 
 def test_poly1305_object_without_cryptography_names_the_extra(shm_dir: str, secret: str,
@@ -200,11 +219,66 @@ def test_poly1305_object_without_cryptography_names_the_extra(shm_dir: str, secr
     from pxexec.errors import MissingDependencyError
 
     pytest.importorskip("cryptography")
-    writer = Store("poly-writer", SharedMemoryConnector(shm_dir), secret_env=secret)
+    writer = Store("poly", SharedMemoryConnector(shm_dir), secret_env=secret)
     key = writer.put({"a": 1})
-    monkeypatch.setattr(signing, "_poly1305", lambda: None)
-    reader = Store("poly-reader", SharedMemoryConnector(shm_dir), secret_env=secret)
+    monkeypatch.setattr(signing, "_cryptography", lambda: None)
+    reader = Store("poly", SharedMemoryConnector(shm_dir), secret_env=secret)
     assert reader._signer is not None and reader._signer.format == "hmac-sha256"
     with pytest.raises(MissingDependencyError, match=r"pxexec\[sign\]"):
         reader.get(key)
     assert reader.get(reader.put([1])) == [1]  # it still signs and reads HMAC objects
+
+
+def _signed_connector(kind: str, shm_dir: str, tmp_path: Any, redis_url: str) -> Any:
+    from pxexec.connectors.local import LocalConnector
+
+    if kind == "shm":
+        return SharedMemoryConnector(shm_dir)
+    if kind == "file":
+        return FileConnector(str(tmp_path))
+    if kind == "local":
+        return LocalConnector()
+    return RedisConnector(redis_url, prefix=f"mix{uuid.uuid4().hex[:6]}")
+
+
+@pytest.mark.parametrize("kind", ["shm", "file", "redis", "local"])
+def test_signatures_bind_key_store_and_version(kind: str, shm_dir: str, tmp_path: Any,
+                                               redis_url: str, secret: str) -> None:
+    connector = _signed_connector(kind, shm_dir, tmp_path, redis_url)
+    store = Store(f"bind-{kind}", connector, secret_env=secret, cache_size=0)
+    first, second = store.put("first"), store.put("second")
+    # mix and match: valid signed bytes copied under another key
+    connector.replace(second, [bytes(connector.get(first))])
+    with pytest.raises(SignatureError, match="copied from another key"):
+        store.get(second)
+    # another store with the same secret
+    other = Store(f"bind-{kind}-other", connector, secret_env=secret, cache_size=0)
+    with pytest.raises(SignatureError, match="failed signature verification"):
+        other.get(first)
+    # rollback: the old bytes restored after an update
+    old = bytes(connector.get(first))
+    store.replace(first, "first, updated")
+    assert store.get(first) == "first, updated"
+    store.replace(first, "first, updated twice")
+    assert store.get(first) == "first, updated twice"
+    connector.replace(first, [old])
+    with pytest.raises(SignatureError, match="rollback"):
+        store.get(first)
+    assert store.get(store.put("new")) == "new"
+
+
+def test_signed_multi_connector_binds_keys_per_backend(tmp_path: Any, secret: str) -> None:
+    from pxexec.connectors.local import LocalConnector
+    from pxexec.connectors.multi import MultiConnector, Route
+
+    multi = MultiConnector([Route("small", LocalConnector(), max_size=1000),
+                            Route("big", FileConnector(str(tmp_path)))])
+    store = Store("multi-signed", multi, secret_env=secret, cache_size=0)
+    small, big = store.put(b"x"), store.put(bytes(5000))
+    assert small.startswith("small:") and big.startswith("big:")
+    store.replace(small, b"y")
+    assert store.get_batch([small, big])[0] == b"y" and len(store.get(big)) == 5000
+    other = store.put(b"z")
+    multi.replace(other, [bytes(multi.get(small))])  # copied under another key
+    with pytest.raises(SignatureError):
+        store.get(other)

@@ -95,8 +95,21 @@ def connector_class(name: str) -> type[Any]:
         if extra:
             feature = f"The {name!r} connector"
             raise MissingDependencyError(exc.name or name, extra, feature) from exc
-        raise
-    cls: type[Any] = getattr(module, attr)
+        raise UnknownConnectorError(
+            f"Connector {name!r}: cannot import module {module_name!r} ({exc}). Known "
+            f"connectors: {', '.join(known_connectors())}; a third-party one is named "
+            "'package.module:Class'."
+        ) from exc
+    except Exception as exc:  # the module raised while being imported
+        raise UnknownConnectorError(
+            f"Connector {name!r}: importing module {module_name!r} raised "
+            f"{type(exc).__name__}: {exc}."
+        ) from exc
+    cls: Any = getattr(module, attr, None)
+    if not isinstance(cls, type):
+        raise UnknownConnectorError(
+            f"Connector {name!r}: module {module_name!r} has no class {attr!r}."
+        )
     return cls
 
 
@@ -130,15 +143,42 @@ def connector_from_url(url: str, **options: Any) -> Any:
     'redis://localhost:6379/0'
     """
     if "://" not in url:  # a bare name: "local", "shm", or a registered third party
+        scheme, colon, _ = url.partition(":")
+        if colon and scheme in _URL_SCHEMES:
+            raise ConfigError(
+                f"Connector URL {_redacted(url)!r} is not a URL: write {scheme}:// followed by "
+                f"{_URL_SCHEMES[scheme]}."
+            )
         return connector_class(url)(**options)
     parts = urlsplit(url)
     scheme = parts.scheme
     if scheme in ("redis", "rediss", "unix"):
         return connector_class("redis")(url, **options)
-    if scheme == "file":
+    if scheme in ("file", "shm"):
+        if parts.netloc not in ("", "localhost"):
+            raise ConfigError(
+                f"{scheme.capitalize()} URL {url!r} has a host part {parts.netloc!r}: a path "
+                f"must be absolute and follow three slashes, e.g. '{scheme}:///dev/shm/px' "
+                "(relative paths are refused: each process would find another directory)."
+            )
         if not parts.path:
+            if scheme == "shm":
+                return connector_class("shm")(**options)
             raise ConfigError(f"File URL {url!r} needs a path, e.g. 'file:///scratch/pxexec'.")
-        return connector_class("file")(unquote(parts.path), **options)
-    if scheme == "shm" and parts.path:
-        return connector_class("shm")(unquote(parts.path), **options)
+        return connector_class(scheme)(unquote(parts.path), **options)
     return connector_class(scheme)(**options)
+
+
+#: URL schemes and what must follow their '://'
+_URL_SCHEMES = {
+    "file": "an absolute path (file:///scratch/px)",
+    "shm": "an absolute path (shm:///dev/shm/px), or nothing",
+    "redis": "host:port/db (redis://localhost:6379/0)",
+    "rediss": "host:port/db (rediss://host:6380/0)",
+    "unix": "the socket's absolute path (unix:///run/redis.sock)",
+}
+
+
+def _redacted(url: str) -> str:
+    head, at, tail = url.rpartition("@")
+    return f"{head.partition(':')[0]}:***@{tail}" if at else url

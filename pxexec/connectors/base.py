@@ -103,6 +103,12 @@ class BaseConnector:
         for key in keys:
             self.evict(key)
 
+    # -- writing under a key chosen first (signed stores bind the key into the
+    # signature); connectors without these are signed without the key -----------
+
+    new_key: Any = None  # (nbytes) -> str: a fresh key for an object of nbytes
+    put_at: Any = None  # (key, frames) -> None: store a new object under new_key's key
+
     def replace(self, key: str, frames: Sequence[Buffer]) -> None:
         """Overwrite the object under an existing ``key`` (for ``ownership.update``)."""
         raise NotImplementedError(f"The {self.type_name!r} connector cannot replace objects.")

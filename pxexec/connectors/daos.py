@@ -11,6 +11,7 @@ once per interval, and a reaper that removes objects of owners that stopped.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Sequence
@@ -24,6 +25,10 @@ _HOW = (
     "pydaos ships with DAOS and is not on PyPI: load the DAOS environment of your system "
     "(e.g. module load daos) so that 'import pydaos' works."
 )
+
+
+#: DAOS handles inherited through fork: never used nor closed by the child
+_INHERITED: list[Any] = []
 
 
 def _pydaos() -> Any:
@@ -62,8 +67,12 @@ class DAOSConnector(BaseConnector):
         self.pool, self.container = pool, container
         self.namespace, self.dict_name = namespace, dict_name
         self.max_value = max_value
+        if lease is not None and (isinstance(lease, bool) or not isinstance(lease, (int, float))
+                                  or not 0 < lease < float("inf")):
+            raise ConfigError(f"lease must be a positive number of seconds, got {lease!r}.")
         self.lease = lease
         self._dict: Any = None
+        self._pid = os.getpid()
 
     @property
     def lease_seconds(self) -> float | None:  # type: ignore[override]
@@ -71,8 +80,15 @@ class DAOSConnector(BaseConnector):
 
     @property
     def ddict(self) -> Any:
-        """The pydaos dictionary, opened on first use (created if missing)."""
+        """The pydaos dictionary, opened on first use (created if missing).
+
+        A forked child opens its own and never closes its parent's (kept referenced).
+        """
+        if self._dict is not None and self._pid != os.getpid():
+            _INHERITED.append(self._dict)
+            self._dict = None
         if self._dict is None:
+            self._pid = os.getpid()
             pydaos = _pydaos()
             try:
                 cont = pydaos.DCont(self.pool, self.container)
@@ -95,9 +111,17 @@ class DAOSConnector(BaseConnector):
         return key.startswith(self.namespace + ":") and "#" not in key
 
     def put(self, frames: Sequence[Buffer]) -> str:
-        key = f"{self.namespace}:{new_token()}"
+        key = self.new_key(0)
         self._write(key, frames)
         return key
+
+    def new_key(self, nbytes: int) -> str:  # type: ignore[override]
+        return f"{self.namespace}:{new_token()}"
+
+    def put_at(self, key: str, frames: Sequence[Buffer]) -> None:  # type: ignore[override]
+        if not self._ours(key):
+            raise KeyError(f"{key!r} is not a key of this DAOS connector.")
+        self._write(key, frames)
 
     def _write(self, key: str, frames: Sequence[Buffer]) -> None:
         data = b"".join(frames)  # pydaos takes one bytes value per key

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import mmap
 import os
 import queue
 import re
+import stat
+import sys
 import threading
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from pxexec.connectors.base import BaseConnector, Buffer, ConnectorConfig, check_options, new_token
+from pxexec.connectors.owners import LEASES, OWNER, ReapReport, process_owner, reap_store
+from pxexec.connectors.private_dir import check_trusted_parent, ensure_private_directory
 from pxexec.errors import ConfigError, StoreIOError
+from pxexec.forking import on_fork_child, renew_locks_after_fork
 
 _KEY = re.compile(r"[0-9a-f]{32}")
 _IOV_BATCH = 512
@@ -39,19 +45,59 @@ def write_frames(fd: int, frames: Sequence[Buffer]) -> int:
 
 
 def map_private(fd: int, size: int) -> memoryview:
-    """A private, copy-on-write mapping of a file: writes never reach the file."""
+    """A private, copy-on-write mapping of a file: writes never reach the file.
+
+    The mapping holds no file descriptor (Python's ``mmap`` keeps a duplicate of
+    the file's for as long as the mapping lives, so a reader holding many objects
+    would run out of descriptors): an anonymous mapping is made, and the file is
+    mapped over it in place. The pages go when the last view of it is released.
+    """
     if size == 0:
         return memoryview(bytearray())
-    mapped = mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    flags, prot = mmap.MAP_PRIVATE, mmap.PROT_READ | mmap.PROT_WRITE
+    libc = _libc()
+    if libc is None:  # pragma: no cover - no libc mmap: Python's mapping (holds an fd)
+        return memoryview(mmap.mmap(fd, size, flags=flags, prot=prot))
+    mapped = mmap.mmap(-1, size, flags=flags, prot=prot)
+    anchor = ctypes.c_char.from_buffer(mapped)
+    address = ctypes.addressof(anchor)
+    del anchor  # releases the export, the address stays valid while ``mapped`` lives
+    placed = libc.mmap(address, size, prot, flags | _MAP_FIXED, fd, 0)
+    if placed != address:
+        err = ctypes.get_errno()
+        mapped.close()
+        raise OSError(err, f"mmap of a stored object failed: {os.strerror(err)}")
     return memoryview(mapped)
+
+
+_MAP_FIXED = 0x10  # Linux, every architecture
+_LIBC: list[Any] = []
+
+
+def _libc() -> Any:
+    if not _LIBC:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.mmap.restype = ctypes.c_void_p
+            libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int,
+                                  ctypes.c_int, ctypes.c_int, ctypes.c_long]
+            _LIBC.append(libc if sys.platform.startswith("linux") else None)
+        except (OSError, AttributeError):  # pragma: no cover
+            _LIBC.append(None)
+    return _LIBC[0]
 
 
 class FileConnector(BaseConnector):
     """Stores each object as a file under ``directory/namespace``.
 
     Writes go to a hidden temporary file that is renamed into place, so a reader sees
-    a whole object or none. Files are private to the user (0600, directories 0700).
+    a whole object or none. Files are private to the user (0600, directories 0700,
+    checked: a directory another user could change is refused, see private_dir.py).
     Reads map the file copy-on-write: arrays view the page cache without a copy.
+    Objects a process holds (owned proxies, a StoreExecutor's task inputs) are
+    recorded under it (``track_owners``), so that when the process dies they are
+    reaped by the next pxexec process on the host (or, with ``lease``, by any host
+    once its heartbeat stops). Objects nobody holds are never reaped.
 
     >>> import tempfile
     >>> connector = FileConnector(tempfile.mkdtemp(), namespace="demo")
@@ -70,40 +116,67 @@ class FileConnector(BaseConnector):
 
     def __init__(
         self, directory: str, *, namespace: str = "pxexec", fsync: bool = False,
-        lease: float | None = None,
+        lease: float | None = None, track_owners: bool = True, create: bool = True,
     ) -> None:
         if not directory:
             raise ConfigError("The file connector needs a directory, e.g. 'file:///scratch/px'.")
+        if not os.path.isabs(os.path.expanduser(directory)):
+            raise ConfigError(
+                f"The {self.type_name} connector's directory {directory!r} is a relative "
+                "path; give an absolute one (e.g. 'file:///scratch/px'), so that every "
+                "process finds the same store whatever its working directory."
+            )
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", namespace) or namespace in (".", ".."):
             raise ConfigError(
                 f"Namespace {namespace!r} is not a plain name: use letters, digits, '_', "
                 "'-' or '.'."
             )
-        self.directory = os.path.abspath(os.path.expanduser(directory))
+        if lease is not None and (isinstance(lease, bool) or not isinstance(lease, (int, float))
+                                  or not lease > 0 or lease == float("inf")):
+            raise ConfigError(f"lease must be a positive number of seconds, got {lease!r}.")
+        self.directory = os.path.normpath(os.path.abspath(os.path.expanduser(directory)))
         self.namespace = namespace
         self.fsync = fsync
         self.path = os.path.join(self.directory, namespace)
-        if lease is not None and lease <= 0:
-            raise ConfigError(f"lease must be a positive number of seconds, got {lease!r}.")
-        self.lease = lease
-        self.leases = os.path.join(self.path, ".leases")
-        self._owner_dirs: set[str] = set()
-        self._ensure_dir()
-        #: objects reaped when this connector was created (owners that died meanwhile)
-        self.reaped_on_start = self.reap() if lease is not None else 0
+        self.lease = float(lease) if lease is not None else None
+        #: record which process holds which object, so that objects of a process that
+        #: died are reaped by the next pxexec process on this host (see owners.py)
+        self.track_owners = bool(track_owners)
+        self.leases = os.path.join(self.path, LEASES)
+        #: owner -> [descriptor of its record, keys written to it] (this process's)
+        self._records: dict[str, list[int]] = {}
+        #: owner -> keys it holds here and has not evicted (what a compaction keeps)
+        self._held: dict[str, set[str]] = {}
+        self._records_pid = os.getpid()
+        self._records_lock = threading.Lock()
+        renew_locks_after_fork(self, "_records_lock")
+        self._ensure_dir(create)
+        #: what was reaped when this connector was created (owners that died meanwhile)
+        self.start_report = self.reap_report() if self.tracks_owners else ReapReport(self.path)
+        self.reaped_on_start = len(self.start_report.objects)
 
     @property
     def lease_seconds(self) -> float | None:  # type: ignore[override]
         return self.lease
 
-    def _ensure_dir(self) -> None:
-        try:
-            os.makedirs(self.path, mode=0o700, exist_ok=True)
-        except OSError as exc:
-            raise StoreIOError(
-                f"Could not create the store directory {self.path!r}: {exc.strerror}. "
-                "Choose a writable directory."
-            ) from exc
+    @property
+    def tracks_owners(self) -> bool:
+        """Whether objects held by a process are recorded under it (leases, liveness)."""
+        return self.track_owners or self.lease is not None
+
+    #: parent directories pxexec itself makes for this connector (checked private)
+    def _own_parents(self) -> list[str]:
+        return []
+
+    def _ensure_dir(self, create: bool = True) -> None:
+        """Create (``create``) and check the store's directories (see private_dir.py)."""
+        parents = self._own_parents()
+        if not parents:
+            if os.path.lexists(self.directory):
+                check_trusted_parent(self.directory)
+            else:
+                parents = [self.directory]  # pxexec creates it: private like the rest
+        ensure_private_directory(self.path, create=create, parents=parents)
 
     def _file(self, key: str) -> str:
         if not _KEY.fullmatch(key):
@@ -115,27 +188,28 @@ class FileConnector(BaseConnector):
         self._write(key, frames)
         return key
 
+    def new_key(self, nbytes: int) -> str:  # type: ignore[override]
+        return new_token()
+
+    def put_at(self, key: str, frames: Sequence[Buffer]) -> None:  # type: ignore[override]
+        self._file(key)  # a key of ours
+        self._write(key, frames)
+
     def replace(self, key: str, frames: Sequence[Buffer]) -> None:
-        final = self._file(key)
-        if not os.path.exists(final):
+        if not self.exists(key):
             raise KeyError(key)
         self._write(key, frames)
-        if self.lease is not None:  # lease links point at the old file: move them
-            for owner in self._lease_owners():
-                link = os.path.join(self.leases, owner, key)
-                if os.path.exists(link):
-                    _unlink(link)
-                    _link(final, link)
 
     def _write(self, key: str, frames: Sequence[Buffer]) -> None:
         final = os.path.join(self.path, key)
-        temp = os.path.join(self.path, f".{key}.tmp")
+        temp = os.path.join(self.path, f".{key}.{process_owner()}.tmp")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
             try:
-                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                fd = os.open(temp, flags, 0o600)
             except FileNotFoundError:
                 self._ensure_dir()  # the directory was removed: recreate it once
-                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                fd = os.open(temp, flags, 0o600)
             try:
                 write_frames(fd, frames)
                 if self.fsync:
@@ -145,6 +219,8 @@ class FileConnector(BaseConnector):
             os.replace(temp, final)
         except OSError as exc:
             _unlink(temp)
+            if isinstance(exc, StoreIOError):
+                raise
             raise StoreIOError(
                 f"Could not write an object to {self.path!r}: {exc.strerror or exc}. "
                 "Check free space and permissions of the store directory."
@@ -152,7 +228,7 @@ class FileConnector(BaseConnector):
 
     def get(self, key: str) -> Buffer | None:
         try:
-            fd = os.open(self._file(key), os.O_RDONLY)
+            fd = os.open(self._file(key), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except KeyError:
             return None
         except FileNotFoundError:
@@ -162,15 +238,19 @@ class FileConnector(BaseConnector):
                     "use, or a different directory on this host)."
                 ) from None
             return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # a symlink in place of an object: never follow
+                return None
+            raise
         try:
             return map_private(fd, os.fstat(fd).st_size)
         finally:
-            os.close(fd)
+            os.close(fd)  # the mapping needs no descriptor
 
     def exists(self, key: str) -> bool:
         try:
-            return os.path.exists(self._file(key))
-        except KeyError:
+            return stat.S_ISREG(os.lstat(self._file(key)).st_mode)
+        except (KeyError, FileNotFoundError):
             return False
 
     def evict(self, key: str) -> None:
@@ -178,84 +258,80 @@ class FileConnector(BaseConnector):
             path = self._file(key)
         except KeyError:
             return
+        for held in list(self._held.values()):
+            held.discard(key)
         if self.free_in_background:
             _unlink_later(path)
         else:
             _unlink(path)
-        if self.lease is not None:
-            for owner in self._lease_owners():
-                _unlink(os.path.join(self.leases, owner, key))
 
-    # -- leases: a directory per owner process holds hard links to its objects, and a
-    # heartbeat file whose modification time the owner renews ----------------------
+    # -- owner records (see owners.py): a file per owner process lists the keys it
+    # holds (one append per adopt call); its modification time is the heartbeat ----
 
-    def _lease_owners(self) -> list[str]:
-        try:
-            return os.listdir(self.leases)
-        except FileNotFoundError:
-            return []
-
-    def _owner_dir(self, owner: str) -> str:
-        path = os.path.join(self.leases, owner)
-        if path not in self._owner_dirs:
-            os.makedirs(path, mode=0o700, exist_ok=True)
-            _touch(os.path.join(path, "heartbeat"))
-            self._owner_dirs.add(path)
-        return path
+    def _record(self, owner: str) -> list[int]:
+        """[descriptor, keys written] of ``owner``'s record, opened on first use."""
+        if self._records_pid != os.getpid():  # a forked child: the parent's are not ours
+            self._records, self._held, self._records_pid = {}, {}, os.getpid()
+        entry = self._records.get(owner)
+        if entry is None:
+            if not OWNER.fullmatch(owner):
+                raise ValueError(f"{owner!r} is not an owner name of pxexec.")
+            ensure_private_directory(self.leases)
+            entry = [_open_record(os.path.join(self.leases, owner), append=True), 0]
+            self._records[owner] = entry
+            self._held[owner] = set()
+        return entry
 
     def adopt(self, owner: str, keys: Sequence[str]) -> None:
-        if self.lease is None:
+        if not self.tracks_owners:
             return
-        directory = self._owner_dir(owner)
-        for key in keys:
-            if _KEY.fullmatch(key):
-                _link(os.path.join(self.path, key), os.path.join(directory, key))
+        keys = [k for k in keys if _KEY.fullmatch(k)]
+        if not keys:
+            return
+        with self._records_lock:
+            entry = self._record(owner)
+            os.write(entry[0], ("\n".join(keys) + "\n").encode())
+            entry[1] += len(keys)
+            held = self._held[owner]
+            held.update(keys)
+            if entry[1] > 4096 + 4 * len(held):  # mostly freed keys: rewrite it
+                self._compact(owner, entry, held)
+
+    def _compact(self, owner: str, entry: list[int], held: set[str]) -> None:
+        record = os.path.join(self.leases, owner)
+        temp = os.path.join(self.leases, f".{owner}.compact")
+        fd = _open_record(temp, append=False)
+        try:
+            os.write(fd, "".join(f"{k}\n" for k in list(held)).encode())
+        finally:
+            os.close(fd)
+        os.replace(temp, record)
+        os.close(entry[0])
+        entry[0], entry[1] = _open_record(record, append=True), len(held)
 
     def renew(self, owner: str, keys: Sequence[str], seconds: float) -> None:
         if self.lease is not None:
-            _touch(os.path.join(self._owner_dir(owner), "heartbeat"))
+            with self._records_lock:
+                self._record(owner)
+            os.utime(os.path.join(self.leases, owner), follow_symlinks=False)
 
     def reap(self) -> int:
-        """Delete objects of owners whose heartbeat is older than the lease, objects
-        nobody holds that are older than the lease, and stale temporary files."""
-        if self.lease is None:
-            return 0
-        now = time.time()
-        removed = 0
-        for owner in self._lease_owners():
-            directory = os.path.join(self.leases, owner)
-            try:
-                beat = os.stat(os.path.join(directory, "heartbeat")).st_mtime
-            except FileNotFoundError:
-                beat = 0.0
-            if now - beat <= self.lease:
-                continue
-            for name in _listdir(directory):
-                if _KEY.fullmatch(name):
-                    removed += _unlink(os.path.join(self.path, name))
-                _unlink(os.path.join(directory, name))
-            try:
-                os.rmdir(directory)
-            except OSError:
-                pass
-            self._owner_dirs.discard(directory)
-        for name in _listdir(self.path):
-            path = os.path.join(self.path, name)
-            try:
-                st = os.stat(path)
-            except FileNotFoundError:
-                continue
-            stale = now - st.st_mtime > self.lease
-            if _KEY.fullmatch(name) and st.st_nlink == 1 and stale:
-                removed += _unlink(path)
-            elif name.endswith(".tmp") and stale:
-                _unlink(path)
-        return removed
+        """Delete the objects held by owners that are gone; return how many.
+
+        An owner is gone when its process no longer runs on this host, or (with a
+        lease) when its heartbeat is older than the lease. Objects that no owner
+        record holds are never deleted. See ``reap_report`` for what was removed.
+        """
+        return len(self.reap_report().objects)
+
+    def reap_report(self) -> ReapReport:
+        """Reap (see ``reap``) and say which objects, temporary files and owners went."""
+        return reap_store(self.path, self.lease)
 
     def keys(self) -> list[str]:
         """Keys of the objects currently stored in this namespace."""
         try:
-            return [n for n in os.listdir(self.path) if _KEY.fullmatch(n)]
+            return [n for n in os.listdir(self.path) if _KEY.fullmatch(n) and self.exists(n)]
         except FileNotFoundError:
             return []
 
@@ -266,12 +342,13 @@ class FileConnector(BaseConnector):
             "namespace": self.namespace,
             "fsync": self.fsync,
             "lease": self.lease,
+            "track_owners": self.track_owners,
         }
 
     @classmethod
     def from_config(cls, config: ConnectorConfig) -> FileConnector:
         options: dict[str, Any] = check_options(
-            cls.type_name, config, {"directory", "namespace", "fsync", "lease"}
+            cls.type_name, config, {"directory", "namespace", "fsync", "lease", "track_owners"}
         )
         return cls(**options)
 
@@ -315,11 +392,11 @@ class _Closer:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[int] | None = None
-        os.register_at_fork(after_in_child=self._forget)
 
     def close(self, fd: int) -> None:
         pending = self._queue
         if pending is None:
+            on_fork_child(self._forget)  # on first use, never at import
             with self._lock:
                 if self._queue is None:
                     self._queue = queue.SimpleQueue()
@@ -347,23 +424,6 @@ class _Closer:
 _closer = _Closer()
 
 
-def _link(source: str, link: str) -> None:
-    try:
-        os.link(source, link)
-    except (FileExistsError, FileNotFoundError):
-        pass
-
-
-def _touch(path: str) -> None:
-    try:
-        os.utime(path)
-    except FileNotFoundError:
-        with open(path, "a"):
-            pass
-
-
-def _listdir(path: str) -> list[str]:
-    try:
-        return os.listdir(path)
-    except FileNotFoundError:
-        return []
+def _open_record(path: str, *, append: bool) -> int:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    return os.open(path, flags | (os.O_APPEND if append else os.O_TRUNC), 0o600)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from pxexec.connectors.base import BaseConnector, Buffer, ConnectorConfig, check_options, new_token
 from pxexec.errors import ConfigError
+from pxexec.forking import renew_locks_after_fork
 
 _INSTANCES: weakref.WeakValueDictionary[str, LocalConnector] = weakref.WeakValueDictionary()
 
@@ -34,14 +35,21 @@ class LocalConnector(BaseConnector):
         self.instance = instance or new_token()
         self._data: dict[str, bytes] = {}
         self._lock = threading.Lock()
+        renew_locks_after_fork(self, "_lock")
         _INSTANCES[self.instance] = self
 
     def put(self, frames: Sequence[Buffer]) -> str:
-        key = f"local:{new_token()}"
+        key = self.new_key(0)
+        self.put_at(key, frames)
+        return key
+
+    def new_key(self, nbytes: int) -> str:  # type: ignore[override]
+        return f"local:{new_token()}"
+
+    def put_at(self, key: str, frames: Sequence[Buffer]) -> None:  # type: ignore[override]
         value = b"".join(frames)
         with self._lock:
             self._data[key] = value
-        return key
 
     def get(self, key: str) -> Buffer | None:
         return self._data.get(key)

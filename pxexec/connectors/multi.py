@@ -65,6 +65,14 @@ class Route:
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):
             raise ConfigError(f"Route name {self.name!r} must use letters, digits, '_' or '-'.")
+        for option in ("types", "tags"):
+            value = getattr(self, option)
+            if isinstance(value, (str, bytes)) or not all(
+                    isinstance(v, (str, type)) for v in value):
+                raise ConfigError(
+                    f"Route {self.name!r}: {option} must be a list, e.g. {option} = "
+                    f"[{value!r}], got {value!r}."
+                )
         self.types = tuple(_type_name(t) for t in self.types)
         self.tags = frozenset(self.tags)
 
@@ -212,6 +220,23 @@ class MultiConnector(BaseConnector):
         route = self.route_for(size, obj_type, tags)
         return f"{route.name}:{route.connector.put(frames)}"
 
+    def new_key(self, nbytes: int, *, obj_type: type[Any] | None = None,  # type: ignore[override]
+                tags: Sequence[str] = ()) -> str | None:
+        route = self.route_for(nbytes, obj_type, tags)
+        reserve = getattr(route.connector, "new_key", None)
+        return f"{route.name}:{reserve(nbytes)}" if callable(reserve) else None
+
+    def binds_keys(self, key: str) -> bool:
+        """Whether the backend of ``key`` writes under keys chosen first (signed stores)."""
+        target = self._backend(key)
+        return target is not None and callable(getattr(target[0], "new_key", None))
+
+    def put_at(self, key: str, frames: Sequence[Buffer]) -> None:  # type: ignore[override]
+        target = self._backend(key)
+        if target is None:
+            raise KeyError(key)
+        target[0].put_at(target[1], frames)
+
     def put_batch(self, payloads: Sequence[Sequence[Buffer]]) -> list[str]:
         groups: dict[str, list[int]] = {}
         for i, frames in enumerate(payloads):
@@ -355,6 +380,11 @@ def route_from_config(table: Any, index: int = 0) -> Route:
         value = table.get(bound)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
             raise ConfigError(f"{where}.{bound} must be a whole number, got {value!r}.")
+    for option in ("types", "tags"):
+        value = table.get(option, ())
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}.{option} must be a list of strings, e.g. {option} = "
+                              f"[{value!r}], got {value!r}.")
     if host is not None:
         try:
             re.compile(host)

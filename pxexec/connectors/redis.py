@@ -11,12 +11,15 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import warnings
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from pxexec.connectors.base import BaseConnector, Buffer, ConnectorConfig, check_options, new_token
-from pxexec.errors import ConfigError, MissingDependencyError, StoreConnectionError
+from pxexec.errors import ConfigError, MissingDependencyError, StoreConnectionError, StoreIOError
+from pxexec.forking import on_fork_child
 from pxexec.serialize import alloc
 
 try:
@@ -76,9 +79,28 @@ class RedisConnector(BaseConnector):
         password_env: str | None = None,
         max_part: int = MAX_PART,
     ) -> None:
-        if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss", "unix"):
             raise ConfigError(
                 f"Redis URL {_redact(url)!r} must start with redis://, rediss:// or unix://."
+            )
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            raise ConfigError(
+                f"Redis URL {parts.scheme}://{parts.netloc.rpartition('@')[2]} has a port that "
+                "is not a number from 0 to 65535, e.g. redis://localhost:6379/0."
+            ) from None
+        if parts.scheme == "unix" and not parts.path.startswith("/"):
+            raise ConfigError(f"Redis socket URL {url!r} needs an absolute path after unix://.")
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ConfigError(f"Redis URL {_redact(url)!r} needs a host, e.g. "
+                              "redis://localhost:6379/0.")
+        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float))
+                                or not 0.001 <= ttl < float("inf")):
+            raise ConfigError(
+                f"Redis ttl must be a positive number of seconds (at least 0.001), got "
+                f"{ttl!r}; leave it unset for objects that never expire."
             )
         if ":" in prefix or not prefix:
             raise ConfigError(f"Redis key prefix {prefix!r} must be non-empty without ':'.")
@@ -95,6 +117,8 @@ class RedisConnector(BaseConnector):
         self.address = _redact(url)
         self._client: Any = None
         self._pid = -1
+        #: the server's maxmemory-policy, read at connect (None: not known yet)
+        self.eviction_policy: str | None = None
         #: keys of writes that failed part-way: deleted as soon as the server answers
         self._doubtful: list[str] = []
 
@@ -102,8 +126,15 @@ class RedisConnector(BaseConnector):
 
     @property
     def client(self) -> Any:
-        """The redis-py client, created on first use (once per process)."""
+        """The redis-py client, created on first use (once per process).
+
+        A forked child never uses, closes or resets its parent's client (its pool
+        lock may be held by a thread the child does not have): it abandons it and
+        makes its own.
+        """
         if self._client is None or self._pid != os.getpid():
+            if self._client is not None:
+                _abandon(self)
             options: dict[str, Any] = {
                 "socket_connect_timeout": self.connect_timeout,
                 "socket_timeout": self.timeout,
@@ -118,14 +149,46 @@ class RedisConnector(BaseConnector):
                         "this process's environment."
                     )
                 options["password"] = password
+            if urlsplit(self.url).scheme == "rediss":
+                options["connection_class"] = _HandshakeTimeoutSSLConnection
             self._client = redis.Redis.from_url(self.url, **options)
             self._pid = os.getpid()
+            on_fork_child(_abandon_inherited_clients)
+            _WITH_CLIENTS.add(self)
+            self._check_eviction(self._client)
         return self._client
+
+    def _check_eviction(self, client: Any) -> None:
+        """Warn when the server evicts keys pxexec relies on (its maxmemory-policy)."""
+        try:
+            policy = client.config_get("maxmemory-policy").get("maxmemory-policy")
+        except Exception:  # down (the next call reports it), or CONFIG not allowed
+            return
+        self.eviction_policy = policy
+        if _evicts(policy, self.ttl):
+            warnings.warn(
+                f"Redis at {self.address} evicts keys when memory is full "
+                f"(maxmemory-policy {policy}): it may delete objects that pxexec still "
+                "owns, and their readers then fail. Set maxmemory-policy noeviction (or "
+                "raise maxmemory) for pxexec's data.", StoreEvictionWarning, stacklevel=3)
+
+    def missing_detail(self, key: str) -> str:
+        """Why ``key`` may be missing besides being freed (for MissingKeyError)."""
+        if _evicts(self.eviction_policy, self.ttl):
+            return (f"Redis at {self.address} evicts keys when memory is full "
+                    f"(maxmemory-policy {self.eviction_policy}), which may have removed it.")
+        return ""
 
     @contextlib.contextmanager
     def _errors(self, action: str) -> Iterator[None]:
         try:
             yield
+        except redis.exceptions.OutOfMemoryError as exc:
+            raise StoreIOError(
+                f"Redis at {self.address} could not {action}: it is out of memory "
+                f"(maxmemory reached; {exc}). Free objects, raise the server's maxmemory, "
+                "or send large objects to another store."
+            ) from exc
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             raise StoreConnectionError(
                 f"Redis at {self.address} could not {action}: {exc}. Check that the "
@@ -148,19 +211,35 @@ class RedisConnector(BaseConnector):
     def _check(self, key: str) -> bool:
         return key.startswith(self.prefix + ":")
 
-    @staticmethod
-    def _parts(key: str) -> list[str]:
+    def _parts(self, key: str) -> list[str]:
         head, _, tail = key.rpartition(":p")
-        if head and tail.isdigit():
-            return [f"{key}#{i}" for i in range(int(tail))]
+        if head and tail.isdigit() and len(tail) < 12:
+            count = int(tail)
+            if 1 < count <= -(-MAX_OBJECT // self.max_part):  # bounded by the largest object
+                return [f"{key}#{i}" for i in range(count)]
+            return []  # not a key this connector writes
         return [key]
 
     # -- single objects ---------------------------------------------------------------
 
     def put(self, frames: Sequence[Buffer]) -> str:
         views = [v for v in (memoryview(f).cast("B") for f in frames) if v.nbytes]
+        key = self._new_key(sum(v.nbytes for v in views))
+        self._put_views(key, views)
+        return key
+
+    def new_key(self, nbytes: int) -> str:  # type: ignore[override]
+        return self._new_key(nbytes)
+
+    def put_at(self, key: str, frames: Sequence[Buffer]) -> None:  # type: ignore[override]
+        views = [v for v in (memoryview(f).cast("B") for f in frames) if v.nbytes]
+        if not self._check(key) or len(self._parts(key)) != len(
+                list(_split(views, self.max_part))):
+            raise KeyError(f"{key!r} is not a key for an object of this size.")
+        self._put_views(key, views)
+
+    def _put_views(self, key: str, views: list[memoryview]) -> None:
         total = sum(v.nbytes for v in views)
-        key = self._new_key(total)
         parts = self._parts(key)
         self._delete_doubtful()
         try:
@@ -175,7 +254,6 @@ class RedisConnector(BaseConnector):
             # resumes): delete it once the server answers again, so nothing is orphaned.
             self._doubtful.extend(parts)
             raise
-        return key
 
     def _delete_doubtful(self) -> None:
         if not self._doubtful:
@@ -233,10 +311,17 @@ class RedisConnector(BaseConnector):
         if not self._check(key):
             return None
         parts = self._parts(key)
-        with self._errors("read an object"):
-            chunks = [self._raw_get(name) for name in parts]
-        if any(c is None for c in chunks):
+        if not parts:
             return None
+        chunks: list[memoryview] = []
+        with self._errors("read an object"):
+            for i, name in enumerate(parts):
+                chunk = self._raw_get(name)
+                if chunk is None:  # a part is missing: stop (a forged part count costs
+                    return None    # one read, never one per claimed part)
+                if i < len(parts) - 1 and chunk.nbytes != self.max_part:
+                    return None  # every part but the last is full: not an object of ours
+                chunks.append(chunk)
         if len(chunks) == 1:
             return chunks[0]
         out = alloc(sum(c.nbytes for c in chunks if c is not None))
@@ -259,12 +344,15 @@ class RedisConnector(BaseConnector):
         if not self._check(key):
             return False
         with self._errors("check an object"):
-            return bool(self.client.exists(self._parts(key)[0]))
+            parts = self._parts(key)
+            return bool(parts) and bool(self.client.exists(parts[0]))
 
     def evict(self, key: str) -> None:
         if self._check(key):
             with self._errors("evict an object"):
-                self.client.delete(*self._parts(key))
+                parts = self._parts(key)
+                if parts:
+                    self.client.delete(*parts)
 
     def replace(self, key: str, frames: Sequence[Buffer]) -> None:
         views = [v for v in (memoryview(f).cast("B") for f in frames) if v.nbytes]
@@ -360,6 +448,64 @@ class RedisConnector(BaseConnector):
 
     def __repr__(self) -> str:
         return f"RedisConnector({self.address!r}, prefix={self.prefix!r})"
+
+
+#: connectors that made a client in this process (a forked child abandons them)
+_WITH_CLIENTS: weakref.WeakSet[RedisConnector] = weakref.WeakSet()
+#: clients inherited through fork: kept referenced forever, so that their
+#: ``__del__`` (which resets the parent's pool under its lock) never runs
+_ABANDONED: list[Any] = []
+
+
+def _abandon(connector: RedisConnector) -> None:
+    client, connector._client, connector._pid = connector._client, None, -1
+    if client is None:
+        return
+    _ABANDONED.append(client)
+    pool = getattr(client, "connection_pool", None)
+    connections = [*getattr(pool, "_available_connections", ()),
+                   *getattr(pool, "_in_use_connections", ())]
+    for conn in connections:  # close this process's copies of the sockets, lock-free
+        sock = getattr(conn, "_sock", None)
+        if sock is None:
+            continue
+        try:
+            os.close(sock.detach())
+        except (OSError, ValueError):
+            pass
+
+
+def _abandon_inherited_clients() -> None:
+    for connector in list(_WITH_CLIENTS):
+        _abandon(connector)
+
+
+class StoreEvictionWarning(UserWarning):
+    """The Redis server may evict objects pxexec owns (its maxmemory-policy)."""
+
+
+#: the largest object the connector writes (bounds a key's part count)
+MAX_OBJECT = 1 << 40
+
+
+def _evicts(policy: str | None, ttl: float | None) -> bool:
+    if not policy:
+        return False
+    return policy.startswith("allkeys-") or (ttl is not None and policy.startswith("volatile-"))
+
+
+class _HandshakeTimeoutSSLConnection(redis.SSLConnection):  # type: ignore[misc]
+    """The TLS handshake is part of connecting: the connect timeout governs it.
+
+    (redis-py runs it under the socket timeout, so ``rediss://`` against a plain
+    server waited a minute.)
+    """
+
+    def _wrap_socket_with_ssl(self, sock: Any) -> Any:
+        sock.settimeout(self.socket_connect_timeout)
+        wrapped = super()._wrap_socket_with_ssl(sock)  # type: ignore[no-untyped-call]
+        wrapped.settimeout(self.socket_timeout)
+        return wrapped
 
 
 def _split(views: list[memoryview], limit: int) -> Iterator[list[memoryview]]:

@@ -24,7 +24,9 @@ class SharedMemoryConnector(FileConnector):
     """Objects live in RAM under /dev/shm, visible to every process on this node.
 
     A read maps the object copy-on-write: numpy arrays view shared memory without a
-    copy, and a write by one reader is private to that reader.
+    copy, and a write by one reader is private to that reader. The directories are
+    private to the user (``/dev/shm/pxexec-UID`` is checked to be 0700 and owned by
+    you); objects a process holds are reaped once it dies (see ``FileConnector``).
 
     >>> from pxexec import Store
     >>> import numpy as np
@@ -39,15 +41,21 @@ class SharedMemoryConnector(FileConnector):
 
     def __init__(
         self, directory: str | None = None, *, namespace: str = "default", fsync: bool = False,
-        lease: float | None = None,
+        lease: float | None = None, track_owners: bool = True, create: bool = True,
     ) -> None:
         super().__init__(
-            directory or default_shm_directory(), namespace=namespace, fsync=False, lease=lease
+            directory or default_shm_directory(), namespace=namespace, fsync=False, lease=lease,
+            track_owners=track_owners, create=create,
         )
+
+    def _own_parents(self) -> list[str]:
+        # /dev/shm/pxexec-UID is pxexec's: it must be private (0700, ours, no symlink)
+        default = default_shm_directory()
+        return [default] if self.directory == default else []
 
     @classmethod
     def from_config(cls, config: ConnectorConfig) -> SharedMemoryConnector:
         options: dict[str, Any] = check_options(
-            cls.type_name, config, {"directory", "namespace", "fsync", "lease"}
+            cls.type_name, config, {"directory", "namespace", "fsync", "lease", "track_owners"}
         )
         return cls(**options)

@@ -18,7 +18,7 @@ from pxexec.policies.base import (
     Tagged,
     TypeIn,
 )
-from pxexec.policies.loading import load_policy
+from pxexec.policies.loading import load_policy, policy, policy_factory
 
 __all__ = [
     "Always",
@@ -31,4 +31,6 @@ __all__ = [
     "Tagged",
     "TypeIn",
     "load_policy",
+    "policy",
+    "policy_factory",
 ]

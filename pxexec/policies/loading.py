@@ -9,7 +9,7 @@ from typing import Any
 from pxexec.errors import ConfigError
 from pxexec.policies.base import Always, And, Never, Not, Or, Policy, SizeAtLeast, TypeIn
 
-__all__ = ["load_policy"]
+__all__ = ["load_policy", "policy", "policy_factory"]
 
 BUILTINS = ("always", "never", "size_at_least", "type_in", "all", "any", "not")
 
@@ -26,6 +26,9 @@ def _import(target: str, where: str) -> Any:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
         raise _fail(where, f"cannot import module {module_name!r} ({exc}).") from exc
+    except Exception as exc:  # the module itself raised while being imported
+        raise _fail(where, f"importing module {module_name!r} raised "
+                    f"{type(exc).__name__}: {exc}. Fix that module.") from exc
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
@@ -113,13 +116,59 @@ def _as_policy(fn: Callable[[Any], bool]) -> Policy:
     return fn if isinstance(fn, Policy) else Always() & fn
 
 
+def policy(fn: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    """Mark a function ``obj -> bool`` as a policy that config files may name.
+
+    A config's ``type = "module:attribute"`` names only what is checked to be a
+    policy (a ``Policy`` object or subclass, or a function marked with ``policy`` or
+    ``policy_factory``): naming any callable, such as ``os:system``, would call it on
+    every task argument.
+
+    >>> @policy
+    ... def long_text(obj):
+    ...     return isinstance(obj, str) and len(obj) > 100
+    >>> load_policy(long_text)("x" * 200)
+    True
+    """
+    fn.__pxexec_policy__ = "predicate"  # type: ignore[attr-defined]
+    return fn
+
+
+def policy_factory(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a function that returns a policy (called with a config table's other keys).
+
+    >>> from pxexec.policies import SizeAtLeast
+    >>> @policy_factory
+    ... def at_least(mb=1):
+    ...     return SizeAtLeast(mb * 1_000_000)
+    >>> at_least(2)
+    SizeAtLeast(2000000)
+    """
+    fn.__pxexec_policy__ = "factory"  # type: ignore[attr-defined]
+    return fn
+
+
 def _user_policy(target: str, options: dict[str, Any], where: str) -> Callable[[Any], bool]:
     obj = _import(target, where)
-    if options or isinstance(obj, type):
+    mark = getattr(obj, "__pxexec_policy__", None) if callable(obj) else None
+    if (isinstance(obj, type) and issubclass(obj, Policy)) or mark == "factory":
         try:
             obj = obj(**options)
-        except TypeError as exc:
-            raise _fail(where, f"calling {target} with {sorted(options)} failed: {exc}.") from exc
-    if not callable(obj):
-        raise _fail(where, f"{target} is not a policy: {type(obj).__name__} is not callable.")
-    return obj  # type: ignore[no-any-return]
+        except Exception as exc:
+            raise _fail(where, f"calling {target} with {sorted(options)} failed: "
+                        f"{type(exc).__name__}: {exc}.") from exc
+        if not isinstance(obj, Policy) and getattr(obj, "__pxexec_policy__", None) != "predicate":
+            raise _fail(where, f"{target} returned {type(obj).__name__}, not a policy; a "
+                        "policy factory must return a pxexec Policy.")
+        return obj  # type: ignore[no-any-return]
+    if isinstance(obj, Policy) or mark == "predicate":
+        if options:
+            raise _fail(where, f"{target} is a policy, not a factory: it takes no keys, "
+                        f"got {sorted(options)}.")
+        return obj  # type: ignore[no-any-return]
+    raise _fail(
+        where, f"{target} is not a policy ({type(obj).__name__}). A config may name only "
+        "a pxexec Policy object or subclass, or a function marked with "
+        "@pxexec.policies.policy (obj -> bool) or @pxexec.policies.policy_factory, since "
+        "whatever it names is called on task arguments."
+    )

@@ -1,0 +1,158 @@
+"""fork: children neither deadlock on inherited locks nor free what their parent owns."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pxexec import Store
+from pxexec.connectors import connector_from_config
+from pxexec.connectors.file import FileConnector
+from pxexec.connectors.redis import RedisConnector
+from pxexec.connectors.shm import SharedMemoryConnector
+
+KINDS = ["shm", "file", "redis"]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _connector(kind: str, shm_dir: str, tmp_path: Any, redis_url: str) -> Any:
+    if kind == "shm":
+        return SharedMemoryConnector(shm_dir, namespace="fork")
+    if kind == "file":
+        return FileConnector(str(tmp_path), namespace="fork")
+    return RedisConnector(redis_url, prefix=f"fork{uuid.uuid4().hex[:8]}")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fork_pool_with_eight_submitting_threads(kind: str, shm_dir: str, tmp_path: Any,
+                                                 redis_url: str) -> None:
+    connector = _connector(kind, shm_dir, tmp_path, redis_url)
+    config = json.dumps(connector_from_config(connector.config()).config())
+    proc = subprocess.Popen([sys.executable, "-m", "tests.fork_workload", config], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=150)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the workload and its forked children
+        out, _ = proc.communicate()
+        pytest.fail(f"the fork workload on {kind} deadlocked (killed after 150 s):\n{out}")
+    assert proc.returncode == 0 and "ok" in out, out
+    assert connector.keys() == []  # every input and result was freed
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("how", ["del", "free", "exit"])
+def test_a_forked_child_never_frees_what_its_parent_owns(kind: str, how: str, shm_dir: str,
+                                                         tmp_path: Any, redis_url: str) -> None:
+    store = Store(f"fork-own-{kind}", _connector(kind, shm_dir, tmp_path, redis_url))
+    owner = store.owned_proxy(np.arange(1000))
+    key = owner.__px_factory__.key
+    assert float(owner.sum()) == 499500.0  # resolved (and cached for Redis) in the parent
+    pid = os.fork()
+    if pid == 0:  # the child drops the inherited owner, then exits as a program would
+        status = 0
+        try:
+            if how == "del":
+                del owner
+                import gc
+                gc.collect()
+            elif how == "free":
+                owner.free()
+        except BaseException:
+            status = 1
+        finally:
+            if how == "exit":  # what an exiting interpreter runs: atexit and finalizers
+                import atexit
+                atexit._run_exitfuncs()
+            os._exit(status)
+    _, raw = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(raw) == 0
+    assert store.exists(key), "the child evicted its parent's object"
+    assert float(Store(f"fork-own-{kind}-reader", store.connector, cache_size=0).get(key).sum()) \
+        == 499500.0
+    owner.free()
+    assert not store.exists(key)
+
+
+def _run_in_child(fn: Any, timeout: float = 30.0) -> None:
+    """Fork; the child runs ``fn`` (True = ok). Fails if the child hangs (deadlock)."""
+    import time
+
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os._exit(0 if fn() else 1)
+        except BaseException:
+            os._exit(2)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, raw = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(raw) == 0, "the child failed"
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child deadlocked on a lock its parent's thread held at fork")
+
+
+@pytest.mark.parametrize("held", ["redis pool", "store registry", "owners", "lease keeper",
+                                  "local connector"])
+def test_a_lock_held_by_another_thread_at_fork_never_blocks_the_child(
+        held: str, redis_url: str) -> None:
+    """What a fork pool worker inherits when another thread is inside pxexec at fork."""
+    import threading
+
+    from pxexec import lease, ownership
+    from pxexec import store as store_module
+    from pxexec.connectors.local import LocalConnector
+
+    if held == "redis pool":
+        connector: Any = RedisConnector(redis_url, prefix=f"lock{uuid.uuid4().hex[:8]}")
+    else:
+        connector = LocalConnector()
+    store = Store(f"fork-lock-{held}", connector, cache_size=0)
+    key = store.put(np.arange(10))
+    lease.keeper()
+    lock = {
+        "redis pool": lambda: connector.client.connection_pool._lock,
+        "store registry": lambda: store_module._STORES_LOCK,
+        "owners": lambda: ownership._OWNERS_LOCK,
+        "lease keeper": lambda: lease._KEEPER_LOCK,
+        "local connector": lambda: connector._lock,
+    }[held]()
+    if held == "owners":
+        store.owned_proxy(1).free()  # registers the owners' fork hook, as first use does
+    acquired, release = threading.Event(), threading.Event()
+
+    def holder() -> None:  # another thread of the parent, inside pxexec at fork time
+        with lock:
+            acquired.set()
+            release.wait(60)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    acquired.wait(10)
+    try:
+        def child() -> bool:
+            value = Store.from_config(store.config()).get(key)
+            owner = Store.from_config(store.config()).owned_proxy(np.ones(3))
+            fine = float(value.sum()) == 45.0 and float(owner.sum()) == 3.0
+            lease.keeper()
+            owner.free()
+            return fine
+
+        _run_in_child(child)
+    finally:
+        release.set()
+        thread.join()
+    store.evict(key)
