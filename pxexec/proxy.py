@@ -91,8 +91,28 @@ def _target(proxy: Proxy[Any]) -> Any:
     return target
 
 
+class _Collector(threading.local):
+    keys: list[str] | None = None
+
+
+#: while a list is set here, every store proxy pickled in this thread adds its key
+COLLECTOR = _Collector()
+#: key -> the live owner of that key in this process (set by pxexec.ownership)
+owner_of: Callable[[str], Any] | None = None
+
+
 def _rebuild(factory: Callable[[], Any], info: ProxyInfo | None, kind: type[Any]) -> Any:
-    return kind(factory, info=info)
+    proxy = kind(factory, info=info)
+    find = owner_of
+    key = getattr(factory, "key", None)
+    if find is not None and type(key) is str:
+        # A proxy arriving in the process that owns its object keeps the owner alive
+        # (a task that returned its input inside a container, a downstream result
+        # holding an upstream one): whatever still references an object keeps it.
+        owner = find(key)
+        if owner is not None:
+            object.__setattr__(proxy, "__px_keep__", owner)
+    return proxy
 
 
 class _ProxyType(type):
@@ -180,7 +200,11 @@ class Proxy(Generic[T], metaclass=_ProxyType):
         return f"<Proxy[{name}] {state} {where}>"
 
     def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
-        return (_rebuild, (self.__px_factory__, self.__px_info__.portable(), kind_of(type(self))))
+        factory = self.__px_factory__
+        keys = COLLECTOR.keys
+        if keys is not None and type(getattr(factory, "key", None)) is str:
+            keys.append(factory.key)
+        return (_rebuild, (factory, self.__px_info__.portable(), kind_of(type(self))))
 
     def __reduce__(self) -> tuple[Any, ...]:
         return self.__reduce_ex__(2)

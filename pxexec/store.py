@@ -8,6 +8,7 @@ inside each proxy's factory.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -31,7 +32,11 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+log = logging.getLogger("pxexec")
+
 _MISSING: Any = object()
+#: a failed eviction is retried by the next eviction at least this many seconds later
+RETRY_AFTER = 1.0
 #: objects larger than this are never cached (they are returned zero-copy instead)
 CACHE_OBJECT_LIMIT = 16 * 1024 * 1024
 
@@ -57,6 +62,10 @@ class StoreMetrics:
     bytes_got: int = 0
     put_seconds: float = 0.0
     get_seconds: float = 0.0
+    #: evictions that raised (each attempt counts); their keys are retried later
+    failed_evictions: int = 0
+    #: keys whose eviction failed and waits for a retry (``Store.retry_evictions``)
+    deferred_evictions: int = 0
 
     def as_dict(self) -> dict[str, float]:
         """The counters as a plain dict."""
@@ -126,6 +135,8 @@ class Store:
         self._routes = bool(getattr(connector, "routes_objects", False))
         self._metrics = StoreMetrics()
         self._metrics_lock = threading.Lock()
+        self._deferred: set[str] = set()  # keys whose eviction failed
+        self._retry_at = 0.0
         self._config: dict[str, Any] = {
             "name": name,
             "connector": connector.config(),
@@ -287,6 +298,43 @@ class Store:
         self.connector.evict_batch(keys)
         self._count(evictions=len(keys))
 
+    def evict_or_defer(self, keys: Iterable[str]) -> bool:
+        """Evict ``keys``; on failure log it, count it and retry the keys later.
+
+        Freeing paths (owners dropped, completed tasks) use this: an eviction that
+        fails (the backend is down, a key on another host's route) is never silently
+        lost. It is logged, counted in ``metrics.failed_evictions``, and the keys
+        (``metrics.deferred_evictions``) are retried by the next eviction at least
+        ``RETRY_AFTER`` seconds later, by ``retry_evictions()`` and by ``close()``.
+        Returns whether everything asked (and retried) was evicted.
+        """
+        keys = list(keys)
+        with self._metrics_lock:
+            if self._deferred and time.monotonic() >= self._retry_at:
+                keys.extend(self._deferred - set(keys))
+                self._deferred.clear()
+                self._metrics.deferred_evictions = 0
+        if not keys:
+            return True
+        try:
+            self.evict_batch(keys)
+        except Exception as exc:
+            with self._metrics_lock:
+                self._deferred.update(keys)
+                self._metrics.failed_evictions += 1
+                self._metrics.deferred_evictions = len(self._deferred)
+                self._retry_at = time.monotonic() + RETRY_AFTER
+            log.warning("pxexec: could not evict %d object(s) from %r (%s: %s); will retry.",
+                        len(keys), self, type(exc).__name__, exc)
+            return False
+        return True
+
+    def retry_evictions(self) -> bool:
+        """Retry the evictions that failed earlier now; True if none is left."""
+        with self._metrics_lock:
+            self._retry_at = 0.0
+        return self.evict_or_defer(())
+
     # -- proxies ----------------------------------------------------------------------
 
     def proxy(
@@ -334,6 +382,8 @@ class Store:
 
     def close(self) -> None:
         """Close the connector's client and forget this store in this process."""
+        if self._deferred:
+            self.retry_evictions()
         _unregister(self)
         self.connector.close()
 

@@ -1,0 +1,133 @@
+"""Nothing freed too early, nothing leaked: after each pattern the store is empty."""
+
+from __future__ import annotations
+
+import gc
+import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from pxexec import Store, StoreExecutor
+from pxexec.connectors.shm import SharedMemoryConnector
+from pxexec.policies import Always, SizeAtLeast
+from pxexec.proxy import Proxy
+from tests import freeing_workers as fw
+
+BIG = b"x" * 20_000
+
+
+@pytest.fixture
+def store(shm_dir: str) -> Any:
+    with Store(f"free-{uuid.uuid4().hex[:6]}", SharedMemoryConnector(shm_dir)) as s:
+        yield s
+
+
+def _empty(store: Store, ex: StoreExecutor | None = None, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        gc.collect()
+        if ex is not None:
+            ex.flush(timeout)
+        if not store.connector.keys():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+
+
+def _input(result: Any) -> Any:
+    if isinstance(result, dict):
+        inner = result["a"]
+        while not isinstance(inner, Proxy) and not isinstance(inner, bytes):
+            inner = inner[0]["b"][0] if isinstance(inner, list) else inner
+        return inner
+    if isinstance(result, tuple):
+        return result[0]
+    return result.item
+
+
+PATTERNS = [fw.in_dict, fw.in_tuple, fw.in_dataclass, fw.nested, fw.in_big_dict]
+
+
+@pytest.mark.parametrize("pool", ["thread", "process"])
+@pytest.mark.parametrize("fn", PATTERNS, ids=lambda f: f.__name__)
+def test_inputs_returned_anywhere_in_the_result_stay_alive(
+        store: Store, pool: str, fn: Any) -> None:
+    engine = ThreadPoolExecutor(2) if pool == "thread" else ProcessPoolExecutor(1)
+    with StoreExecutor(engine, store, should_proxy=SizeAtLeast(10_000)) as ex:
+        result = ex.submit(fn, BIG).result()
+        ex.flush()
+        gc.collect()
+        assert bytes(_input(result)) == BIG  # still readable: not evicted
+        del result
+        assert _empty(store, ex)
+
+
+def test_a_moved_owner_returned_deep_inside_stays_alive(store: Store) -> None:
+    with StoreExecutor(ProcessPoolExecutor(1), store, should_proxy=SizeAtLeast(10_000)) as ex:
+        owner = store.owned_proxy(BIG)
+        result = ex.submit(fn_nested := fw.nested, owner).result()
+        ex.flush()
+        assert bytes(result["a"][0]["b"][0]) == BIG
+        inner = result["a"][0]["b"][0]
+        del result
+        gc.collect()
+        assert bytes(inner) == BIG  # a piece of the result keeps its object alive
+        del inner, fn_nested
+        assert _empty(store, ex)
+
+
+def test_small_immutable_results_are_never_proxied(store: Store) -> None:
+    with StoreExecutor(ThreadPoolExecutor(1), store, should_proxy=Always()) as ex:
+        assert ex.submit(fw.nothing).result() is None
+        assert ex.submit(fw.constant, 1, True).result() is True
+        assert ex.submit(fw.constant, 1, 7).result() == 7
+        assert type(ex.submit(fw.constant, 1, 7).result()) is int
+        assert ex.submit(fw.constant, None, ()).result() == ()
+        assert ex.submit(fw.ident, None).result() is None  # an argument too
+    assert _empty(store)
+
+
+def test_abandoned_map_frees_everything(store: Store) -> None:
+    with StoreExecutor(ThreadPoolExecutor(2), store, should_proxy=SizeAtLeast(10_000)) as ex:
+        results = ex.map(fw.slow_bytes, [0.05] * 8, [20_000] * 8)
+        next(results)
+        del results
+        gc.collect()
+        ex.shutdown(wait=True)
+        assert _empty(store, ex)
+
+
+def test_failed_eviction_is_counted_logged_and_retried(
+        redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    import redis
+
+    from pxexec.connectors.redis import RedisConnector
+
+    admin = redis.Redis.from_url(redis_url)
+    user = f"px13-{uuid.uuid4().hex[:6]}"
+    # a real refusal by the server: this user may write but not delete, for a while
+    admin.execute_command("ACL", "SETUSER", user, "on", ">pw", "~*", "&*", "+@all", "-del",
+                          "-unlink")
+    host_port = redis_url.split("//", 1)[1]
+    url = f"redis://{user}:pw@{host_port}"
+    store = Store(f"evict-{uuid.uuid4().hex[:6]}", RedisConnector(url))
+    try:
+        owner = store.owned_proxy(BIG)
+        key = owner.__px_factory__.key
+        with caplog.at_level("WARNING", logger="pxexec"):
+            del owner
+            gc.collect()
+        assert store.exists(key)
+        assert store.metrics.failed_evictions == 1 and store.metrics.deferred_evictions == 1
+        assert "could not evict" in caplog.text
+        admin.execute_command("ACL", "SETUSER", user, "+del", "+unlink")
+        assert store.retry_evictions()
+        assert not store.exists(key) and store.metrics.deferred_evictions == 0
+    finally:
+        store.close()
+        admin.execute_command("ACL", "DELUSER", user)
+        admin.close()
