@@ -341,6 +341,7 @@ class StoreExecutor(cf.Executor):
                 containers=self.proxy_containers or isinstance(fn, _Chunk),
                 box_result=True,
                 note_traceback=not self._engine.keeps_tracebacks,
+                on_created=getattr(self._engine, "on_created", None),
             )
             try:
                 self._tasks[fn] = task
@@ -693,6 +694,12 @@ class StoreExecutor(cf.Executor):
             self.flush()
         if self.close_engine:
             self._engine.shutdown(wait, cancel_futures)
+            if not wait and getattr(self._engine, "close_cancels_tasks", False):
+                # the engine's tasks ended with it: no completion will come to free
+                # what their submissions stored
+                for f in pending:
+                    if f._claim():
+                        self._finish(f, True, None, None)
         else:
             self._engine.release()
 

@@ -121,6 +121,7 @@ class ProxyTask:
         "containers",
         "fn",
         "note_traceback",
+        "on_created",
         "policy",
         "store_config",
         "store_fp",
@@ -137,8 +138,10 @@ class ProxyTask:
         store_config: dict[str, Any] | None = None,
         store_fp: str | None = None,
         note_traceback: bool = False,
+        on_created: Callable[[Store, list[str]], None] | None = None,
     ) -> None:
         self.fn = fn
+        self.on_created = on_created  # told the keys of results stored (Dask's cleanup)
         if store is not None:
             store_config, store_fp = store.config(), store.fingerprint
         elif store_config is not None and store_fp is None:
@@ -154,6 +157,13 @@ class ProxyTask:
         self.__wrapped__ = fn
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        result, refs, _ = self.run(args, kwargs)
+        return Boxed(result, tuple(refs)) if self.box_result else result
+
+    def run(self, args: tuple[Any, ...], kwargs: dict[str, Any]
+            ) -> tuple[Any, list[str], list[str]]:
+        """Call ``fn``; return the (proxied) result, the keys it references from inside
+        stored objects, and the keys of the results this call stored."""
         args = tuple(unbox(a) for a in args)
         kwargs = {k: unbox(v) for k, v in kwargs.items()}
         try:
@@ -163,11 +173,16 @@ class ProxyTask:
                 _add_note(exc, "Worker traceback:\n" + traceback.format_exc())
             raise
         refs: list[str] = []
+        created: list[str] = []
         if self.policy is not None:
-            result = self.proxy_result(result, refs)
-        return Boxed(result, tuple(refs)) if self.box_result else result
+            result = self.proxy_result(result, refs, created)
+            if created and self.on_created is not None:
+                self.on_created(get_or_create_store(self.store_config or {}, self.store_fp),
+                                created)
+        return result, refs, created
 
-    def proxy_result(self, result: Any, refs: list[str] | None = None) -> Any:
+    def proxy_result(self, result: Any, refs: list[str] | None = None,
+                     created: list[str] | None = None) -> Any:
         """The result with what the policy selects stored and proxied.
 
         The keys of proxies stored inside a proxied result (a task returning its input
@@ -178,12 +193,13 @@ class ProxyTask:
         if isinstance(result, Proxy):
             return result
         if self.containers and (kind is list or kind is tuple):
-            return kind(self.proxy_result_item(r, refs) for r in result)
+            return kind(self.proxy_result_item(r, refs, created) for r in result)
         if self.containers and kind is dict:
-            return {k: self.proxy_result_item(v, refs) for k, v in result.items()}
-        return self.proxy_result_item(result, refs)
+            return {k: self.proxy_result_item(v, refs, created) for k, v in result.items()}
+        return self.proxy_result_item(result, refs, created)
 
-    def proxy_result_item(self, obj: Any, refs: list[str] | None = None) -> Any:
+    def proxy_result_item(self, obj: Any, refs: list[str] | None = None,
+                          created: list[str] | None = None) -> Any:
         assert self.policy is not None and self.store_config is not None
         if isinstance(obj, Proxy) or not check_policy(self.policy, obj):
             return obj
@@ -192,11 +208,14 @@ class ProxyTask:
             proxy = store.proxy(obj, tags=tags_for(self.policy, obj))
         if refs is not None:
             refs.extend(keys)
+        if created is not None:
+            created.append(proxy.__px_factory__.key)
         return proxy
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_task, (self.fn, self.store_config, self.policy, self.containers,
-                                self.box_result, self.store_fp, self.note_traceback))
+                                self.box_result, self.store_fp, self.note_traceback,
+                                self.on_created))
 
     def __repr__(self) -> str:
         return f"ProxyTask({self.fn!r})"
@@ -210,8 +229,10 @@ def _rebuild_task(
     box_result: bool,
     store_fp: str | None = None,
     note_traceback: bool = False,
+    on_created: Callable[[Store, list[str]], None] | None = None,
 ) -> ProxyTask:
     return ProxyTask(
         fn, None, policy, containers=containers, box_result=box_result,
         store_config=store_config, store_fp=store_fp, note_traceback=note_traceback,
+        on_created=on_created,
     )

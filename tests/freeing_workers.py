@@ -57,3 +57,7 @@ def slow_bytes(seconds: float, nbytes: int) -> bytes:
 
 def read_first(x: Any) -> Any:
     return float(x[0]) if hasattr(x, "__getitem__") else x
+
+
+def first_value(x: Any) -> float:
+    return float(x[0])

@@ -131,3 +131,95 @@ def test_failed_eviction_is_counted_logged_and_retried(
         store.close()
         admin.execute_command("ACL", "DELUSER", user)
         admin.close()
+
+
+def test_update_is_never_served_stale_from_a_workers_cache(redis_url: str) -> None:
+    import numpy as np
+
+    from pxexec.connectors.redis import RedisConnector
+    from pxexec.ownership import borrow, update
+
+    store = Store(f"upd-{uuid.uuid4().hex[:6]}", RedisConnector(redis_url), cache_size=16)
+    try:
+        with StoreExecutor(ProcessPoolExecutor(1), store, should_proxy=SizeAtLeast(10)) as ex:
+            owner = store.owned_proxy(np.zeros(100))
+            assert ex.submit(fw.first_value, borrow(owner)).result() == 0.0  # worker caches v1
+            owner[0] = 42.0
+            update(owner)
+            assert ex.submit(fw.first_value, borrow(owner)).result() == 42.0
+            assert store.get(owner.__px_factory__.key)[0] == 42.0
+            owner.free()
+            assert _empty(store, ex)
+    finally:
+        store.close()
+
+
+# -- Dask ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def dask_store(shm_dir: str) -> Any:
+    with Store(f"free-dask-{uuid.uuid4().hex[:6]}", SharedMemoryConnector(shm_dir)) as s:
+        yield s
+
+
+def test_dropin_client_results_and_returned_inputs(dask_cluster: Any, dask_store: Store) -> None:
+    from pxexec.adapters.dask import Client
+
+    with Client(dask_cluster, ps_store=dask_store, ps_threshold=10_000) as client:
+        futures = [client.submit(fw.slow_bytes, 0.0, 20_000 + i) for i in range(5)]
+        assert [len(f.result()) for f in futures] == [20_000 + i for i in range(5)]
+        echoed = client.submit(fw.ident, BIG)  # a task returning its (proxied) input
+        boxed = client.submit(fw.nested, BIG)
+        assert bytes(echoed.result()) == BIG
+        assert bytes(boxed.result()["a"][0]["b"][0]) == BIG
+        kept = echoed.result()
+        del futures, echoed, boxed
+        assert not _empty(dask_store, timeout=1.0)  # `kept` still references its object
+        assert bytes(kept) == BIG
+        del kept
+        assert _empty(dask_store)
+        cancelled = client.submit(fw.slow_bytes, 0.5, 20_000, pure=False)
+        time.sleep(0.2)
+        cancelled.cancel()
+        del cancelled
+        time.sleep(0.6)
+        assert _empty(dask_store)
+
+
+def test_dropin_client_holds_leases_of_queued_inputs(dask_cluster: Any, shm_dir: str) -> None:
+    from pxexec.adapters.dask import Client
+
+    from pxexec.lease import keeper, reset_keeper
+
+    reset_keeper()
+    store = Store(f"lease-{uuid.uuid4().hex[:6]}", SharedMemoryConnector(shm_dir, lease=0.5))
+
+    with Client(dask_cluster, ps_store=store, ps_threshold=10_000) as client:
+        future = client.submit(fw.size, BIG, pure=False)
+        key = next(iter(keeper().held(store)))
+        assert store.exists(key)
+        assert future.result() == len(BIG)
+        del future
+    assert _empty(store)
+    store.close()
+    reset_keeper()  # its heartbeat lives in shm_dir, removed after the test
+
+
+def test_store_executor_on_dask_cancel_and_shutdown_free_everything(
+        dask_cluster: Any, dask_store: Store) -> None:
+    from distributed import Client as DaskClient
+
+    ex = StoreExecutor(DaskClient(dask_cluster), dask_store, should_proxy=SizeAtLeast(10_000))
+    running = [ex.submit(fw.slow_bytes, 0.4, 20_000) for _ in range(2)]
+    time.sleep(0.2)
+    for f in running:
+        f.cancel()
+    results = ex.map(fw.slow_bytes, [0.05] * 6, [20_000] * 6)
+    next(results)
+    del results
+    pending = [ex.submit(fw.size, BIG) for _ in range(3)]
+    ex.shutdown(wait=False)
+    del pending, running
+    time.sleep(0.6)  # the cancelled tasks end on their workers
+    assert _empty(dask_store)
