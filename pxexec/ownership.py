@@ -367,8 +367,13 @@ def _own(store: Any, key: str, info: ProxyInfo) -> OwnedProxy[Any]:
 
 def owned(store: Any, obj: T) -> OwnedProxy[T]:
     """Store ``obj`` and return its owner (``Store.owned_proxy``)."""
+    info = ProxyInfo.of(obj)  # before any I/O: a failure here stores nothing
     key = store.put(obj)
-    return _own(store, key, ProxyInfo.of(obj, token=key))
+    try:
+        return _own(store, key, ProxyInfo(info.cls, info.hash, info.hashable, info.nbytes, key))
+    except BaseException:
+        store.evict_or_defer([key])
+        raise
 
 
 def take(owner: OwnedProxy[Any]) -> str:

@@ -68,7 +68,7 @@ class ProxyInfo:
         else:
             try:
                 value, hashable = hash(obj), True
-            except TypeError:
+            except (TypeError, ValueError):  # ValueError: a writable memoryview
                 hashable = False
         return cls(target_cls, value, hashable, estimate_nbytes(obj), token)
 

@@ -41,7 +41,7 @@ CHECKED_FRAME = 64 * 1024
 _CHECKS = "_crc"
 
 # codec ids
-BYTES, BYTEARRAY, STR, NDARRAY, PICKLE, CLOUDPICKLE, POLARS = 1, 2, 3, 4, 5, 6, 7
+BYTES, BYTEARRAY, STR, NDARRAY, PICKLE, CLOUDPICKLE, POLARS, MEMORYVIEW = 1, 2, 3, 4, 5, 6, 7, 8
 CODEC_NAMES = {
     BYTES: "bytes",
     BYTEARRAY: "bytearray",
@@ -50,6 +50,7 @@ CODEC_NAMES = {
     PICKLE: "pickle",
     CLOUDPICKLE: "cloudpickle",
     POLARS: "polars",
+    MEMORYVIEW: "memoryview",
 }
 
 Frames = list[Any]  # bytes-likes: bytes, bytearray, memoryview
@@ -144,12 +145,30 @@ def serialize(obj: Any) -> Frames:
         return _frame(BYTEARRAY, None, [obj])
     if kind is str:
         return _frame(STR, None, [obj.encode("utf-8", "surrogatepass")])
+    if kind is memoryview:
+        return _serialize_memoryview(obj)
     module = kind.__module__.partition(".")[0]
     if module == "numpy" and kind.__name__ == "ndarray" and _plain_dtype(obj.dtype):
         return _serialize_ndarray(obj)
     if module == "polars" and kind.__name__ in ("DataFrame", "Series"):
         return _serialize_polars(obj)
     return _serialize_pickle(obj)
+
+
+def _serialize_memoryview(view: memoryview) -> Frames:
+    # the bytes, with the format, shape and read-only flag to rebuild the same view
+    meta = {"format": view.format, "shape": list(view.shape or ()), "readonly": view.readonly}
+    data = view if view.c_contiguous else memoryview(view.tobytes())
+    return _frame(MEMORYVIEW, meta, [data.cast("B") if data.nbytes else b""])
+
+
+def _decode_memoryview(meta: dict[str, Any], frame: memoryview) -> memoryview:
+    view = memoryview(bytearray_from(frame))
+    shape = [int(n) for n in meta["shape"]]
+    fmt = str(meta["format"])
+    if view.nbytes and (fmt != "B" or len(shape) != 1):
+        view = view.cast(fmt, shape)  # type: ignore[call-overload]
+    return view.toreadonly() if meta.get("readonly") else view
 
 
 def _plain_dtype(dtype: Any) -> bool:
@@ -394,8 +413,10 @@ def _parse_frames(data: Sequence[Any]) -> tuple[int, dict[str, Any], list[memory
 
 
 def _decode(codec: int, meta: dict[str, Any], frames: list[memoryview], writable: bool) -> Any:
-    if codec in (BYTES, BYTEARRAY, STR) and len(frames) != 1:
+    if codec in (BYTES, BYTEARRAY, STR, MEMORYVIEW) and len(frames) != 1:
         raise DeserializationError("A bytes/str payload must have exactly one frame.")
+    if codec == MEMORYVIEW:
+        return _decode_memoryview(meta, frames[0])
     if codec == BYTES:
         return bytes_from(frames[0])
     if codec == BYTEARRAY:

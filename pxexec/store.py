@@ -340,14 +340,33 @@ class Store:
     def proxy(
         self, obj: T, *, populate_target: bool = False, tags: Iterable[str] = ()
     ) -> Proxy[T]:
-        """Store ``obj`` and return a lazy proxy that resolves to it anywhere."""
+        """Store ``obj`` and return a lazy proxy that resolves to it anywhere.
+
+        What the proxy knows of ``obj`` is read before anything is stored, and if
+        making the proxy fails after the put, the object is evicted again: nothing
+        stays stored unless its proxy is handed out.
+        """
+        info = ProxyInfo.of(obj)
         key = self.put(obj, tags=tags)
-        return self._make_proxy(key, obj, populate_target)
+        return self._guarded_proxy(key, obj, info, populate_target)
 
     def proxy_batch(self, objs: Sequence[T], *, populate_target: bool = False) -> list[Proxy[T]]:
         """Store several objects (batched) and return a proxy for each."""
+        infos = [ProxyInfo.of(o) for o in objs]
         keys = self.put_batch(objs)
-        return [self._make_proxy(k, o, populate_target) for k, o in zip(keys, objs)]
+        try:
+            return [self._guarded_proxy(k, o, i, populate_target)
+                    for k, o, i in zip(keys, objs, infos)]
+        except BaseException:
+            self.evict_or_defer(keys)
+            raise
+
+    def _guarded_proxy(self, key: str, obj: T, info: ProxyInfo, populate: bool) -> Proxy[T]:
+        try:
+            return self._make_proxy(key, obj, populate, info)
+        except BaseException:
+            self.evict_or_defer([key])
+            raise
 
     def owned_proxy(self, obj: T) -> OwnedProxy[T]:
         """Store ``obj`` and return its owner: freed when dropped (see pxexec.ownership)."""
@@ -359,10 +378,11 @@ class Store:
         """A proxy of an object already in the store (its metadata comes on resolve)."""
         return Proxy(StoreFactory(key, self._config, store=self), info=ProxyInfo(token=key))
 
-    def _make_proxy(self, key: str, obj: T, populate_target: bool) -> Proxy[T]:
-        proxy: Proxy[T] = Proxy(
-            StoreFactory(key, self._config, store=self), info=ProxyInfo.of(obj, token=key)
-        )
+    def _make_proxy(self, key: str, obj: T, populate_target: bool,
+                    info: ProxyInfo | None = None) -> Proxy[T]:
+        info = ProxyInfo.of(obj) if info is None else info
+        info = ProxyInfo(info.cls, info.hash, info.hashable, info.nbytes, key)
+        proxy: Proxy[T] = Proxy(StoreFactory(key, self._config, store=self), info=info)
         if populate_target:
             object.__setattr__(proxy, "__px_target__", obj)
         return proxy

@@ -143,13 +143,16 @@ def test_update_is_never_served_stale_from_a_workers_cache(redis_url: str) -> No
     try:
         with StoreExecutor(ProcessPoolExecutor(1), store, should_proxy=SizeAtLeast(10)) as ex:
             owner = store.owned_proxy(np.zeros(100))
+            v1 = owner.__px_factory__.key
             assert ex.submit(fw.first_value, borrow(owner)).result() == 0.0  # worker caches v1
             owner[0] = 42.0
             update(owner)
+            v2 = owner.__px_factory__.key
             assert ex.submit(fw.first_value, borrow(owner)).result() == 42.0
-            assert store.get(owner.__px_factory__.key)[0] == 42.0
+            assert store.get(v2)[0] == 42.0 and not store.exists(v1)
             owner.free()
-            assert _empty(store, ex)
+            ex.flush()
+            assert not store.exists(v1) and not store.exists(v2)
     finally:
         store.close()
 
@@ -189,7 +192,6 @@ def test_dropin_client_results_and_returned_inputs(dask_cluster: Any, dask_store
 
 def test_dropin_client_holds_leases_of_queued_inputs(dask_cluster: Any, shm_dir: str) -> None:
     from pxexec.adapters.dask import Client
-
     from pxexec.lease import keeper, reset_keeper
 
     reset_keeper()
@@ -223,3 +225,45 @@ def test_store_executor_on_dask_cancel_and_shutdown_free_everything(
     del pending, running
     time.sleep(0.6)  # the cancelled tasks end on their workers
     assert _empty(dask_store)
+
+
+@pytest.mark.parametrize("make", ["writable_memoryview", "readonly_memoryview",
+                                  "recursive_list", "recursive_dict"])
+def test_awkward_objects_proxy_or_fail_before_storing(store: Store, make: str) -> None:
+    obj: Any
+    if make == "writable_memoryview":
+        obj = memoryview(bytearray(b"abcdef")).cast("B", (2, 3))
+    elif make == "readonly_memoryview":
+        obj = memoryview(b"abcdef")
+    elif make == "recursive_list":
+        obj = [1]
+        obj.append(obj)
+    else:
+        obj = {"a": 1}
+        obj["self"] = obj
+    p = store.proxy(obj)
+    got = store.get(p.__px_factory__.key)
+    if isinstance(obj, memoryview):
+        assert isinstance(got, memoryview) and got.tolist() == obj.tolist()
+        assert got.readonly == obj.readonly and got.format == obj.format
+    elif isinstance(obj, list):
+        assert got[0] == 1 and got[1] is got
+    else:
+        assert got["a"] == 1 and got["self"] is got
+    owner = store.owned_proxy(obj)
+    del p, owner
+    gc.collect()
+    store.evict_batch(store.connector.keys())
+    assert _empty(store)
+
+
+def test_a_proxy_that_cannot_be_made_leaves_nothing_stored(store: Store) -> None:
+    class Unhashable:
+        def __hash__(self) -> int:
+            raise RuntimeError("no hash for you")
+
+    with pytest.raises(RuntimeError):
+        store.proxy(Unhashable())
+    with pytest.raises(RuntimeError):
+        store.owned_proxy(Unhashable())
+    assert _empty(store)

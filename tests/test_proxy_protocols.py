@@ -74,7 +74,7 @@ def test_special_methods_follow_the_target_class(store: Store) -> None:
         len(p)
     assert p + 1 == 6 and 1 + p == 6 and -p == -5 and int(p) == 5
     lst = store.proxy([1, 2])
-    assert [0] + lst == [0, 1, 2] and lst + [3] == [1, 2, 3] and 2 in lst
+    assert [0] + lst == [0, 1, 2] and lst + [3] == [1, 2, 3] and 2 in lst  # noqa: RUF005
     assert list(reversed(lst)) == [2, 1]
 
 
@@ -126,7 +126,8 @@ def test_str_proxy_as_a_path(store: Store, tmp_path: Any) -> None:
     assert os.fspath(p) == path
     with open(p, "w") as fh:
         fh.write("ok")
-    assert open(store.proxy(path.encode())).read() == "ok"
+    with open(store.proxy(path.encode())) as fh:
+        assert fh.read() == "ok"
 
 
 def test_known_limits_need_extract(store: Store) -> None:

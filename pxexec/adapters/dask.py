@@ -249,7 +249,7 @@ class DaskEngine(Engine):
 
     def cancel(self, future: Any) -> bool:
         if future.done():  # finished: its result is on its way to us (as in cf, no cancel)
-            return future.cancelled()
+            return bool(future.cancelled())
         try:
             future.cancel()
         except Exception:  # the client is closed: its tasks are gone already
