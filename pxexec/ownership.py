@@ -475,7 +475,23 @@ def own_key(store: Any, key: str) -> OwnedProxy[Any]:
 
 
 def keep_alive(holder: Proxy[Any], owner: OwnedProxy[Any]) -> None:
-    """Keep ``owner`` (and so its object) alive as long as ``holder`` lives."""
+    """Keep ``owner`` (and so its object) alive as long as ``holder`` lives.
+
+    >>> import gc
+    >>> from pxexec import Store
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> store = Store("keep-demo", LocalConnector())
+    >>> owner = store.owned_proxy([1, 2])
+    >>> key = owner.__px_factory__.key
+    >>> holder = plain(owner)
+    >>> keep_alive(holder, owner)
+    >>> del owner; _ = gc.collect()
+    >>> store.exists(key), holder == [1, 2]       # the holder keeps the object alive
+    (True, True)
+    >>> del holder; _ = gc.collect()
+    >>> store.exists(key)
+    False
+    """
     if holder is owner:
         return
     kept = holder.__px_keep__

@@ -231,7 +231,15 @@ def kind_of(cls: type[Any]) -> type[Any]:
 
 
 def specialize(kind: type[Any], target_cls: type[Any] | None) -> type[Any]:
-    """The subclass of ``kind`` with the special methods of ``target_cls`` (cached)."""
+    """The subclass of ``kind`` with the special methods of ``target_cls`` (cached).
+
+    >>> from pxexec.proxy import Proxy, ProxyInfo
+    >>> cls = specialize(Proxy, int)
+    >>> cls is specialize(Proxy, int), "__add__" in vars(cls), "__call__" in vars(cls)
+    (True, True, False)
+    >>> callable(Proxy(lambda: 1, info=ProxyInfo(cls=int)))
+    False
+    """
     kind = kind_of(kind)
     per_kind = _UNKNOWN if target_cls is None else _CACHE.get(target_cls)
     made: type[Any] | None = per_kind.get(kind) if per_kind is not None else None
@@ -249,7 +257,12 @@ def specialize(kind: type[Any], target_cls: type[Any] | None) -> type[Any]:
         "__module__": kind.__dict__["__module__"], **methods,
     }
     metaclass: Any = type(kind)
-    made = metaclass(kind.__name__, (kind,), namespace)
+    # C functions that need the exact object name its type in their TypeError
+    # ("expected string or bytes-like object, got '...'"): the name says what to do.
+    target_name = target_cls.__qualname__ if target_cls is not None else "?"
+    name = f"{kind.__name__}[{target_name}] (pass pxexec.extract(proxy) where the exact " \
+        "object is needed)"
+    made = metaclass(name, (kind,), namespace)
     if target_cls is None:
         _UNKNOWN[kind] = made
     else:
