@@ -141,7 +141,8 @@ class Proxy(Generic[T], metaclass=_ProxyType):
 
     def __new__(cls, factory: Callable[[], T], *, info: ProxyInfo | None = None) -> Proxy[T]:
         # an instance of the subclass with exactly the target class's special methods
-        kind = specialize(cls, info.cls if info is not None else None)
+        target_cls = info.cls if info is not None else None
+        kind = SPECIALIZED.get((cls, target_cls)) or specialize(cls, target_cls)
         proxy: Proxy[T] = object.__new__(kind)
         return proxy
 
@@ -371,4 +372,9 @@ def is_proxy(obj: Any) -> bool:
     return isinstance(obj, Proxy)
 
 
-from pxexec.proxy_protocols import HIDDEN, kind_of, specialize  # noqa: E402 - needs Proxy
+from pxexec.proxy_protocols import (  # noqa: E402 - needs Proxy
+    HIDDEN,
+    SPECIALIZED,
+    kind_of,
+    specialize,
+)

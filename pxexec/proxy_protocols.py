@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import operator
-import weakref
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -218,10 +218,9 @@ def _wanted(name: str, target_cls: type[Any] | None) -> bool:
     return forward is not None and _defines(target_cls, forward)
 
 
-_CACHE: weakref.WeakKeyDictionary[type[Any], dict[type[Any], type[Any]]] = (
-    weakref.WeakKeyDictionary()
-)
-_UNKNOWN: dict[type[Any], type[Any]] = {}
+#: (kind or specialized class, target class) -> specialized class: the fast path
+SPECIALIZED: dict[tuple[type[Any], type[Any] | None], type[Any]] = {}
+_LOCK = threading.Lock()
 
 
 def kind_of(cls: type[Any]) -> type[Any]:
@@ -240,10 +239,11 @@ def specialize(kind: type[Any], target_cls: type[Any] | None) -> type[Any]:
     >>> callable(Proxy(lambda: 1, info=ProxyInfo(cls=int)))
     False
     """
+    asked = kind
     kind = kind_of(kind)
-    per_kind = _UNKNOWN if target_cls is None else _CACHE.get(target_cls)
-    made: type[Any] | None = per_kind.get(kind) if per_kind is not None else None
+    made = SPECIALIZED.get((kind, target_cls))
     if made is not None:
+        SPECIALIZED[(asked, target_cls)] = made
         return made
     own = {n for k in kind.__mro__ if k is not Proxy and issubclass(k, Proxy) for n in k.__dict__}
     methods = {n: m for n, m in OPTIONAL.items() if n not in own and _wanted(n, target_cls)}
@@ -263,11 +263,7 @@ def specialize(kind: type[Any], target_cls: type[Any] | None) -> type[Any]:
     name = f"{kind.__name__}[{target_name}] (pass pxexec.extract(proxy) where the exact " \
         "object is needed)"
     made = metaclass(name, (kind,), namespace)
-    if target_cls is None:
-        _UNKNOWN[kind] = made
-    else:
-        try:
-            _CACHE.setdefault(target_cls, {})[kind] = made
-        except TypeError:  # a class that cannot be weakly referenced: not cached
-            pass
+    with _LOCK:  # one class per pair, even when threads race to make it
+        made = SPECIALIZED.setdefault((kind, target_cls), made)
+        SPECIALIZED[(asked, target_cls)] = made
     return made
