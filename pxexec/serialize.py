@@ -152,6 +152,9 @@ def serialize(obj: Any) -> Frames:
         return _serialize_ndarray(obj)
     if module == "polars" and kind.__name__ in ("DataFrame", "Series"):
         return _serialize_polars(obj)
+    if module == "numpy" and getattr(obj, "flags", None) is not None and not obj.flags.writeable:
+        # pickle drops the read-only flag of some arrays (empty ones, subclasses)
+        return _serialize_pickle(obj, {"readonly": True})
     return _serialize_pickle(obj)
 
 
@@ -273,7 +276,7 @@ def _pickle_oob(obj: Any, dumps: Callable[..., bytes]) -> tuple[bytes, list[Any]
     return stream, buffers
 
 
-def _serialize_pickle(obj: Any) -> Frames:
+def _serialize_pickle(obj: Any, meta: dict[str, Any] | None = None) -> Frames:
     try:
         stream, buffers = _pickle_oob(obj, pickle.dumps)
         codec = PICKLE
@@ -289,7 +292,7 @@ def _serialize_pickle(obj: Any) -> Frames:
                 "picklable or pass a custom serializer to the Store."
             ) from exc
         codec = CLOUDPICKLE
-    return _frame(codec, None, [stream, *buffers])
+    return _frame(codec, meta, [stream, *buffers])
 
 
 # -- deserialize ---------------------------------------------------------------------
@@ -431,6 +434,8 @@ def _decode(codec: int, meta: dict[str, Any], frames: list[memoryview], writable
     obj = pickle.loads(frames[0], buffers=buffers)
     if codec == POLARS:
         return _decode_polars(meta, obj)
+    if meta.get("readonly") and getattr(obj, "flags", None) is not None:
+        obj.flags.writeable = False
     return obj
 
 

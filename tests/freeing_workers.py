@@ -61,3 +61,10 @@ def read_first(x: Any) -> Any:
 
 def first_value(x: Any) -> float:
     return float(x[0])
+
+
+def materialize(x: Any) -> Any:
+    """The real target of a proxied argument (so the result is stored afresh)."""
+    from pxexec import extract
+
+    return extract(x)
