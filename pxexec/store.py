@@ -268,7 +268,12 @@ class Store:
         return buffer
 
     def replace(self, key: str, obj: Any) -> None:
-        """Overwrite the object under ``key`` (readers that resolve later see it)."""
+        """Overwrite the object under ``key`` (readers that resolve later see it).
+
+        Another process that cached the old bytes under ``key`` (a Redis store's LRU)
+        may still serve them; ``pxexec.ownership.update`` stores a new version under a
+        new key instead, which no cache can confuse with the old one.
+        """
         frames = self._sign(self.serializer(obj))
         self.connector.replace(key, frames)
         if self._cache is not None:
