@@ -523,8 +523,9 @@ class StoreExecutor(cf.Executor):
                 found = (proxies_in(result) if future.input_keys else _proxies_in(result)
                          ) if ok else []
                 returned = keys_of(found, proxy_key) | set(refs) if ok else set()
-                if future.abandoned:
-                    self._free(sorted((returned | set(future.input_keys)) - future.foreign_keys))
+                if future.abandoned:  # not what another owner here holds (an upstream's)
+                    mine = {k for k in returned if live_owner(k) is None}
+                    self._free(sorted((mine | set(future.input_keys)) - future.foreign_keys))
                 else:
                     self._free([k for k in future.input_keys if k not in returned])
                     if returned - future.foreign_keys:

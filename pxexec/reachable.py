@@ -85,7 +85,10 @@ def proxies_in(obj: Any) -> list[Proxy[Any]]:
         walker.dump(obj)
     except Exception as exc:  # not picklable (a thread pool's result): walk what we can
         log.debug("pxexec: walking a %s for proxies by pickle failed (%s)", kind.__name__, exc)
-        return _walk_containers(obj, set())
+        try:
+            return walker.found + _walk_containers(obj, set())
+        except RecursionError:  # nested deeper than Python can walk: what was found
+            return walker.found
     return walker.found
 
 
