@@ -16,9 +16,22 @@ from typing import Any
 from pxexec.adapters.base import Engine, engine_for
 from pxexec.factory import StoreFactory
 from pxexec.lease import keeper
-from pxexec.ownership import OwnedProxy, RefProxy, hold, into_owned, plain, release_held, take
+from pxexec.ownership import (
+    OwnedProxy,
+    RefProxy,
+    hold,
+    into_owned,
+    keep_alive,
+    kept_by,
+    live_owner,
+    own_key,
+    plain,
+    release_held,
+    take,
+)
 from pxexec.policies import SizeAtLeast
 from pxexec.proxy import Proxy
+from pxexec.reachable import keys_of, proxies_in
 from pxexec.store import Store
 from pxexec.task import Boxed, ProxyTask, check_policy, tags_for
 
@@ -43,7 +56,7 @@ def proxy_key(obj: Any) -> str | None:
 
 def _keys_in(value: Any) -> set[str]:
     """Keys of store proxies at the top level of ``value`` or one container below."""
-    return {k for k in map(proxy_key, _proxies_in(value)) if k is not None}
+    return keys_of(_proxies_in(value), proxy_key)
 
 
 def _proxies_in(value: Any) -> list[Proxy[Any]]:
@@ -87,7 +100,7 @@ class StoreFuture(cf.Future):  # type: ignore[type-arg]
     ...                    should_proxy=lambda obj: isinstance(obj, list)) as ex:
     ...     numbers = ex.submit(list, range(5))          # a list result: stored, proxied
     ...     total = ex.submit(sum, numbers)              # a dependency on any engine
-    ...     total.result(), type(numbers.result()).__name__
+    ...     total.result(), type(numbers.result()).__name__.partition("[")[0]
     (10, 'OwnedProxy')
     """
 
@@ -195,11 +208,11 @@ class _Freer:
                     self._cond.wait()
                 keys, self._queue = self._queue, []
                 batches = self._queued - self._done
-            try:
-                self.store.evict_batch(keys)
-            except Exception as exc:  # the store is down: its lease (if any) cleans up
-                log.warning("pxexec: could not evict %d object(s) from %r: %s", len(keys),
-                            self.store, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+            try:  # a failure is logged, counted in store.metrics and retried later
+                self.store.evict_or_defer(keys)
+            except Exception:  # never lose the freer thread
+                log.exception("pxexec: evicting %d object(s) from %r failed", len(keys),
+                              self.store)
             with self._cond:
                 self._done += batches
                 self._cond.notify_all()
@@ -336,6 +349,7 @@ class StoreExecutor(cf.Executor):
                 containers=self.proxy_containers or isinstance(fn, _Chunk),
                 box_result=True,
                 note_traceback=not self._engine.keeps_tracebacks,
+                on_created=getattr(self._engine, "on_created", None),
             )
             try:
                 with self._tasks_lock:
@@ -498,12 +512,14 @@ class StoreExecutor(cf.Executor):
         if not future._claim():
             return
         cancelled, exc, result = outcome or self._engine.outcome(engine_future)
+        refs: tuple[str, ...] = ()
         if type(result) is Boxed:
-            result = result.value
-        self._finish(future, cancelled, exc, result)
+            result, refs = result.value, result.refs
+        self._finish(future, cancelled, exc, result, refs)
 
     def _finish(
-        self, future: StoreFuture, cancelled: bool, exc: BaseException | None, result: Any
+        self, future: StoreFuture, cancelled: bool, exc: BaseException | None, result: Any,
+        refs: tuple[str, ...] = (),
     ) -> None:
         # Inputs are freed before the future completes: once result() returns, the
         # store holds only what the caller owns.
@@ -512,13 +528,20 @@ class StoreExecutor(cf.Executor):
             for borrowed in future.borrows:
                 release_held(borrowed)
             if self.ownership:
-                returned = _keys_in(result) if not cancelled and exc is None else set()
-                if future.abandoned:
-                    self._free(sorted((returned | set(future.input_keys)) - future.foreign_keys))
+                ok = not cancelled and exc is None
+                # Inputs may hide anywhere in the result (a dataclass, a list three
+                # levels down, a stored container: its refs): look everywhere then.
+                found = (proxies_in(result) if future.input_keys else _proxies_in(result)
+                         ) if ok else []
+                returned = keys_of(found, proxy_key) | set(refs) if ok else set()
+                if future.abandoned:  # not what another owner here holds (an upstream's)
+                    mine = {k for k in returned if live_owner(k) is None}
+                    self._free(sorted((mine | set(future.input_keys)) - future.foreign_keys))
                 else:
                     self._free([k for k in future.input_keys if k not in returned])
                     if returned - future.foreign_keys:
                         result = _owned_results(result, future.foreign_keys)
+                        self._keep_referenced(result, found, returned, future)
         finally:
             with self._lock:
                 self._pending.discard(future)
@@ -536,13 +559,37 @@ class StoreExecutor(cf.Executor):
                 # map() gave up on this future while it ran: free what it returned
                 self._free_unread(future)
 
+    def _keep_referenced(self, result: Any, found: list[Proxy[Any]], returned: set[str],
+                         future: StoreFuture) -> None:
+        """Keep alive, as long as the result, the objects it references below the top.
+
+        Owners at the top level (or one container below) were made by
+        ``_owned_results``; an input found deeper, or referenced from inside a stored
+        result (``returned`` holds its refs), gets an owner that the proxies holding
+        it, and the result's owners, keep alive.
+        """
+        tops = [p for p in _proxies_in(result) if isinstance(p, OwnedProxy)]
+        top_keys = keys_of(list(tops), proxy_key)
+        inputs = set(future.input_keys)
+        for key in sorted(returned - top_keys - future.foreign_keys):
+            owner = own_key(self.store, key) if key in inputs else live_owner(key)
+            if owner is None:
+                continue
+            for proxy in found:
+                if proxy_key(proxy) == key and not isinstance(proxy, OwnedProxy):
+                    keep_alive(proxy, owner)
+            for top in tops:
+                keep_alive(top, owner)
+
     def _free_unread(self, future: StoreFuture) -> None:
         """Free a result nobody will read (of an abandoned map)."""
         result = future.result()
-        for item in _proxies_in(result):
-            if isinstance(item, OwnedProxy):
-                item.free()
-        self._free(sorted(_keys_in(result) - future.foreign_keys))
+        found = proxies_in(result)
+        for item in found:
+            for owner in [*kept_by(item), item]:
+                if isinstance(owner, OwnedProxy):
+                    owner.free()
+        self._free(sorted(keys_of(found, proxy_key) - future.foreign_keys))
 
     def _free(self, keys: list[str]) -> None:
         self._freer.put(keys)
@@ -557,10 +604,12 @@ class StoreExecutor(cf.Executor):
 
         Owned results are also freed when dropped; this frees them now.
         """
-        for item in _proxies_in(result):
-            if isinstance(item, OwnedProxy):
-                item.free()
-        keys = sorted(_keys_in(result))
+        found = proxies_in(result)
+        for item in found:
+            for owner in [*kept_by(item), item]:
+                if isinstance(owner, OwnedProxy):
+                    owner.free()
+        keys = sorted(keys_of(found, proxy_key))
         if keys:
             self.store.evict_batch(keys)  # now, as asked
 
@@ -659,6 +708,12 @@ class StoreExecutor(cf.Executor):
             self.flush()
         if self.close_engine:
             self._engine.shutdown(wait, cancel_futures)
+            if not wait and getattr(self._engine, "close_cancels_tasks", False):
+                # the engine's tasks ended with it: no completion will come to free
+                # what their submissions stored
+                for f in pending:
+                    if f._claim():
+                        self._finish(f, True, None, None)
         else:
             self._engine.release()
 

@@ -21,6 +21,7 @@ import threading
 import weakref
 from typing import Any, TypeVar
 
+from pxexec import proxy as _proxy_module
 from pxexec.errors import PxexecError
 from pxexec.factory import StoreFactory
 from pxexec.forking import on_fork_child
@@ -28,7 +29,7 @@ from pxexec.proxy import _UNSET as _UNSET_TARGET
 from pxexec.proxy import Proxy, ProxyInfo, _target, get_info
 
 __all__ = ["OwnedProxy", "OwnershipError", "RefMutProxy", "RefProxy", "borrow", "clone",
-           "into_owned", "mut_borrow", "release", "update"]
+           "into_owned", "keep_alive", "mut_borrow", "release", "update"]
 
 T = TypeVar("T")
 
@@ -89,9 +90,9 @@ def _drop(state: _State) -> None:
         return
     try:
         _lease_forget(state)
-        state.store.evict(state.key)
-    except Exception:  # at interpreter exit or with the backend gone: nothing to do
+    except Exception:  # at interpreter exit: the lease expires by itself
         pass
+    state.store.evict_or_defer([state.key])  # a failure is logged, counted, retried
 
 
 # One owner per key in a process: converting the same result twice (Dask returns a
@@ -377,8 +378,13 @@ def _own(store: Any, key: str, info: ProxyInfo) -> OwnedProxy[Any]:
 
 def owned(store: Any, obj: T) -> OwnedProxy[T]:
     """Store ``obj`` and return its owner (``Store.owned_proxy``)."""
+    info = ProxyInfo.of(obj)  # before any I/O: a failure here stores nothing
     key = store.put(obj)
-    return _own(store, key, ProxyInfo.of(obj, token=key))
+    try:
+        return _own(store, key, ProxyInfo(info.cls, info.hash, info.hashable, info.nbytes, key))
+    except BaseException:
+        store.evict_or_defer([key])
+        raise
 
 
 def take(owner: OwnedProxy[Any]) -> str:
@@ -432,17 +438,87 @@ def update(proxy: OwnedProxy[Any] | RefMutProxy[Any]) -> None:
         raise OwnershipError("update() takes an OwnedProxy or a RefMutProxy (a mut_borrow).")
     store = state.store
     target = _target(proxy)
-    store.replace(state.key, target)
-    object.__setattr__(proxy, "__px_info__", ProxyInfo.of(target, token=state.key))
+    # A new version goes under a new key: a cache anywhere (a Redis worker's LRU, a
+    # mapped file) may still hold the old bytes under the old key, and must never
+    # serve them as the new value. The old version is evicted.
+    info = ProxyInfo.of(target, token=None)
+    key = store.put(target)
+    old = state.key
+    info = ProxyInfo(info.cls, info.hash, info.hashable, info.nbytes, key)
+    factory = StoreFactory(key, store.config(), store=store)
+    holders = [proxy] if isinstance(proxy, OwnedProxy) else [proxy, proxy.__px_ref__.owner]
+    _lease_hold(state, key)
+    with state.lock:
+        state.key = key
+    for holder in holders:
+        object.__setattr__(holder, "__px_factory__", factory)
+        object.__setattr__(holder, "__px_info__", info)
+    with _OWNERS_LOCK:
+        owner = holders[-1]
+        if _OWNERS.get(old) is owner:
+            del _OWNERS[old]
+        _OWNERS[key] = owner
+    _lease_forget(state, old)
+    store.evict_or_defer([old])
 
 
-def _lease_hold(state: _State) -> None:
+def _lease_hold(state: _State, key: str | None = None) -> None:
     from pxexec.lease import keeper
 
-    keeper().hold(state.store, [state.key])
+    keeper().hold(state.store, [key or state.key])
 
 
-def _lease_forget(state: _State) -> None:
+def _lease_forget(state: _State, key: str | None = None) -> None:
     from pxexec.lease import keeper
 
-    keeper().forget(state.store, [state.key])
+    keeper().forget(state.store, [key or state.key])
+
+
+def live_owner(key: str) -> OwnedProxy[Any] | None:
+    """The live owner of ``key`` in this process, if any."""
+    owner = _OWNERS.get(key)
+    return owner if owner is not None and owner.__px_own__.status == "live" else None
+
+
+def own_key(store: Any, key: str) -> OwnedProxy[Any]:
+    """The owner of ``key``: the live one of this process, or a new one."""
+    return live_owner(key) or _own(store, key, ProxyInfo(token=key))
+
+
+def keep_alive(holder: Proxy[Any], owner: OwnedProxy[Any]) -> None:
+    """Keep ``owner`` (and so its object) alive as long as ``holder`` lives.
+
+    >>> import gc
+    >>> from pxexec import Store
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> store = Store("keep-demo", LocalConnector())
+    >>> owner = store.owned_proxy([1, 2])
+    >>> key = owner.__px_factory__.key
+    >>> holder = plain(owner)
+    >>> keep_alive(holder, owner)
+    >>> del owner; _ = gc.collect()
+    >>> store.exists(key), holder == [1, 2]       # the holder keeps the object alive
+    (True, True)
+    >>> del holder; _ = gc.collect()
+    >>> store.exists(key)
+    False
+    """
+    if holder is owner:
+        return
+    kept = holder.__px_keep__
+    if kept is None:
+        object.__setattr__(holder, "__px_keep__", owner)
+    elif isinstance(kept, list):
+        kept.append(owner)
+    elif kept is not owner:
+        object.__setattr__(holder, "__px_keep__", [kept, owner])
+
+
+def kept_by(holder: Proxy[Any]) -> list[OwnedProxy[Any]]:
+    """The owners ``holder`` keeps alive."""
+    kept = holder.__px_keep__
+    return [] if kept is None else list(kept) if isinstance(kept, list) else [kept]
+
+
+# A store proxy unpickled in this process keeps the live owner of its key alive.
+_proxy_module.owner_of = live_owner

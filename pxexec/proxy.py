@@ -13,12 +13,11 @@ cached values.
 from __future__ import annotations
 
 import copy
-import operator
 import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union
 
 from pxexec.sizing import estimate_nbytes
 
@@ -69,7 +68,7 @@ class ProxyInfo:
         else:
             try:
                 value, hashable = hash(obj), True
-            except TypeError:
+            except (TypeError, ValueError):  # ValueError: a writable memoryview
                 hashable = False
         return cls(target_cls, value, hashable, estimate_nbytes(obj), token)
 
@@ -92,8 +91,28 @@ def _target(proxy: Proxy[Any]) -> Any:
     return target
 
 
+class _Collector(threading.local):
+    keys: list[str] | None = None
+
+
+#: while a list is set here, every store proxy pickled in this thread adds its key
+COLLECTOR = _Collector()
+#: key -> the live owner of that key in this process (set by pxexec.ownership)
+owner_of: Callable[[str], Any] | None = None
+
+
 def _rebuild(factory: Callable[[], Any], info: ProxyInfo | None, kind: type[Any]) -> Any:
-    return kind(factory, info=info)
+    proxy = kind(factory, info=info)
+    find = owner_of
+    key = getattr(factory, "key", None)
+    if find is not None and type(key) is str:
+        # A proxy arriving in the process that owns its object keeps the owner alive
+        # (a task that returned its input inside a container, a downstream result
+        # holding an upstream one): whatever still references an object keeps it.
+        owner = find(key)
+        if owner is not None:
+            object.__setattr__(proxy, "__px_keep__", owner)
+    return proxy
 
 
 class _ProxyType(type):
@@ -103,37 +122,8 @@ class _ProxyType(type):
     def __module__(cls) -> str:  # type: ignore[override]
         return "pxexec.proxy"
 
-
-def _unary(op: Callable[[Any], Any]) -> Callable[[Proxy[Any]], Any]:
-    def method(self: Proxy[Any]) -> Any:
-        return op(_target(self))
-
-    return method
-
-
-def _binary(op: Callable[[Any, Any], Any]) -> Callable[[Proxy[Any], Any], Any]:
-    def method(self: Proxy[Any], other: Any) -> Any:
-        return op(_target(self), other)
-
-    return method
-
-
-def _reflected(op: Callable[[Any, Any], Any]) -> Callable[[Proxy[Any], Any], Any]:
-    def method(self: Proxy[Any], other: Any) -> Any:
-        return op(other, _target(self))
-
-    return method
-
-
-def _inplace(op: Callable[[Any, Any], Any]) -> Callable[[Proxy[Any], Any], Any]:
-    # A mutable target changes in place and the name keeps the proxy; an immutable
-    # one gives a new plain object, as with the target itself.
-    def method(self: Proxy[Any], other: Any) -> Any:
-        target = _target(self)
-        result = op(target, other)
-        return self if result is target else result
-
-    return method
+    def __repr__(cls) -> str:
+        return f"<class 'pxexec.proxy.{cls.__qualname__}'>"
 
 
 class Proxy(Generic[T], metaclass=_ProxyType):
@@ -144,7 +134,17 @@ class Proxy(Generic[T], metaclass=_ProxyType):
     (3, 1, True)
     """
 
-    __slots__ = ("__px_factory__", "__px_info__", "__px_lock__", "__px_target__", "__weakref__")
+    __slots__ = (
+        "__px_factory__", "__px_info__", "__px_keep__", "__px_lock__", "__px_target__",
+        "__weakref__",
+    )
+
+    def __new__(cls, factory: Callable[[], T], *, info: ProxyInfo | None = None) -> Proxy[T]:
+        # an instance of the subclass with exactly the target class's special methods
+        target_cls = info.cls if info is not None else None
+        kind = SPECIALIZED.get((cls, target_cls)) or specialize(cls, target_cls)
+        proxy: Proxy[T] = object.__new__(kind)
+        return proxy
 
     def __init__(self, factory: Callable[[], T], *, info: ProxyInfo | None = None) -> None:
         if not callable(factory):
@@ -153,6 +153,7 @@ class Proxy(Generic[T], metaclass=_ProxyType):
         object.__setattr__(self, "__px_info__", info or ProxyInfo())
         object.__setattr__(self, "__px_lock__", threading.Lock())
         object.__setattr__(self, "__px_target__", _UNSET)
+        object.__setattr__(self, "__px_keep__", None)  # what must outlive this proxy
 
     # -- metadata answered without resolving ------------------------------------------
 
@@ -200,7 +201,11 @@ class Proxy(Generic[T], metaclass=_ProxyType):
         return f"<Proxy[{name}] {state} {where}>"
 
     def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
-        return (_rebuild, (self.__px_factory__, self.__px_info__.portable(), type(self)))
+        factory = self.__px_factory__
+        keys = COLLECTOR.keys
+        if keys is not None and type(getattr(factory, "key", None)) is str:
+            keys.append(factory.key)
+        return (_rebuild, (factory, self.__px_info__.portable(), kind_of(type(self))))
 
     def __reduce__(self) -> tuple[Any, ...]:
         return self.__reduce_ex__(2)
@@ -218,6 +223,11 @@ class Proxy(Generic[T], metaclass=_ProxyType):
             # Engines probe dunders (``__dask_graph__``, ...): answer from the class
             # when the target's class does not define them, without resolving.
             cls = self.__px_info__.cls
+            if name in HIDDEN:
+                raise AttributeError(
+                    f"A proxy does not forward {name!r} (numpy would read it without the "
+                    "dtype's details); np.asarray(proxy) uses __array__, which is exact."
+                )
             if cls is not None and not hasattr(cls, name):
                 raise AttributeError(f"{cls.__qualname__!r} object has no attribute {name!r}")
         return getattr(_target(self), name)
@@ -233,144 +243,56 @@ class Proxy(Generic[T], metaclass=_ProxyType):
     def __dir__(self) -> list[str]:
         return dir(_target(self))
 
-    # -- conversions ------------------------------------------------------------------
+    # -- conversions every object has (the rest: pxexec.proxy_protocols) -------------
 
-    __str__ = _unary(str)
-    __bytes__ = _unary(bytes)
-    __bool__ = _unary(bool)
-    __int__ = _unary(int)
-    __float__ = _unary(float)
-    __complex__ = _unary(complex)
-    __index__ = _unary(operator.index)
-    __len__ = _unary(len)
-    __iter__ = _unary(iter)
-    __reversed__ = _unary(reversed)
-    __neg__ = _unary(operator.neg)
-    __pos__ = _unary(operator.pos)
-    __abs__ = _unary(operator.abs)
-    __invert__ = _unary(operator.invert)
+    def __str__(self) -> str:
+        return str(_target(self))
 
-    def __fspath__(self) -> Any:
-        return _target(self).__fspath__()
+    def __bool__(self) -> bool:
+        return bool(_target(self))
 
     def __format__(self, spec: str) -> str:
         return format(_target(self), spec)
 
-    def __round__(self, ndigits: Any = None) -> Any:
-        return round(_target(self)) if ndigits is None else round(_target(self), ndigits)
+    def __array__(self, dtype: Any = None, copy: Any = None) -> Any:
+        """Exactly ``np.asarray(target)`` (numpy asks this of any object)."""
+        import numpy as np
 
-    def __trunc__(self) -> Any:
-        import math
-
-        return math.trunc(_target(self))
-
-    def __floor__(self) -> Any:
-        import math
-
-        return math.floor(_target(self))
-
-    def __ceil__(self) -> Any:
-        import math
-
-        return math.ceil(_target(self))
-
-    def __length_hint__(self) -> int:
-        return operator.length_hint(_target(self))
-
-    def __buffer__(self, flags: int) -> memoryview:  # Python 3.12+ buffer protocol
-        return memoryview(_target(self))
-
-    def __next__(self) -> Any:
-        return next(_target(self))
-
-    # -- containers and calls ---------------------------------------------------------
-
-    __contains__ = _binary(operator.contains)
-    __getitem__ = _binary(operator.getitem)
-    __delitem__ = _binary(operator.delitem)
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        _target(self)[key] = value
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return _target(self)(*args, **kwargs)
-
-    def __enter__(self) -> Any:
-        return _target(self).__enter__()
-
-    def __exit__(self, *exc: Any) -> Any:
-        return _target(self).__exit__(*exc)
-
-    async def __aenter__(self) -> Any:
-        return await _target(self).__aenter__()
-
-    async def __aexit__(self, *exc: Any) -> Any:
-        return await _target(self).__aexit__(*exc)
-
-    def __await__(self) -> Any:
-        return _target(self).__await__()
-
-    def __aiter__(self) -> Any:
-        return _target(self).__aiter__()
-
-    def __anext__(self) -> Any:
-        return _target(self).__anext__()
-
-    # -- comparisons and arithmetic ---------------------------------------------------
-
-    __eq__ = _binary(operator.eq)  # type: ignore[assignment]
-    __ne__ = _binary(operator.ne)  # type: ignore[assignment]
-    __lt__ = _binary(operator.lt)
-    __le__ = _binary(operator.le)
-    __gt__ = _binary(operator.gt)
-    __ge__ = _binary(operator.ge)
-
-    __add__ = _binary(operator.add)
-    __sub__ = _binary(operator.sub)
-    __mul__ = _binary(operator.mul)
-    __matmul__ = _binary(operator.matmul)
-    __truediv__ = _binary(operator.truediv)
-    __floordiv__ = _binary(operator.floordiv)
-    __mod__ = _binary(operator.mod)
-    __divmod__ = _binary(divmod)
-    __lshift__ = _binary(operator.lshift)
-    __rshift__ = _binary(operator.rshift)
-    __and__ = _binary(operator.and_)
-    __xor__ = _binary(operator.xor)
-    __or__ = _binary(operator.or_)
-
-    __radd__ = _reflected(operator.add)
-    __rsub__ = _reflected(operator.sub)
-    __rmul__ = _reflected(operator.mul)
-    __rmatmul__ = _reflected(operator.matmul)
-    __rtruediv__ = _reflected(operator.truediv)
-    __rfloordiv__ = _reflected(operator.floordiv)
-    __rmod__ = _reflected(operator.mod)
-    __rdivmod__ = _reflected(divmod)
-    __rpow__ = _reflected(pow)
-    __rlshift__ = _reflected(operator.lshift)
-    __rrshift__ = _reflected(operator.rshift)
-    __rand__ = _reflected(operator.and_)
-    __rxor__ = _reflected(operator.xor)
-    __ror__ = _reflected(operator.or_)
-
-    __iadd__ = _inplace(operator.iadd)
-    __isub__ = _inplace(operator.isub)
-    __imul__ = _inplace(operator.imul)
-    __imatmul__ = _inplace(operator.imatmul)
-    __itruediv__ = _inplace(operator.itruediv)
-    __ifloordiv__ = _inplace(operator.ifloordiv)
-    __imod__ = _inplace(operator.imod)
-    __ipow__ = _inplace(operator.ipow)
-    __ilshift__ = _inplace(operator.ilshift)
-    __irshift__ = _inplace(operator.irshift)
-    __iand__ = _inplace(operator.iand)
-    __ixor__ = _inplace(operator.ixor)
-    __ior__ = _inplace(operator.ior)
-
-    def __pow__(self, other: Any, modulo: Any = None) -> Any:
         target = _target(self)
-        return pow(target, other) if modulo is None else pow(target, other, modulo)
+        if copy is None:
+            return np.asarray(target, dtype=dtype)
+        return np.array(target, dtype=dtype, copy=copy)
+
+    # -- comparisons ------------------------------------------------------------------
+
+    def __eq__(self, other: object) -> Any:
+        return _target(self) == other
+
+    def __ne__(self, other: object) -> Any:
+        return _target(self) != other
+
+    def __lt__(self, other: Any) -> Any:
+        return _target(self) < other
+
+    def __le__(self, other: Any) -> Any:
+        return _target(self) <= other
+
+    def __gt__(self, other: Any) -> Any:
+        return _target(self) > other
+
+    def __ge__(self, other: Any) -> Any:
+        return _target(self) >= other
+
+    if TYPE_CHECKING:  # forwarded where the target's class has them (proxy_protocols)
+
+        def __len__(self) -> int: ...
+        def __iter__(self) -> Any: ...
+        def __getitem__(self, key: Any) -> Any: ...
+        def __setitem__(self, key: Any, value: Any) -> None: ...
+        def __contains__(self, item: Any) -> bool: ...
+        def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+        def __add__(self, other: Any) -> Any: ...
+        def __mul__(self, other: Any) -> Any: ...
 
 
 ProxyOr = Union[T, Proxy[T]]  # noqa: UP007 - an alias must work on Python 3.10 too
@@ -458,3 +380,11 @@ def is_proxy(obj: Any) -> bool:
     (True, False)
     """
     return isinstance(obj, Proxy)
+
+
+from pxexec.proxy_protocols import (  # noqa: E402 - needs Proxy
+    HIDDEN,
+    SPECIALIZED,
+    kind_of,
+    specialize,
+)

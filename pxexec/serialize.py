@@ -41,7 +41,7 @@ CHECKED_FRAME = 64 * 1024
 _CHECKS = "_crc"
 
 # codec ids
-BYTES, BYTEARRAY, STR, NDARRAY, PICKLE, CLOUDPICKLE, POLARS = 1, 2, 3, 4, 5, 6, 7
+BYTES, BYTEARRAY, STR, NDARRAY, PICKLE, CLOUDPICKLE, POLARS, MEMORYVIEW = 1, 2, 3, 4, 5, 6, 7, 8
 CODEC_NAMES = {
     BYTES: "bytes",
     BYTEARRAY: "bytearray",
@@ -50,6 +50,7 @@ CODEC_NAMES = {
     PICKLE: "pickle",
     CLOUDPICKLE: "cloudpickle",
     POLARS: "polars",
+    MEMORYVIEW: "memoryview",
 }
 
 Frames = list[Any]  # bytes-likes: bytes, bytearray, memoryview
@@ -144,17 +145,40 @@ def serialize(obj: Any) -> Frames:
         return _frame(BYTEARRAY, None, [obj])
     if kind is str:
         return _frame(STR, None, [obj.encode("utf-8", "surrogatepass")])
+    if kind is memoryview:
+        return _serialize_memoryview(obj)
     module = kind.__module__.partition(".")[0]
     if module == "numpy" and kind.__name__ == "ndarray" and _plain_dtype(obj.dtype):
         return _serialize_ndarray(obj)
     if module == "polars" and kind.__name__ in ("DataFrame", "Series"):
         return _serialize_polars(obj)
+    if module == "numpy" and getattr(obj, "flags", None) is not None and not obj.flags.writeable:
+        # pickle drops the read-only flag of some arrays (empty ones, subclasses)
+        return _serialize_pickle(obj, {"readonly": True})
     return _serialize_pickle(obj)
+
+
+def _serialize_memoryview(view: memoryview) -> Frames:
+    # the bytes, with the format, shape and read-only flag to rebuild the same view
+    meta = {"format": view.format, "shape": list(view.shape or ()), "readonly": view.readonly}
+    data = view if view.c_contiguous else memoryview(view.tobytes())
+    return _frame(MEMORYVIEW, meta, [data.cast("B") if data.nbytes else b""])
+
+
+def _decode_memoryview(meta: dict[str, Any], frame: memoryview) -> memoryview:
+    view = memoryview(bytearray_from(frame))
+    shape = [int(n) for n in meta["shape"]]
+    fmt = str(meta["format"])
+    if view.nbytes and (fmt != "B" or len(shape) != 1):
+        view = view.cast(fmt, shape)  # type: ignore[call-overload]
+    return view.toreadonly() if meta.get("readonly") else view
 
 
 def _plain_dtype(dtype: Any) -> bool:
     # structured, sub-array and object dtypes go through pickle (still out-of-band)
-    return not dtype.hasobject and dtype.fields is None and dtype.subdtype is None
+    # (so are dtypes carrying metadata, which dtype.str would drop)
+    return (not dtype.hasobject and dtype.fields is None and dtype.subdtype is None
+            and dtype.metadata is None)
 
 
 def _serialize_ndarray(arr: Any) -> Frames:
@@ -166,17 +190,84 @@ def _serialize_ndarray(arr: Any) -> Frames:
         order, data = "F", arr.T
     else:
         order, data = "C", np.ascontiguousarray(arr)
-    meta = {"dtype": arr.dtype.str, "shape": list(arr.shape), "order": order}
+    meta: dict[str, Any] = {"dtype": arr.dtype.str, "shape": list(arr.shape), "order": order}
+    if not arr.flags.writeable:
+        meta["readonly"] = True
     if data.size == 0:
         return _frame(NDARRAY, meta, [b""])
     return _frame(NDARRAY, meta, [data.reshape(-1).view(np.uint8)])
 
 
 def _serialize_polars(obj: Any) -> Frames:
-    table = obj.to_arrow()
-    stream, buffers = _pickle_oob(table, pickle.dumps)
+    # Zero-copy through Arrow when every column has an exact Arrow form; the polars
+    # schema (Enum categories, Series name) travels with it and is restored on decode.
+    # Object columns (Arrow would hold raw pointers) and types Arrow lacks take
+    # polars' own pickle path, in-band.
+    if not _arrow_exact(obj):
+        return _serialize_pickle(_PolarsColumns(obj))
+    try:
+        table = obj.to_arrow()
+    except Exception:  # a type with no Arrow form (Int128 on some versions, ...)
+        return _serialize_pickle(obj)
+    schema = dict(obj.schema) if type(obj).__name__ == "DataFrame" else {obj.name: obj.dtype}
+    stream, buffers = _pickle_oob((table, schema), pickle.dumps)
     meta = {"kind": type(obj).__name__}
     return _frame(POLARS, meta, [stream, *buffers])
+
+
+class _PolarsColumns:
+    """A polars frame or series with Object columns, pickled column by column.
+
+    Polars cannot serialize Object columns and Arrow would hold their raw pointers:
+    their values are pickled as Python objects, the other columns as polars does.
+    """
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        import polars as pl
+
+        obj = self.obj
+        series = obj.get_columns() if type(obj).__name__ == "DataFrame" else [obj]
+        columns = []
+        for col in series:
+            if col.dtype == pl.Object:
+                columns.append((col.name, True, col.to_list()))
+            elif not _arrow_exact(col):
+                raise SerializationError(
+                    f"Column {col.name!r} has type {col.dtype}, which nests Python objects; "
+                    "polars cannot serialize it. Store its values as a plain Object column "
+                    "or convert them to a native polars type."
+                )
+            else:
+                columns.append((col.name, False, col))
+        return (_rebuild_polars, (type(obj).__name__, columns))
+
+
+def _rebuild_polars(kind: str, columns: list[tuple[str, bool, Any]]) -> Any:
+    import polars as pl
+
+    series = [pl.Series(name, values, dtype=pl.Object) if objects else values
+              for name, objects, values in columns]
+    return series[0] if kind == "Series" else pl.DataFrame(series)
+
+
+def _arrow_exact(obj: Any) -> bool:
+    """Whether no column of a polars frame or series holds Python objects."""
+    import polars as pl
+
+    dtypes = obj.dtypes if type(obj).__name__ == "DataFrame" else [obj.dtype]
+    stack = list(dtypes)
+    while stack:
+        dtype = stack.pop()
+        if dtype == pl.Object:
+            return False
+        inner = getattr(dtype, "inner", None)
+        if inner is not None:
+            stack.append(inner)
+        stack.extend(f.dtype for f in getattr(dtype, "fields", None) or ())
+    return True
 
 
 def _pickle_oob(obj: Any, dumps: Callable[..., bytes]) -> tuple[bytes, list[Any]]:
@@ -185,7 +276,7 @@ def _pickle_oob(obj: Any, dumps: Callable[..., bytes]) -> tuple[bytes, list[Any]
     return stream, buffers
 
 
-def _serialize_pickle(obj: Any) -> Frames:
+def _serialize_pickle(obj: Any, meta: dict[str, Any] | None = None) -> Frames:
     try:
         stream, buffers = _pickle_oob(obj, pickle.dumps)
         codec = PICKLE
@@ -201,7 +292,7 @@ def _serialize_pickle(obj: Any) -> Frames:
                 "picklable or pass a custom serializer to the Store."
             ) from exc
         codec = CLOUDPICKLE
-    return _frame(codec, None, [stream, *buffers])
+    return _frame(codec, meta, [stream, *buffers])
 
 
 # -- deserialize ---------------------------------------------------------------------
@@ -325,8 +416,10 @@ def _parse_frames(data: Sequence[Any]) -> tuple[int, dict[str, Any], list[memory
 
 
 def _decode(codec: int, meta: dict[str, Any], frames: list[memoryview], writable: bool) -> Any:
-    if codec in (BYTES, BYTEARRAY, STR) and len(frames) != 1:
+    if codec in (BYTES, BYTEARRAY, STR, MEMORYVIEW) and len(frames) != 1:
         raise DeserializationError("A bytes/str payload must have exactly one frame.")
+    if codec == MEMORYVIEW:
+        return _decode_memoryview(meta, frames[0])
     if codec == BYTES:
         return bytes_from(frames[0])
     if codec == BYTEARRAY:
@@ -340,13 +433,25 @@ def _decode(codec: int, meta: dict[str, Any], frames: list[memoryview], writable
     buffers: list[Any] = frames[1:] if writable else [writable_copy(f) for f in frames[1:]]
     obj = pickle.loads(frames[0], buffers=buffers)
     if codec == POLARS:
-        import polars as pl
-
-        result = pl.from_arrow(obj)
-        if meta.get("kind") == "Series" and isinstance(result, pl.DataFrame):
-            result = result.to_series()
-        return result
+        return _decode_polars(meta, obj)
+    if meta.get("readonly") and getattr(obj, "flags", None) is not None:
+        obj.flags.writeable = False
     return obj
+
+
+def _decode_polars(meta: dict[str, Any], obj: Any) -> Any:
+    import polars as pl
+
+    table, schema = obj
+    result = pl.from_arrow(table)
+    if not isinstance(result, pl.DataFrame):
+        (name,) = schema
+        result = result.alias(name).to_frame()
+    if dict(result.schema) != schema:
+        result = result.cast(schema)  # Enum, Categorical and friends, exactly
+    if meta.get("kind") == "Series":
+        return result.to_series()
+    return result
 
 
 def _decode_ndarray(meta: dict[str, Any], frames: list[memoryview]) -> Any:
@@ -368,11 +473,14 @@ def _decode_ndarray(meta: dict[str, Any], frames: list[memoryview]) -> Any:
             f"Array payload holds {frame.nbytes} bytes; shape {shape} of {dtype} needs "
             f"{count * dtype.itemsize}: corrupted or truncated."
         )
+    readonly = bool(meta.get("readonly", False))
     if count == 0:
-        return np.empty(shape, dtype=dtype, order=order)
-    flat = np.frombuffer(frame, dtype=dtype)
-    if frame.readonly:
-        flat = flat.copy()
-    if order == "F":
-        return flat.reshape(shape[::-1]).T
-    return flat.reshape(shape)
+        arr = np.empty(shape, dtype=dtype, order=order)
+    else:
+        flat = np.frombuffer(frame, dtype=dtype)
+        if frame.readonly:
+            flat = flat.copy()
+        arr = flat.reshape(shape[::-1]).T if order == "F" else flat.reshape(shape)
+    if readonly:
+        arr.flags.writeable = False  # as it was stored
+    return arr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -76,7 +77,34 @@ def _choose(kind: type[Any]) -> Estimator:
     return _getsizeof
 
 
+class _Walking(threading.local):
+    ids: set[int] | None = None
+
+
+_WALKING = _Walking()
+
+
 def _walk(obj: Any, budget: list[int]) -> int:
+    # A container that holds itself (directly or further down) counts once.
+    walking = _WALKING.ids
+    top = walking is None
+    if top:
+        walking = _WALKING.ids = set()
+    assert walking is not None
+    if id(obj) in walking:
+        return 0
+    walking.add(id(obj))
+    try:
+        return _walk_items(obj, budget)
+    except RecursionError:  # too deep to walk: the container's own size will do
+        return sys.getsizeof(obj)
+    finally:
+        walking.discard(id(obj))
+        if top:
+            _WALKING.ids = None
+
+
+def _walk_items(obj: Any, budget: list[int]) -> int:
     is_dict = isinstance(obj, dict)
     items: Any = obj.items() if is_dict else obj
     length = len(obj)

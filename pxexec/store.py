@@ -8,6 +8,7 @@ inside each proxy's factory.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -32,7 +33,11 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+log = logging.getLogger("pxexec")
+
 _MISSING: Any = object()
+#: a failed eviction is retried by the next eviction at least this many seconds later
+RETRY_AFTER = 1.0
 #: objects larger than this are never cached (they are returned zero-copy instead)
 CACHE_OBJECT_LIMIT = 16 * 1024 * 1024
 
@@ -58,6 +63,10 @@ class StoreMetrics:
     bytes_got: int = 0
     put_seconds: float = 0.0
     get_seconds: float = 0.0
+    #: evictions that raised (each attempt counts); their keys are retried later
+    failed_evictions: int = 0
+    #: keys whose eviction failed and waits for a retry (``Store.retry_evictions``)
+    deferred_evictions: int = 0
 
     def as_dict(self) -> dict[str, float]:
         """The counters as a plain dict."""
@@ -133,6 +142,8 @@ class Store:
         renew_locks_after_fork(self, "_metrics_lock")
         if self._cache is not None:
             renew_locks_after_fork(self._cache, "_lock")
+        self._deferred: set[str] = set()  # keys whose eviction failed
+        self._retry_at = 0.0
         self._config: dict[str, Any] = {
             "name": name,
             "connector": connector.config(),
@@ -311,7 +322,12 @@ class Store:
         return buffer
 
     def replace(self, key: str, obj: Any) -> None:
-        """Overwrite the object under ``key`` (readers that resolve later see it)."""
+        """Overwrite the object under ``key`` (readers that resolve later see it).
+
+        Another process that cached the old bytes under ``key`` (a Redis store's LRU)
+        may still serve them; ``pxexec.ownership.update`` stores a new version under a
+        new key instead, which no cache can confuse with the old one.
+        """
         frames = self.serializer(obj)
         if self._signer is not None:
             version = self._next_version(key)
@@ -349,19 +365,75 @@ class Store:
         self.connector.evict_batch(keys)
         self._count(evictions=len(keys))
 
+    def evict_or_defer(self, keys: Iterable[str]) -> bool:
+        """Evict ``keys``; on failure log it, count it and retry the keys later.
+
+        Freeing paths (owners dropped, completed tasks) use this: an eviction that
+        fails (the backend is down, a key on another host's route) is never silently
+        lost. It is logged, counted in ``metrics.failed_evictions``, and the keys
+        (``metrics.deferred_evictions``) are retried by the next eviction at least
+        ``RETRY_AFTER`` seconds later, by ``retry_evictions()`` and by ``close()``.
+        Returns whether everything asked (and retried) was evicted.
+        """
+        keys = list(keys)
+        with self._metrics_lock:
+            if self._deferred and time.monotonic() >= self._retry_at:
+                keys.extend(self._deferred - set(keys))
+                self._deferred.clear()
+                self._metrics.deferred_evictions = 0
+        if not keys:
+            return True
+        try:
+            self.evict_batch(keys)
+        except Exception as exc:
+            with self._metrics_lock:
+                self._deferred.update(keys)
+                self._metrics.failed_evictions += 1
+                self._metrics.deferred_evictions = len(self._deferred)
+                self._retry_at = time.monotonic() + RETRY_AFTER
+            log.warning("pxexec: could not evict %d object(s) from %r (%s: %s); will retry.",
+                        len(keys), self, type(exc).__name__, exc)
+            return False
+        return True
+
+    def retry_evictions(self) -> bool:
+        """Retry the evictions that failed earlier now; True if none is left."""
+        with self._metrics_lock:
+            self._retry_at = 0.0
+        return self.evict_or_defer(())
+
     # -- proxies ----------------------------------------------------------------------
 
     def proxy(
         self, obj: T, *, populate_target: bool = False, tags: Iterable[str] = ()
     ) -> Proxy[T]:
-        """Store ``obj`` and return a lazy proxy that resolves to it anywhere."""
+        """Store ``obj`` and return a lazy proxy that resolves to it anywhere.
+
+        What the proxy knows of ``obj`` is read before anything is stored, and if
+        making the proxy fails after the put, the object is evicted again: nothing
+        stays stored unless its proxy is handed out.
+        """
+        info = ProxyInfo.of(obj)
         key = self.put(obj, tags=tags)
-        return self._make_proxy(key, obj, populate_target)
+        return self._guarded_proxy(key, obj, info, populate_target)
 
     def proxy_batch(self, objs: Sequence[T], *, populate_target: bool = False) -> list[Proxy[T]]:
         """Store several objects (batched) and return a proxy for each."""
+        infos = [ProxyInfo.of(o) for o in objs]
         keys = self.put_batch(objs)
-        return [self._make_proxy(k, o, populate_target) for k, o in zip(keys, objs)]
+        try:
+            return [self._guarded_proxy(k, o, i, populate_target)
+                    for k, o, i in zip(keys, objs, infos)]
+        except BaseException:
+            self.evict_or_defer(keys)
+            raise
+
+    def _guarded_proxy(self, key: str, obj: T, info: ProxyInfo, populate: bool) -> Proxy[T]:
+        try:
+            return self._make_proxy(key, obj, populate, info)
+        except BaseException:
+            self.evict_or_defer([key])
+            raise
 
     def owned_proxy(self, obj: T) -> OwnedProxy[T]:
         """Store ``obj`` and return its owner: freed when dropped (see pxexec.ownership)."""
@@ -373,10 +445,11 @@ class Store:
         """A proxy of an object already in the store (its metadata comes on resolve)."""
         return Proxy(StoreFactory(key, self._config, store=self), info=ProxyInfo(token=key))
 
-    def _make_proxy(self, key: str, obj: T, populate_target: bool) -> Proxy[T]:
-        proxy: Proxy[T] = Proxy(
-            StoreFactory(key, self._config, store=self), info=ProxyInfo.of(obj, token=key)
-        )
+    def _make_proxy(self, key: str, obj: T, populate_target: bool,
+                    info: ProxyInfo | None = None) -> Proxy[T]:
+        info = ProxyInfo.of(obj) if info is None else info
+        info = ProxyInfo(info.cls, info.hash, info.hashable, info.nbytes, key)
+        proxy: Proxy[T] = Proxy(StoreFactory(key, self._config, store=self), info=info)
         if populate_target:
             object.__setattr__(proxy, "__px_target__", obj)
         return proxy
@@ -396,6 +469,8 @@ class Store:
 
     def close(self) -> None:
         """Close the connector's client and forget this store in this process."""
+        if self._deferred:
+            self.retry_evictions()
         _unregister(self)
         self.connector.close()
 

@@ -6,12 +6,15 @@ and rebuilds the store from its config once per worker process.
 
 from __future__ import annotations
 
+import enum
+import sys
 import traceback
 from collections.abc import Callable
 from typing import Any
 
 from pxexec.errors import PolicyError
 from pxexec.proxy import Proxy, forget_target, is_resolved
+from pxexec.reachable import collect_pickled_keys
 from pxexec.store import Store, fingerprint, get_or_create_store
 
 
@@ -25,13 +28,14 @@ class Boxed:
     and StoreExecutor unboxes results on the client.
     """
 
-    __slots__ = ("value",)
+    __slots__ = ("refs", "value")
 
-    def __init__(self, value: Any) -> None:
+    def __init__(self, value: Any, refs: tuple[str, ...] = ()) -> None:
         self.value = value
+        self.refs = refs  # keys a stored result references (proxies pickled inside it)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Boxed, (self.value,))
+        return (Boxed, (self.value, self.refs) if self.refs else (self.value,))
 
     def __repr__(self) -> str:
         return f"Boxed({self.value!r})"
@@ -77,8 +81,36 @@ def tags_for(policy: Any, obj: Any) -> tuple[str, ...]:
     return tuple(sorted(method(obj))) if callable(method) else ()
 
 
+_SINGLETONS = (type(None), bool, type(Ellipsis), type(NotImplemented))
+#: numbers up to this size (``sys.getsizeof``) are never proxied
+SMALL_NUMBER = 1024
+
+
+def never_proxied(obj: Any) -> bool:
+    """Objects that stay themselves whatever the policy says.
+
+    Singletons and small immutable values (None, bools, small numbers, empty
+    str/bytes/tuple, enum members, classes): a proxy would break ``result is None``
+    and identity checks while saving nothing.
+
+    >>> never_proxied(None), never_proxied(True), never_proxied(3), never_proxied([1])
+    (True, True, True, False)
+    """
+    kind = type(obj)
+    if kind in _SINGLETONS or isinstance(obj, (type, enum.Enum)):
+        return True
+    if kind is int or kind is float or kind is complex:
+        return sys.getsizeof(obj) <= SMALL_NUMBER
+    return (kind is str or kind is bytes or kind is tuple) and not obj
+
+
 def check_policy(policy: Callable[[Any], bool], obj: Any) -> bool:
-    """Apply ``policy`` to ``obj``; an error names the policy and the object's type."""
+    """Apply ``policy`` to ``obj``; an error names the policy and the object's type.
+
+    Objects ``never_proxied`` are never proxied, whatever the policy says.
+    """
+    if never_proxied(obj):
+        return False
     try:
         return bool(policy(obj))
     except Exception as exc:
@@ -100,6 +132,7 @@ class ProxyTask:
         "containers",
         "fn",
         "note_traceback",
+        "on_created",
         "policy",
         "store_config",
         "store_fp",
@@ -116,8 +149,10 @@ class ProxyTask:
         store_config: dict[str, Any] | None = None,
         store_fp: str | None = None,
         note_traceback: bool = False,
+        on_created: Callable[[Store, list[str]], None] | None = None,
     ) -> None:
         self.fn = fn
+        self.on_created = on_created  # told the keys of results stored (Dask's cleanup)
         if store is not None:
             store_config, store_fp = store.config(), store.fingerprint
         elif store_config is not None and store_fp is None:
@@ -133,6 +168,13 @@ class ProxyTask:
         self.__wrapped__ = fn
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        result, refs, _ = self.run(args, kwargs)
+        return Boxed(result, tuple(refs)) if self.box_result else result
+
+    def run(self, args: tuple[Any, ...], kwargs: dict[str, Any]
+            ) -> tuple[Any, list[str], list[str]]:
+        """Call ``fn``; return the (proxied) result, the keys it references from inside
+        stored objects, and the keys of the results this call stored."""
         args = tuple(unbox(a) for a in args)
         kwargs = {k: unbox(v) for k, v in kwargs.items()}
         fresh = _unresolved_proxies((*args, *kwargs.values()))
@@ -148,30 +190,50 @@ class ProxyTask:
             # mapped meanwhile. What the result still uses stays alive by reference.
             for proxy in fresh:
                 forget_target(proxy)
+        refs: list[str] = []
+        created: list[str] = []
         if self.policy is not None:
-            result = self.proxy_result(result)
-        return Boxed(result) if self.box_result else result
+            result = self.proxy_result(result, refs, created)
+            if created and self.on_created is not None:
+                self.on_created(get_or_create_store(self.store_config or {}, self.store_fp),
+                                created)
+        return result, refs, created
 
-    def proxy_result(self, result: Any) -> Any:
+    def proxy_result(self, result: Any, refs: list[str] | None = None,
+                     created: list[str] | None = None) -> Any:
+        """The result with what the policy selects stored and proxied.
+
+        The keys of proxies stored inside a proxied result (a task returning its input
+        in a container that is then stored) are added to ``refs``: the client keeps
+        them alive as long as the result.
+        """
         kind = type(result)
         if isinstance(result, Proxy):
             return result
         if self.containers and (kind is list or kind is tuple):
-            return kind(self.proxy_result_item(r) for r in result)
+            return kind(self.proxy_result_item(r, refs, created) for r in result)
         if self.containers and kind is dict:
-            return {k: self.proxy_result_item(v) for k, v in result.items()}
-        return self.proxy_result_item(result)
+            return {k: self.proxy_result_item(v, refs, created) for k, v in result.items()}
+        return self.proxy_result_item(result, refs, created)
 
-    def proxy_result_item(self, obj: Any) -> Any:
+    def proxy_result_item(self, obj: Any, refs: list[str] | None = None,
+                          created: list[str] | None = None) -> Any:
         assert self.policy is not None and self.store_config is not None
         if isinstance(obj, Proxy) or not check_policy(self.policy, obj):
             return obj
         store = get_or_create_store(self.store_config, self.store_fp)
-        return store.proxy(obj, tags=tags_for(self.policy, obj))
+        with collect_pickled_keys() as keys:
+            proxy = store.proxy(obj, tags=tags_for(self.policy, obj))
+        if refs is not None:
+            refs.extend(keys)
+        if created is not None:
+            created.append(proxy.__px_factory__.key)
+        return proxy
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_task, (self.fn, self.store_config, self.policy, self.containers,
-                                self.box_result, self.store_fp, self.note_traceback))
+                                self.box_result, self.store_fp, self.note_traceback,
+                                self.on_created))
 
     def __repr__(self) -> str:
         return f"ProxyTask({self.fn!r})"
@@ -185,8 +247,10 @@ def _rebuild_task(
     box_result: bool,
     store_fp: str | None = None,
     note_traceback: bool = False,
+    on_created: Callable[[Store, list[str]], None] | None = None,
 ) -> ProxyTask:
     return ProxyTask(
         fn, None, policy, containers=containers, box_result=box_result,
         store_config=store_config, store_fp=store_fp, note_traceback=note_traceback,
+        on_created=on_created,
     )

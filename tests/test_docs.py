@@ -18,6 +18,8 @@ PUBLIC = [
     "pxexec.executor",
     "pxexec.store",
     "pxexec.proxy",
+    "pxexec.proxy_protocols",
+    "pxexec.reachable",
     "pxexec.factory",
     "pxexec.ownership",
     "pxexec.lease",

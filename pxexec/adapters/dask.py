@@ -18,6 +18,8 @@ from typing import Any
 
 from pxexec.adapters.base import Engine
 from pxexec.errors import MissingDependencyError
+from pxexec.lease import keeper
+from pxexec.ownership import live_owner, own_key
 from pxexec.policies import SizeAtLeast
 from pxexec.proxy import Proxy
 from pxexec.store import Store
@@ -27,6 +29,13 @@ try:
     import distributed
     from dask.base import tokenize
     from dask.utils import funcname
+
+    from pxexec.adapters.dask_results import (
+        as_key,
+        install_result_cleanup,
+        record_created,
+        run_owned,
+    )
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise MissingDependencyError("distributed", "dask", "The Dask adapter") from exc
 
@@ -186,12 +195,17 @@ class DaskEngine(Engine):
 
     name = "dask"
     native_futures = True
+    #: closing the client ends its tasks: their callbacks never come
+    close_cancels_tasks = True
+    #: results stored by a task Dask then discards are freed on the worker
+    on_created = staticmethod(record_created)
 
     def __init__(self, executor: Any) -> None:
         super().__init__(executor)
         self._watcher: _Watcher | None = None
         self._watcher_lock = threading.Lock()
         self._releaser = _Releaser(executor)
+        install_result_cleanup(executor)
 
     def add_done_callback(self, future: Any, callback: Callable[[Any], None],
                           wanted: Callable[[], bool] | None = None) -> None:
@@ -234,7 +248,12 @@ class DaskEngine(Engine):
             return False, exc, None
 
     def cancel(self, future: Any) -> bool:
-        future.cancel()
+        if future.done():  # finished: its result is on its way to us (as in cf, no cancel)
+            return bool(future.cancelled())
+        try:
+            future.cancel()
+        except Exception:  # the client is closed: its tasks are gone already
+            pass
         return True
 
     def shutdown(self, wait: bool, cancel_futures: bool) -> None:
@@ -274,12 +293,19 @@ class Client(distributed.Client):  # type: ignore[misc]
         self._ps_store = ps_store
         self._ps_policy = SizeAtLeast(ps_threshold)
         self._ps_tasks: dict[Any, ProxyTask] = {}
+        # Dask key -> the owners of what its task stored (results, inputs it returned):
+        # held while Dask holds the key; proxies of them in this process keep them too.
+        self._ps_results: dict[Any, list[Any]] = {}
+        self._ps_topic = f"pxexec-results-{uuid.uuid4().hex}"
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        if ps_store is not None and not self.asynchronous:
+            self.subscribe_topic(self._ps_topic, self._ps_on_results)
+            install_result_cleanup(self)
 
     def _ps_task(self, func: Callable[..., Any]) -> ProxyTask:
         task = self._ps_tasks.get(func)
         if task is None:
-            task = ProxyTask(func, self._ps_store, self._ps_policy)
+            task = ProxyTask(func, self._ps_store, self._ps_policy, on_created=record_created)
             self._ps_tasks[func] = task
         return task
 
@@ -293,19 +319,45 @@ class Client(distributed.Client):  # type: ignore[misc]
         keys.append(proxy.__px_factory__.key)
         return Boxed(proxy)
 
+    def _ps_on_results(self, event: Any) -> None:
+        """A task reported what it stored (before its completion reaches us)."""
+        store = self._ps_store
+        assert store is not None
+        msg = event[1]
+        key = as_key(msg["key"])
+        owners = [own_key(store, k) for k in msg.get("own", ())]
+        owners += [o for o in map(live_owner, msg.get("refs", ())) if o is not None]
+        if key in self.futures:
+            self._ps_results.setdefault(key, []).extend(owners)
+        # else: the key was released (cancelled) meanwhile: the owners go now
+
+    def _release_key(self, key: Any) -> None:
+        super()._release_key(key)
+        owners = self._ps_results.pop(key, None)  # freed unless referenced elsewhere
+        del owners
+
+    def close(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().close(*args, **kwargs)
+        finally:
+            self._ps_results.clear()
+
     def _ps_free_when_done(self, future: Any, keys: list[str]) -> None:
         if not keys:
             return
         store = self._ps_store
         assert store is not None
+        keeper().hold(store, keys)  # a queued task's inputs outlive no lease
 
-        def free(_: Any) -> None:
+        def done(fut: Any) -> None:
             try:
-                store.evict_batch(keys)
-            except Exception:
-                log.exception("pxexec: could not evict task inputs from %r", store)
+                if fut.status != "finished":  # error or cancelled: the task freed nothing
+                    store.evict_or_defer(keys)
+            finally:
+                # inputs the result references are held by their new owners
+                keeper().forget(store, [k for k in keys if live_owner(k) is None])
 
-        future.add_done_callback(free)
+        future.add_done_callback(done)
 
     def submit(self, func: Callable[..., Any], *args: Any, key: Any = None,
                pure: bool | None = None, **kwargs: Any) -> Any:
@@ -324,8 +376,8 @@ class Client(distributed.Client):  # type: ignore[misc]
         new_args = [self._ps_arg(a, keys) for a in args]
         new_kwargs = {k: self._ps_arg(v, keys) for k, v in kwargs.items()}
         future = super().submit(
-            _call, self._ps_task(func), tuple(new_args), new_kwargs, key=key, pure=False,
-            **options,
+            run_owned, self._ps_task(func), tuple(new_args), new_kwargs, tuple(keys),
+            self._ps_topic, key=key, pure=False, **options,
         )
         self._ps_free_when_done(future, keys)
         return future
