@@ -123,12 +123,10 @@ def human_size(nbytes: int) -> str:
 
 
 def parse_size(text: str) -> int:
-    units = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "k": 10**3, "m": 10**6, "g": 10**9}
-    lowered = text.strip().lower()
-    for unit in sorted(units, key=len, reverse=True):
-        if lowered.endswith(unit):
-            return int(float(lowered[: -len(unit)]) * units[unit])
-    return int(float(lowered))
+    """Bytes named by ``text`` (``10kB``, ``1MiB``, ``2GB``; see ``pxexec.units``)."""
+    from pxexec.units import parse_bytes
+
+    return parse_bytes(text)
 
 
 @contextmanager

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -88,18 +90,37 @@ def session(name: str, workers: int) -> Iterator[Session]:
 
 @contextmanager
 def stores(urls: list[str]) -> Iterator[dict[str, Store]]:
-    """A store per connector URL; ``redis`` alone starts a private redis-server."""
+    """A store per connector URL; ``redis`` alone starts a private redis-server.
+
+    File and shm stores get a namespace of their own for this run; whatever is left in
+    it when the run ends (normally nothing; after a Ctrl-C perhaps an object in flight)
+    is evicted, and the namespace removed, so an interrupted run leaves nothing behind.
+    """
     with ExitStack() as stack:
         result: dict[str, Store] = {}
         for url in urls:
             label = url.split("://")[0] if "://" in url else url
+            options: dict[str, Any] = {}
             if url == "redis":
                 from pxexec.bench.redis_server import RedisServer
 
                 server = RedisServer()
                 stack.callback(server.stop)
                 url = server.url
-            store = Store(f"bench-{label}", connector_from_url(url))
+            elif label in ("shm", "file"):
+                options["namespace"] = f"bench-{os.getpid()}"
+            connector = connector_from_url(url, **options)
+            store = Store(f"bench-{label}", connector)
+            if options:
+                stack.callback(_empty, connector)
             stack.callback(store.close)
             result[f"pxexec-{label}"] = store
         yield result
+
+
+def _empty(connector: Any) -> None:
+    """Evict everything left in a connector private to this run, and remove its folder."""
+    keys = connector.keys()
+    for key in keys:
+        connector.evict(key)
+    shutil.rmtree(connector.path, ignore_errors=True)
