@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
 import statistics
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -110,8 +112,25 @@ def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+        return fmt_number(value)
     return str(value)
+
+
+def fmt_number(value: float) -> str:
+    """Three significant digits, never in exponent notation: 0.0123, 12.3, 255, 1040."""
+    if value != value:  # NaN
+        return "-"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    if value == 0:
+        return "0"
+    digits = max(0, 2 - math.floor(math.log10(abs(value))))
+    return f"{value:.{digits}f}"
+
+
+def fmt_range(low: float, high: float) -> str:
+    """A p10-p90 range in the table's number format (``255-1040``)."""
+    return f"{fmt_number(low)}-{fmt_number(high)}"
 
 
 def human_size(nbytes: int) -> str:
@@ -131,15 +150,31 @@ def parse_size(text: str) -> int:
 
 @contextmanager
 def progress(total: int, label: str) -> Iterator[Any]:
-    """A progress bar (tqdm or rich when installed), else a silent counter."""
+    """A progress bar on a terminal (tqdm when installed); else a line every 10%."""
+    if not sys.stderr.isatty():
+        yield _Lines(total, label)
+        return
     try:
         from tqdm import tqdm
     except ImportError:
-        class _Silent:
-            def update(self, n: int = 1) -> None:
-                pass
-
-        yield _Silent()
+        yield _Lines(total, label)
         return
-    with tqdm(total=total, desc=label, leave=False, disable=not sys.stderr.isatty()) as bar:
+    with tqdm(total=total, desc=label, leave=False) as bar:
         yield bar
+
+
+class _Lines:
+    """Progress as plain lines on stderr (logs, CI, ``scripts/main.sh``): one per 10%."""
+
+    def __init__(self, total: int, label: str) -> None:
+        self.total, self.label, self.done, self.shown = max(total, 1), label, 0, 0
+        self.started = time.monotonic()
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        tenth = min(10, self.done * 10 // self.total)
+        if tenth > self.shown:
+            self.shown = tenth
+            elapsed = time.monotonic() - self.started
+            print(f"  {self.label}: {tenth * 10}% ({self.done}/{self.total}, "
+                  f"{elapsed:.0f} s)", file=sys.stderr, flush=True)
