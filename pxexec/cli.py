@@ -158,6 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="bench-out",
                        help="directory for the CSV records, summary and PNG plot")
     bench.add_argument("--no-plot", action="store_true", help="do not draw the PNG plot")
+    plot_cmd = sub.add_parser(
+        "plot", help="draw the plot of a bench run again from its CSV records",
+        description="Draw the PNG plot of a `pxexec bench` run from its records CSV file.",
+    )
+    plot_cmd.add_argument("records", type=_existing_file, help="a run's records CSV file")
+    plot_cmd.add_argument("--out", default=None,
+                          help="the PNG file to write (default: next to the CSV file)")
+    plot_cmd.add_argument("--title", default=None, help="the plot's title")
     gc_cmd = sub.add_parser(
         "gc",
         help="delete objects whose owner process died (expired leases)",
@@ -180,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; the exit status: 0 done, 1 failed, 2 usage error, 130 Ctrl-C."""
     args = build_parser().parse_args(argv)
-    commands = {"bench": bench, "gc": collect}
+    commands = {"bench": bench, "gc": collect, "plot": replot}
     try:
         return commands[args.command](args)
     except KeyboardInterrupt:
@@ -219,6 +227,27 @@ def collect(args: argparse.Namespace) -> int:
         return 2
     removed = getattr(connector, "reaped_on_start", 0) + connector.reap()
     print(f"pxexec gc: removed {removed} expired object(s)")
+    return 0
+
+
+def replot(args: argparse.Namespace) -> int:
+    from pxexec.bench.common import read_csv
+
+    _require("matplotlib", "bench", "pxexec plot")
+    from pxexec.bench.plots import plot
+
+    try:
+        records = read_csv(args.records)
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(f"{args.records} is not a records file of pxexec bench ({exc}).") \
+            from None
+    if not records:
+        raise ConfigError(f"{args.records} holds no records.")
+    first = records[0]
+    workers = ",".join(str(w) for w in sorted({r.workers for r in records}))
+    title = args.title or f"{first.workload} ({first.engine}, {workers} workers)"
+    out = args.out or os.path.splitext(args.records)[0] + ".png"
+    print(f"plot:    {plot(records, out, title)}")
     return 0
 
 
@@ -289,7 +318,7 @@ def bench(args: argparse.Namespace) -> int:
     peer = "proxystore" in (args.arm or [])
     stamp = time.strftime("%Y%m%d-%H%M%S")
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("default")
+        warnings.filterwarnings("always", message=f".*{LARGE_GRAPH}")  # count each
         with stores([] if config_store else (args.connector or ["shm"])) as named:
             if config_store is not None:
                 named = {f"pxexec-{config_store.name}": config_store}
@@ -333,7 +362,7 @@ def _run(
 ) -> tuple[list[Any], str]:
     from pxexec.bench import cholesky, fedlearn, moldesign, roundtrip, throughput
     from pxexec.bench.arms import arms
-    from pxexec.bench.common import progress
+    from pxexec.bench.common import human_size, progress
     from pxexec.bench.engines import session
 
     quick = args.workload is None
@@ -369,7 +398,7 @@ def _run(
     titles = {
         "roundtrip": f"Round trip of one no-op task ({engine}, {workers_text} workers), "
                      f"median of {reps}",
-        "throughput": f"Throughput, {'/'.join(str(n) for n in args.size)} bytes in and out "
+        "throughput": f"Throughput, {'/'.join(human_size(n) for n in args.size)} in and out "
                       f"per task ({engine}; arms and sizes take turns in {throughput.BLOCKS} "
                       "blocks)",
     }

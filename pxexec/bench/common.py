@@ -92,6 +92,20 @@ def write_csv(path: str, records: Sequence[Record]) -> None:
             writer.writerow([*(row[k] for k in fields), r.elapsed, r.extra.get("error", "")])
 
 
+def read_csv(path: str) -> list[Record]:
+    """The records ``write_csv`` wrote (to draw a plot again from a run's CSV file)."""
+    records = []
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            error = row.get("error") or ""
+            records.append(Record(
+                row["workload"], row["arm"], row["engine"], row["kind"], row["mode"],
+                int(row["nbytes"]), int(row["rep"]), float(row["submit"]), float(row["start"]),
+                float(row["end"]), float(row["received"]), workers=int(row.get("workers") or 0), extra={"error": error} if error else {},
+            ))
+    return records
+
+
 def write_rows(path: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w", newline="") as f:
