@@ -101,7 +101,8 @@ def read_csv(path: str) -> list[Record]:
             records.append(Record(
                 row["workload"], row["arm"], row["engine"], row["kind"], row["mode"],
                 int(row["nbytes"]), int(row["rep"]), float(row["submit"]), float(row["start"]),
-                float(row["end"]), float(row["received"]), workers=int(row.get("workers") or 0), extra={"error": error} if error else {},
+                float(row["end"]), float(row["received"]), workers=int(row.get("workers") or 0),
+                extra={"error": error} if error else {},
             ))
     return records
 
