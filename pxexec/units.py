@@ -6,6 +6,8 @@ import re
 
 from pxexec.errors import ConfigError
 
+__all__ = ["UNITS", "format_bytes", "parse_bytes"]
+
 #: bytes per unit (lower case); decimal units are powers of 1000, ``*iB`` of 1024
 UNITS = {
     "": 1, "b": 1,

@@ -38,6 +38,8 @@ PUBLIC = [
     "pxexec.adapters.dask",
     "pxexec.adapters.parsl",
     "pxexec.adapters.taskvine",
+    "pxexec.adapters.future_interop",
+    "pxexec.units",
     "pxexec.mypy_plugin",
 ]
 

@@ -70,6 +70,7 @@ class TaskVineEngine(Engine):
     name = "taskvine"
     native_futures = True
     keeps_tracebacks = False  # the worker traceback travels as a note on the exception
+    completes_futures = False  # tasks progress only while someone blocks in result()
 
     def submit(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         nested = [a for a in args if not isinstance(a, cf.Future) and _has_future(a)]
