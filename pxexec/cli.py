@@ -1,4 +1,4 @@
-"""The ``pxexec`` command line: ``pxexec bench [workload] [options]``."""
+"""The ``pxexec`` command line: ``pxexec bench|plot|ls|du|gc ...``."""
 
 from __future__ import annotations
 
@@ -158,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="bench-out",
                        help="directory for the CSV records, summary and PNG plot")
     bench.add_argument("--no-plot", action="store_true", help="do not draw the PNG plot")
+    from pxexec.usage_cli import add_commands
+
+    add_commands(sub, _existing_file, _seconds)
     plot_cmd = sub.add_parser(
         "plot", help="draw the plot of a bench run again from its CSV records",
         description="Draw the PNG plot of a `pxexec bench` run from its records CSV file.",
@@ -188,9 +191,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; the exit status: 0 done, 1 failed, 2 usage error, 130 Ctrl-C."""
     args = build_parser().parse_args(argv)
-    commands = {"bench": bench, "gc": collect, "plot": replot}
+    from pxexec.usage_cli import disk_usage, list_objects
+
+    commands = {"bench": bench, "gc": collect, "plot": replot, "ls": list_objects,
+                "du": disk_usage}
     try:
         return commands[args.command](args)
+    except BrokenPipeError:  # the reader went away (pxexec ls | head): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     except KeyboardInterrupt:
         print(f"\npxexec {args.command}: interrupted; what it had stored is freed.",
               file=sys.stderr)

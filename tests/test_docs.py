@@ -40,6 +40,7 @@ PUBLIC = [
     "pxexec.adapters.taskvine",
     "pxexec.adapters.future_interop",
     "pxexec.units",
+    "pxexec.usage",
     "pxexec.mypy_plugin",
 ]
 

@@ -305,6 +305,11 @@ class MultiConnector(BaseConnector):
 
     # -- config -----------------------------------------------------------------------
 
+    def __repr__(self) -> str:
+        routes = ", ".join(f"{r.name}={r.connector!r}" if r.active else f"{r.name}=(dormant)"
+                           for r in self.routes)
+        return f"MultiConnector({routes}, default={self.default!r})"
+
     def config(self) -> ConnectorConfig:
         return {
             "type": self.type_name,
