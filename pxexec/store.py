@@ -8,6 +8,7 @@ inside each proxy's factory.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 _MISSING: Any = object()
+log = logging.getLogger("pxexec")
 #: objects larger than this are never cached (they are returned zero-copy instead)
 CACHE_OBJECT_LIMIT = 16 * 1024 * 1024
 
@@ -168,6 +170,9 @@ class Store:
         else:
             key = self.connector.put(frames)
         self._count(puts=1, bytes_put=payload_size(frames), put_seconds=time.perf_counter() - start)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("pxexec: stored %s (a %s, %d bytes) in store %r", key,
+                      type(obj).__qualname__, payload_size(frames), self.name)
         return key
 
     def put_batch(self, objs: Iterable[Any]) -> list[str]:
@@ -175,6 +180,7 @@ class Store:
         start = time.perf_counter()
         payloads = [self._sign(self.serializer(obj)) for obj in objs]
         keys: list[str] = self.connector.put_batch(payloads)
+        log.debug("pxexec: stored %s in store %r", keys, self.name)
         self._count(
             puts=len(keys),
             bytes_put=sum(payload_size(p) for p in payloads),
@@ -276,6 +282,7 @@ class Store:
             keeper().forget(self, [key])
         self.connector.evict(key)
         self._count(evictions=1)
+        log.debug("pxexec: evicted %s from store %r", key, self.name)
 
     def evict_batch(self, keys: Iterable[str]) -> None:
         keys = list(keys)
@@ -286,6 +293,7 @@ class Store:
             keeper().forget(self, keys)
         self.connector.evict_batch(keys)
         self._count(evictions=len(keys))
+        log.debug("pxexec: evicted %s from store %r", keys, self.name)
 
     # -- proxies ----------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ and rebuilds the store from its config once per worker process.
 
 from __future__ import annotations
 
+import logging
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +14,8 @@ from typing import Any
 from pxexec.errors import PolicyError
 from pxexec.proxy import Proxy
 from pxexec.store import Store, fingerprint, get_or_create_store
+
+log = logging.getLogger("pxexec")
 
 
 class Boxed:
@@ -69,13 +72,20 @@ def tags_for(policy: Any, obj: Any) -> tuple[str, ...]:
 def check_policy(policy: Callable[[Any], bool], obj: Any) -> bool:
     """Apply ``policy`` to ``obj``; an error names the policy and the object's type."""
     try:
-        return bool(policy(obj))
+        decision = bool(policy(obj))
     except Exception as exc:
         raise PolicyError(
             f"The should_proxy policy {policy!r} raised {type(exc).__name__} ({exc}) for an "
             f"argument of type {type(obj).__module__}.{type(obj).__qualname__}. Fix the "
             "policy or make it return False for such objects."
         ) from exc
+    if log.isEnabledFor(logging.DEBUG):
+        from pxexec.sizing import estimate_nbytes
+
+        log.debug("pxexec: %s a %s of about %d bytes (policy %r)",
+                  "proxying" if decision else "not proxying", type(obj).__qualname__,
+                  estimate_nbytes(obj), policy)
+    return decision
 
 
 class ProxyTask:

@@ -134,3 +134,23 @@ def test_ls_with_a_lease_never_deletes(shm_dir: str, capsys: Any) -> None:
     assert main(["ls", f"shm://{shm_dir}", "--lease", "60", "--json"]) == 0
     (listed,) = json.loads(capsys.readouterr().out)
     assert listed["lease"].startswith("expired") and connector.exists(key)
+
+
+def test_debug_log_tells_proxy_decisions_puts_and_evictions(caplog: Any) -> None:
+    import logging
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pxexec import StoreExecutor
+    from pxexec.policies import SizeAtLeast
+
+    caplog.set_level(logging.DEBUG, logger="pxexec")
+    with Store("logged", LocalConnector()) as store, \
+            StoreExecutor(ThreadPoolExecutor(1), store, should_proxy=SizeAtLeast(1000)) as ex:
+        sized = ex.submit(lambda data, label: (len(data), label), bytes(5000), "small")
+        assert sized.result() == (5000, "small")
+        ex.flush()
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "proxying a bytes of about 5000 bytes" in text
+    assert "not proxying a str" in text
+    assert "in store 'logged'" in text and "stored local:" in text
+    assert "evicted" in text
