@@ -9,8 +9,10 @@ block with a ``[store]`` section must load as a pxexec config. Shell blocks: eve
 lines run), every ``bash FILE`` must name a file of the repository, every
 ``pip install 'pxexec[extra]'`` must name extras pyproject.toml defines.
 
-The only rewrites: the address ``redis://localhost:6379/0`` becomes the test's private
-redis-server, and ``pxexec gc shm`` runs on a namespace of its own.
+Python blocks run with ``PXEXEC_SHM_DIR`` set to a fresh directory, and must leave no
+stored object in it (the documentation does not teach leaks). The only rewrites: the
+address ``redis://localhost:6379/0`` becomes the test's private redis-server, and
+``pxexec gc shm`` runs on a namespace of its own.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -119,10 +122,18 @@ def test_python_block_runs(block: Block, redis_url: str, tmp_path: Path) -> None
         source = prelude + "\n" + source
     script = tmp_path / "block.py"
     script.write_text(source)
+    shm = tempfile.mkdtemp(prefix="pxexec-test-docs-", dir="/dev/shm")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=240, env=env)
+    env["PXEXEC_SHM_DIR"] = shm  # the block's shm stores live here, not in the user's
+    try:
+        done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=240, env=env)
+        left = [os.path.relpath(os.path.join(d, f), shm) for d, _, files in os.walk(shm)
+                for f in files if f != "heartbeat"]
+    finally:
+        shutil.rmtree(shm, ignore_errors=True)
     assert done.returncode == 0, f"{block.name} failed:\n{done.stderr[-4000:]}"
+    assert not left, f"{block.name} left stored objects behind: {left}"
 
 
 @pytest.mark.parametrize("block", _of("toml"))

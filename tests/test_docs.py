@@ -39,6 +39,7 @@ PUBLIC = [
     "pxexec.adapters.parsl",
     "pxexec.adapters.taskvine",
     "pxexec.adapters.future_interop",
+    "pxexec.adapters.dask_usage",
     "pxexec.units",
     "pxexec.usage",
     "pxexec.mypy_plugin",

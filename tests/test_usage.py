@@ -154,3 +154,41 @@ def test_debug_log_tells_proxy_decisions_puts_and_evictions(caplog: Any) -> None
     assert "not proxying a str" in text
     assert "in store 'logged'" in text and "stored local:" in text
     assert "evicted" in text
+
+
+def _hold_big(n: int) -> Any:
+    import numpy as np
+
+    return np.ones(n)
+
+
+def test_dask_workers_report_stored_bytes(dask_cluster: Any, shm_dir: str) -> None:
+    import time
+
+    from distributed import Client
+
+    from pxexec import StoreExecutor
+    from pxexec.adapters.dask_usage import StoreUsagePlugin, install, stored_bytes
+
+    client = Client(dask_cluster)
+    install(client)
+    try:
+        store = Store("dash", SharedMemoryConnector(shm_dir, namespace="dash"))
+        with StoreExecutor(client, store, close_engine=False) as ex:
+            result = ex.submit(_hold_big, 1_000_000).result()  # 8 MB, put by a worker
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # the figures arrive with heartbeats
+                figures = stored_bytes(client)
+                if any(f.get("pxexec_node_stored_bytes", 0) >= 8_000_000
+                       for f in figures.values()):
+                    break
+                time.sleep(0.2)
+            assert len(figures) == len(dask_cluster.workers)
+            assert max(f["pxexec_node_stored_bytes"] for f in figures.values()) >= 8_000_000
+            assert max(f["pxexec_bytes_put"] for f in figures.values()) >= 8_000_000
+            assert max(f["pxexec_node_stored_objects"] for f in figures.values()) >= 1
+            del result
+        store.close()
+    finally:
+        client.unregister_worker_plugin(StoreUsagePlugin.name)
+        client.close()
