@@ -294,8 +294,10 @@ class StoreExecutor(cf.Executor):
         self._freer = _Freer(store)
 
     @classmethod
-    def from_config(cls, executor: Any, path: str, **overrides: Any) -> StoreExecutor:
-        """A StoreExecutor whose store, policy and options come from a TOML file."""
+    def from_config(cls, executor: Any, path: str | None = None, **overrides: Any
+                    ) -> StoreExecutor:
+        """A StoreExecutor whose store, policy and options come from a TOML file
+        (without ``path``: the one ``PXEXEC_CONFIG`` names; see ``pxexec.config.load``)."""
         from pxexec.config import load
 
         config = load(path)

@@ -274,8 +274,24 @@ class Store:
         """Whether ``key`` is in the store."""
         return bool(self.connector.exists(key))
 
-    def evict(self, key: str) -> None:
-        """Remove ``key`` from the store (no error if it is already gone)."""
+    def evict(self, key: str | Proxy[Any]) -> None:
+        """Remove an object, named by its key or by a proxy of it (no error if gone).
+
+        An owned proxy is freed as its owner (``owner.free()``: the ownership rules
+        apply); a borrow cannot evict what it borrows.
+
+        >>> from pxexec.connectors.local import LocalConnector
+        >>> store = Store("evict-demo", LocalConnector())
+        >>> data = store.proxy([1, 2, 3])
+        >>> store.evict(data)                       # same as store.evict(<its key>)
+        >>> store.exists(data.__px_factory__.key)
+        False
+        """
+        if not isinstance(key, str):
+            named = self._key_of(key)
+            if named is None:
+                return
+            key = named
         if self._cache is not None:
             self._cache.pop(key)
         if lease_of(self.connector) is not None:
@@ -283,6 +299,30 @@ class Store:
         self.connector.evict(key)
         self._count(evictions=1)
         log.debug("pxexec: evicted %s from store %r", key, self.name)
+
+    def _key_of(self, proxy: Any) -> str | None:
+        """The key of a proxy of this store (None: an owner, freed instead)."""
+        from pxexec.ownership import OwnedProxy, OwnershipError, RefProxy
+
+        if not isinstance(proxy, Proxy):
+            raise TypeError(f"Store.evict() takes a key or a proxy, not a "
+                            f"{type(proxy).__name__}.")
+        if isinstance(proxy, RefProxy):
+            raise OwnershipError("A borrow cannot evict what it borrows: let the borrow "
+                                 "end, then free the owner (owner.free()).")
+        if isinstance(proxy, OwnedProxy):
+            OwnedProxy.free(proxy)
+            return None
+        factory = proxy.__px_factory__
+        key = getattr(factory, "key", None)
+        if not isinstance(key, str):
+            raise TypeError("This proxy does not come from a store (its factory has no "
+                            "key): there is nothing to evict.")
+        owner_store = getattr(factory, "store_config", {}).get("name")
+        if owner_store is not None and owner_store != self.name:
+            raise MissingKeyError(key, self.name, f"The proxy belongs to store "
+                                  f"{owner_store!r}: evict it through that store.")
+        return key
 
     def evict_batch(self, keys: Iterable[str]) -> None:
         keys = list(keys)

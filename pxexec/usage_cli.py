@@ -39,15 +39,17 @@ def add_commands(sub: Any, existing_file: Any, seconds: Any) -> None:
 
 def connectors(args: argparse.Namespace) -> list[Any]:
     """The connectors the arguments name (every namespace of a file/shm directory)."""
+    from pxexec.config_io import ENV_CONFIG
     from pxexec.connectors import connector_from_url
     from pxexec.connectors.file import FileConnector
 
-    if args.config:
+    if args.config or (not args.connector and os.environ.get(ENV_CONFIG)):
         from pxexec.config import load
 
         return [load(args.config).store.connector]
     if not args.connector:
-        raise ConfigError("Name a connector URL (e.g. shm) or --config FILE.")
+        raise ConfigError(f"Name a connector URL (e.g. shm) or --config FILE (or set "
+                          f"{ENV_CONFIG}).")
     url = args.connector
     if url.startswith(("redis", "unix")):
         return [connector_from_url(url, **({"prefix": args.prefix} if args.prefix else {}))]

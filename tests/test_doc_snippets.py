@@ -7,7 +7,8 @@ the test prepends the named set-up from ``FRAGMENTS`` below. TOML blocks must pa
 block with a ``[store]`` section must load as a pxexec config. Shell blocks: every
 ``pxexec ...`` line must parse with the real command-line parser (and ``pxexec gc``
 lines run), every ``bash FILE`` must name a file of the repository, every
-``pip install 'pxexec[extra]'`` must name extras pyproject.toml defines.
+``pip install 'pxexec[extra]'`` must name extras pyproject.toml defines, and the
+``export PXEXEC_...`` lines of a block must form a config that loads.
 
 Python blocks run with ``PXEXEC_SHM_DIR`` set to a fresh directory, and must leave no
 stored object in it (the documentation does not teach leaks). The only rewrites: the
@@ -163,11 +164,14 @@ def _pyproject_extras() -> set[str]:
 
 
 @pytest.mark.parametrize("block", _of("bash"))
-def test_shell_block_names_real_commands(block: Block, tmp_path: Path) -> None:
+def test_shell_block_names_real_commands(
+    block: Block, tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from pxexec.cli import build_parser, main
     from pxexec.connectors.shm import default_shm_directory
 
     extras = _pyproject_extras()
+    exported: dict[str, str] = {}
     for raw in block.text.splitlines():
         line = raw.split("#", 1)[0].strip()
         if not line:
@@ -191,5 +195,14 @@ def test_shell_block_names_real_commands(block: Block, tmp_path: Path) -> None:
                 assert named, f"{block.name}: unexpected package {spec}"
                 unknown = set(filter(None, (named.group(1) or "").split(","))) - extras
                 assert not unknown, f"{block.name}: no extra {unknown} in pyproject.toml"
+        elif words[0] == "export":
+            name, _, value = words[1].partition("=")
+            assert name == "PXEXEC_CONFIG" or re.fullmatch(r"PXEXEC_[A-Z]+__[A-Z_]+", name), line
+            exported[name] = value.replace(REDIS_IN_DOCS, redis_url)
         else:
             raise AssertionError(f"{block.name}: the test does not know how to check {line!r}")
+    if exported:  # the variables form a config that loads
+        from pxexec.config import load
+
+        monkeypatch.chdir(ROOT)
+        assert load(environ=exported).store is not None
