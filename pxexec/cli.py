@@ -381,8 +381,11 @@ def _run(
     default_workers = [1, 2] if workload == "throughput" else [2]
     records: list[Any] = []
     for workers in args.workers or default_workers:
+        from pxexec.integrity import HAVE_XXHASH
+
         print(f"pxexec bench {workload}: {engine} with {workers} worker(s); arms: "
-              f"{', '.join(names)}", flush=True)
+              f"{', '.join(names)}; XXH3 checks of large frames "
+              f"{'on' if HAVE_XXHASH else 'off'}", flush=True)
         with session(engine, workers) as sess, \
                 arms(sess, named, policy, peer=peer, threshold=args.threshold) as made:
             if workload == "roundtrip":

@@ -42,6 +42,8 @@ PUBLIC = [
     "pxexec.adapters.dask_usage",
     "pxexec.units",
     "pxexec.usage",
+    "pxexec.integrity",
+    "pxexec.config_io",
     "pxexec.mypy_plugin",
 ]
 
