@@ -28,6 +28,7 @@ from pxexec.signing import Signer
 __all__ = ["Store", "StoreMetrics", "clear_registry", "registered_stores"]
 
 if TYPE_CHECKING:
+    from pxexec.connectors.base import Connector
     from pxexec.ownership import OwnedProxy
 
 T = TypeVar("T")
@@ -105,7 +106,7 @@ class Store:
     def __init__(
         self,
         name: str,
-        connector: Any,
+        connector: Connector,
         *,
         serializer: Serializer | None = None,
         deserializer: Deserializer | None = None,
@@ -118,7 +119,7 @@ class Store:
         if cache_size < 0:
             raise ConfigError("cache_size must be zero or positive.")
         self.name = name
-        self.connector = connector
+        self.connector: Any = connector  # backends add methods (keys, adopt, routes...)
         self.serializer: Serializer = serializer or serialize
         self.deserializer: Deserializer = deserializer or deserialize
         self.cache_size = cache_size

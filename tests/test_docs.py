@@ -113,3 +113,7 @@ def _assert_examples_are_code_blocks(path: str) -> None:
     assert "&gt;&gt;&gt;" not in outside_code, f"{path}: an example outside a code block"
     prompts = len(re.findall(r'<span class="gp">&gt;&gt;&gt;', html))
     assert prompts > 0, f"{path}: no example rendered as a code block"
+    text = re.sub(r"<[^>]+>", "", html)
+    assert not re.search(r"= _[A-Z]", text), f"{path}: a private sentinel shown as a default"
+    if path.endswith(os.path.join("store", "index.html")):
+        assert "connector: Connector" in text, f"{path}: Store's connector is untyped"

@@ -16,17 +16,10 @@ import griffe
 
 
 def fence_examples(text: str) -> str:
-    """``text`` with every doctest example wrapped in a fenced ``pycon`` block.
+    r"""``text`` with every doctest example wrapped in a fenced ``pycon`` block.
 
-    >>> print(fence_examples("Use it:\\n\\n>>> 1 + 1\\n2\\n\\nDone."))
-    Use it:
-    <BLANKLINE>
-    ```pycon
-    >>> 1 + 1
-    2
-    ```
-    <BLANKLINE>
-    Done.
+    >>> fence_examples("Use it:\n\n>>> 1 + 1\n2\n\nDone.").splitlines()
+    ['Use it:', '', '```pycon', '>>> 1 + 1', '2', '```', '', 'Done.']
     """
     lines = text.splitlines()
     out: list[str] = []
@@ -50,8 +43,21 @@ def fence_examples(text: str) -> str:
     return "\n".join(out)
 
 
+def readable_default(default: Any) -> Any:
+    """A private sentinel default (``_MISSING``) reads as ``<unset>`` in signatures.
+
+    >>> readable_default("_MISSING"), readable_default("None"), readable_default("_x")
+    ('<unset>', 'None', '_x')
+    """
+    text = str(default) if default is not None else ""
+    if text.startswith("_") and text[1:].isupper():
+        return "<unset>"
+    return default
+
+
 class DoctestBlocks(griffe.Extension):
-    """Fence the doctest examples of every docstring of the loaded package."""
+    """Fence the doctest examples of every docstring of the loaded package, and show
+    private sentinel defaults readably."""
 
     def on_package(self, *, pkg: griffe.Module, **kwargs: Any) -> None:
         seen: set[int] = set()
@@ -63,4 +69,7 @@ class DoctestBlocks(griffe.Extension):
             seen.add(id(obj))
             if obj.docstring is not None:
                 obj.docstring.value = fence_examples(obj.docstring.value)
+            if obj.is_function:
+                for parameter in obj.parameters:
+                    parameter.default = readable_default(parameter.default)
             stack.extend(obj.members.values())
