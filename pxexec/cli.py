@@ -191,8 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; the exit status: 0 done, 1 failed, 2 usage error, 130 Ctrl-C."""
     args = build_parser().parse_args(argv)
+    from pxexec.bench.common import STOP
     from pxexec.usage_cli import disk_usage, list_objects
 
+    STOP.clear()
     commands = {"bench": bench, "gc": collect, "plot": replot, "ls": list_objects,
                 "du": disk_usage}
     try:
@@ -202,15 +204,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 1
     except KeyboardInterrupt:
-        print(f"\npxexec {args.command}: interrupted; what it had stored is freed.",
-              file=sys.stderr)
-        return 130
+        return _interrupted(args.command)
     except (MissingDependencyError, StoreConnectionError) as exc:
         print(f"pxexec {args.command}: {exc}", file=sys.stderr)
         return 1
     except (ConfigError, UnknownConnectorError) as exc:  # what the user wrote is wrong
         print(f"pxexec {args.command}: {exc}", file=sys.stderr)
         return 2
+    except Exception:
+        if STOP.is_set():  # a failure caused by the Ctrl-C (workers interrupted too)
+            return _interrupted(args.command)
+        raise
+
+
+def _interrupted(command: str) -> int:
+    print(f"\npxexec {command}: interrupted; what it had stored is freed.", file=sys.stderr)
+    return 130
 
 
 def collect(args: argparse.Namespace) -> int:
@@ -314,7 +323,7 @@ def bench(args: argparse.Namespace) -> int:
     workload = args.workload or "roundtrip"
     _preflight(workload, engine, args)
 
-    from pxexec.bench.common import write_csv, write_rows
+    from pxexec.bench.common import stop_on_interrupt, write_csv, write_rows
     from pxexec.bench.engines import stores
     from pxexec.policies import SizeAtLeast
 
@@ -329,7 +338,8 @@ def bench(args: argparse.Namespace) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     with warnings.catch_warnings(record=True) as caught:
         warnings.filterwarnings("always", message=f".*{LARGE_GRAPH}")  # count each
-        with stores([] if config_store else (args.connector or ["shm"])) as named:
+        with stop_on_interrupt(), \
+                stores([] if config_store else (args.connector or ["shm"])) as named:
             if config_store is not None:
                 named = {f"pxexec-{config_store.name}": config_store}
             records, title = _run(workload, engine, named, policy, peer, args)

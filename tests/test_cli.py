@@ -141,15 +141,17 @@ def test_all_extra_includes_bench() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("engine", ["process", "dask"])
+@pytest.mark.parametrize(("engine", "group"), [("process", True), ("dask", True),
+                                               ("dask", False)])
 def test_ctrl_c_stops_cleanly_and_frees_what_was_stored(
-    engine: str, shm_dir: str, tmp_path: Any,
+    engine: str, group: bool, shm_dir: str, tmp_path: Any,
 ) -> None:
+    """Ctrl-C in a terminal reaches the whole process group (workers too)."""
     run = subprocess.Popen(
         [sys.executable, "-m", "pxexec.cli", "bench", "roundtrip", "--engine", engine,
          "--connector", f"shm://{shm_dir}", "--sizes", "1MB,10MB", "--reps", "1000",
          "--out", str(tmp_path / "out")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # interrupt once the run is under way
@@ -157,8 +159,15 @@ def test_ctrl_c_stops_cleanly_and_frees_what_was_stored(
         if any(files for _, _, files in os.walk(shm_dir)):
             break
     time.sleep(1.0)
-    run.send_signal(signal.SIGINT)
-    _, err = run.communicate(timeout=120)
+    if group:
+        os.killpg(run.pid, signal.SIGINT)
+    else:
+        run.send_signal(signal.SIGINT)
+    try:
+        _, err = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
     assert run.returncode == 130, err
     assert "Traceback" not in err, err
     assert "interrupted" in err

@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import math
 import os
+import signal
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -163,19 +165,70 @@ def parse_size(text: str) -> int:
     return parse_bytes(text)
 
 
+#: set by the first Ctrl-C of a run: the run stops at its next step (see ``stop_on_interrupt``)
+STOP = threading.Event()
+
+
+@contextmanager
+def stop_on_interrupt() -> Iterator[None]:
+    """Turn the first Ctrl-C into a stop at the next step of the run (between tasks).
+
+    A KeyboardInterrupt raised at an arbitrary point (inside a finalizer, a lock, Dask's
+    client) can leave a lock taken and hang the clean-up; raised at a step boundary, every
+    ``with`` block unwinds and frees what it holds. A second Ctrl-C interrupts at once.
+    ``STOP`` stays set afterwards: an error that follows the stop (such as a pool whose
+    workers got the terminal's Ctrl-C too) is the interrupt's, not the run's.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    STOP.clear()
+
+    def first(signum: int, frame: Any) -> None:
+        STOP.set()
+        print("\ninterrupted: stopping after the current step (Ctrl-C again to stop now)",
+              file=sys.stderr, flush=True)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, first)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    check_stop()  # stopped during the clean-up at the end: still an interrupted run
+
+
+def check_stop() -> None:
+    """Raise KeyboardInterrupt if a Ctrl-C asked the run to stop."""
+    if STOP.is_set():
+        raise KeyboardInterrupt
+
+
 @contextmanager
 def progress(total: int, label: str) -> Iterator[Any]:
-    """A progress bar on a terminal (tqdm when installed); else a line every 10%."""
+    """A progress bar on a terminal (tqdm when installed), else a line every 10%; each
+    step is also where a Ctrl-C stops the run."""
     if not sys.stderr.isatty():
-        yield _Lines(total, label)
+        yield _Stopping(_Lines(total, label))
         return
     try:
         from tqdm import tqdm
     except ImportError:
-        yield _Lines(total, label)
+        yield _Stopping(_Lines(total, label))
         return
     with tqdm(total=total, desc=label, leave=False) as bar:
-        yield bar
+        yield _Stopping(bar)
+
+
+class _Stopping:
+    """A progress bar whose every step checks for a requested stop."""
+
+    def __init__(self, bar: Any) -> None:
+        self.bar = bar
+
+    def update(self, n: int = 1) -> None:
+        self.bar.update(n)
+        check_stop()
 
 
 class _Lines:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import concurrent.futures as cf
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -47,9 +49,11 @@ def session(name: str, workers: int) -> Iterator[Session]:
     if name == "dask":
         from distributed import Client, LocalCluster
 
-        with LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-        ) as cluster, Client(cluster) as client:
+        with _children_ignore_interrupts():  # worker processes inherit "ignore Ctrl-C"
+            cluster = LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+            )
+        with cluster, Client(cluster) as client:
 
             def submit(fn: Callable[..., Any], *args: Any) -> Any:
                 return client.submit(fn, *args, pure=False)
@@ -57,7 +61,8 @@ def session(name: str, workers: int) -> Iterator[Session]:
             yield Session(name, workers, client, submit)
     elif name in ("process", "thread"):
         pool: cf.Executor = (
-            cf.ProcessPoolExecutor(workers) if name == "process" else cf.ThreadPoolExecutor(workers)
+            cf.ProcessPoolExecutor(workers, initializer=_ignore_interrupts) if name == "process"
+            else cf.ThreadPoolExecutor(workers)
         )
         with pool:
             list(pool.map(abs, range(workers * 2)))  # start the workers
@@ -78,7 +83,8 @@ def session(name: str, workers: int) -> Iterator[Session]:
             )],
             run_dir=run_dir, strategy="none", initialize_logging=False,
         )
-        pool = executor_from_config(config)
+        with _children_ignore_interrupts():  # the interchange and workers start here
+            pool = executor_from_config(config)
         try:
             pool.submit(abs, 1).result()
             yield Session(name, workers, pool, pool.submit)
@@ -86,6 +92,26 @@ def session(name: str, workers: int) -> Iterator[Session]:
             pool.shutdown()
     else:
         raise ValueError(f"Unknown engine {name!r}; choose from {', '.join(ENGINES)}.")
+
+
+@contextmanager
+def _children_ignore_interrupts() -> Iterator[None]:
+    """Processes started inside ignore SIGINT: a terminal's Ctrl-C reaches the whole
+    process group, and the benchmark, not its workers, decides how to stop. (An ignored
+    signal stays ignored across exec; a handler does not.) Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _ignore_interrupts() -> None:
+    """Pool workers leave Ctrl-C (sent to the whole terminal group) to the benchmark."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @contextmanager
