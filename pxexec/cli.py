@@ -1,34 +1,112 @@
-"""The ``pxexec`` command line: ``pxexec bench [workload] [options]``."""
+"""The ``pxexec`` command line: ``pxexec bench|plot|ls|du|gc ...``."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
+import shutil
 import sys
 import time
+import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
-from pxexec.bench.common import parse_size, write_csv, write_rows
+from pxexec.errors import (
+    ConfigError,
+    MissingDependencyError,
+    StoreConnectionError,
+    UnknownConnectorError,
+)
 
 WORKLOADS = ("roundtrip", "throughput", "cholesky", "fedlearn", "moldesign")
+ENGINES = ("dask", "process", "thread", "parsl")
+KINDS = ("numpy", "bytes")
+MODES = ("fresh", "input")
+#: the package each engine needs, and the extra that installs it
+ENGINE_NEEDS = {"dask": ("distributed", "dask"), "parsl": ("parsl", "parsl")}
+#: the packages each workload needs beyond numpy (all in the ``bench`` extra)
+WORKLOAD_NEEDS = {"moldesign": ("pandas",), "cholesky": ("scipy",)}
+
+
+def _size(text: str) -> int:
+    from pxexec.units import parse_bytes
+
+    try:
+        return parse_bytes(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _sizes(text: str) -> list[int]:
-    return [parse_size(part) for part in text.split(",") if part]
+    sizes = [_size(part) for part in text.split(",") if part.strip()]
+    if not sizes:
+        raise argparse.ArgumentTypeError("give at least one size, e.g. 10kB,1MB")
+    return sizes
 
 
-def _ints(text: str) -> list[int]:
-    return [int(part) for part in text.split(",") if part]
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
+    return value
 
 
-def _words(text: str) -> list[str]:
-    return [part for part in text.split(",") if part]
+def _positives(text: str) -> list[int]:
+    values = [_positive(part) for part in text.split(",") if part.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one number, e.g. 1,2")
+    return values
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds (got {text})")
+    return value
+
+
+def _one_of(allowed: Sequence[str]) -> Any:
+    def words(text: str) -> list[str]:
+        chosen = [part.strip() for part in text.split(",") if part.strip()]
+        bad = [w for w in chosen if w not in allowed]
+        if bad or not chosen:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: choose one or more of {', '.join(allowed)} (comma-separated)")
+        return chosen
+
+    return words
+
+
+def _existing_file(text: str) -> str:
+    if not os.path.isfile(text):
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    return text
+
+
+def _version() -> str:
+    from pxexec import __version__
+
+    return f"pxexec {__version__} (Python {sys.version.split()[0]})"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (and exit with status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see: {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pxexec", description="pass-by-proxy for executors")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="pxexec", description="pass-by-proxy for executors")
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     bench = sub.add_parser(
         "bench",
         help="compare the plain engine with pxexec on the same workers",
@@ -38,46 +116,59 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     bench.add_argument("workload", nargs="?", choices=WORKLOADS, default=None)
-    bench.add_argument("--engine", default=None,
-                       help="dask, process, thread or parsl (default: dask if installed)")
-    bench.add_argument("--workers", type=_ints, default=None,
+    bench.add_argument("--engine", default=None, choices=ENGINES,
+                       help="the engine (default: dask if installed, else process)")
+    bench.add_argument("--workers", type=_positives, default=None,
                        help="comma-separated worker counts, one run each "
                             "(default 2; throughput: 1,2)")
     bench.add_argument("--connector", action="append", default=None,
                        help="connector URL, repeatable ('redis' starts a private server); "
                             "default shm")
-    bench.add_argument("--config", default=None,
+    bench.add_argument("--config", default=None, type=_existing_file,
                        help="TOML config whose store and policy form the pxexec arm")
-    bench.add_argument("--threshold", type=parse_size, default=1_000_000,
-                       help="proxy objects of at least this size (default 1MB)")
+    bench.add_argument("--threshold", type=_size, default=1_000_000,
+                       help="proxy objects of at least this size (default 1MB; units "
+                            "B, kB, MB, GB, KiB, MiB, GiB)")
     bench.add_argument("--sizes", type=_sizes, default=None,
                        help="roundtrip payload sizes, e.g. 10kB,1MB,100MB")
-    bench.add_argument("--kinds", type=_words, default=["numpy", "bytes"],
+    bench.add_argument("--kinds", type=_one_of(KINDS), default=["numpy", "bytes"],
                        help="roundtrip payload kinds: numpy,bytes")
-    bench.add_argument("--modes", type=_words, default=["fresh", "input"],
+    bench.add_argument("--modes", type=_one_of(MODES), default=["fresh", "input"],
                        help="roundtrip outputs: fresh (new object) and/or input (returned)")
     bench.add_argument("--size", type=_sizes, default=[1_000_000],
                        help="throughput: bytes in and out per task, e.g. 1kB,1MB (several "
                             "sizes take turns in one run; default 1MB)")
-    bench.add_argument("--tasks", type=int, default=1000, help="throughput: number of tasks")
-    bench.add_argument("--reps", type=int, default=None,
+    bench.add_argument("--tasks", type=_positive, default=1000,
+                       help="throughput: number of tasks")
+    bench.add_argument("--reps", type=_positive, default=None,
                        help="repetitions (roundtrip: per point, default 5; others: default 1)")
     bench.add_argument("--arm", action="append", choices=["proxystore"], default=None,
                        help="add a peer arm: proxystore (its StoreExecutor on a file store "
                             "in /dev/shm; pip install proxystore)")
-    bench.add_argument("--n", type=int, default=None, help="cholesky: matrix size (10000)")
-    bench.add_argument("--block", type=int, default=None, help="cholesky: tile size (2500)")
-    bench.add_argument("--clients", type=int, default=None, help="fedlearn: clients (8)")
-    bench.add_argument("--rounds", type=int, default=None, help="fedlearn: rounds (3)")
-    bench.add_argument("--samples", type=int, default=None,
+    bench.add_argument("--n", type=_positive, default=None, help="cholesky: matrix size (10000)")
+    bench.add_argument("--block", type=_positive, default=None, help="cholesky: tile size (2500)")
+    bench.add_argument("--clients", type=_positive, default=None, help="fedlearn: clients (8)")
+    bench.add_argument("--rounds", type=_positive, default=None, help="fedlearn: rounds (3)")
+    bench.add_argument("--samples", type=_positive, default=None,
                        help="fedlearn: samples per client (64)")
-    bench.add_argument("--search", type=int, default=None,
+    bench.add_argument("--search", type=_positive, default=None,
                        help="moldesign: candidates to simulate (64)")
-    bench.add_argument("--pool", type=int, default=None,
+    bench.add_argument("--pool", type=_positive, default=None,
                        help="moldesign: candidates to score by inference (8192)")
     bench.add_argument("--out", default="bench-out",
                        help="directory for the CSV records, summary and PNG plot")
     bench.add_argument("--no-plot", action="store_true", help="do not draw the PNG plot")
+    from pxexec.usage_cli import add_commands
+
+    add_commands(sub, _existing_file, _seconds)
+    plot_cmd = sub.add_parser(
+        "plot", help="draw the plot of a bench run again from its CSV records",
+        description="Draw the PNG plot of a `pxexec bench` run from its records CSV file.",
+    )
+    plot_cmd.add_argument("records", type=_existing_file, help="a run's records CSV file")
+    plot_cmd.add_argument("--out", default=None,
+                          help="the PNG file to write (default: next to the CSV file)")
+    plot_cmd.add_argument("--title", default=None, help="the plot's title")
     gc_cmd = sub.add_parser(
         "gc",
         help="delete objects whose owner process died (expired leases)",
@@ -91,26 +182,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gc_cmd.add_argument("connector", nargs="?", default=None,
                         help="connector URL (e.g. shm, file:///scratch/px)")
-    gc_cmd.add_argument("--lease", type=float, default=None,
+    gc_cmd.add_argument("--lease", type=_seconds, default=None,
                         help="lease period in seconds used by the store's processes")
     gc_cmd.add_argument("--namespace", default=None, help="store namespace (file/shm)")
-    gc_cmd.add_argument("--config", default=None, help="a TOML config naming the store")
+    gc_cmd.add_argument("--config", default=None, type=_existing_file,
+                        help="a TOML config naming the store")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; the exit status: 0 done, 1 failed, 2 usage error, 130 Ctrl-C."""
     args = build_parser().parse_args(argv)
-    if args.command == "bench":
-        return bench(args)
-    if args.command == "gc":
-        from pxexec.errors import PxexecError
+    from pxexec.bench.common import STOP
+    from pxexec.usage_cli import disk_usage, list_objects
 
-        try:
-            return collect(args)
-        except PxexecError as exc:  # a store it must not touch, or cannot find
-            print(f"pxexec gc: {exc}", file=sys.stderr)
-            return 1
-    return 2  # pragma: no cover - argparse requires a command
+    STOP.clear()
+    commands = {"bench": bench, "gc": collect, "plot": replot, "ls": list_objects,
+                "du": disk_usage}
+    try:
+        return commands[args.command](args)
+    except BrokenPipeError:  # the reader went away (pxexec ls | head): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except KeyboardInterrupt:
+        return _interrupted(args.command)
+    except (MissingDependencyError, StoreConnectionError) as exc:
+        print(f"pxexec {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except (ConfigError, UnknownConnectorError) as exc:  # what the user wrote is wrong
+        print(f"pxexec {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except PxexecError as exc:  # a store it must not touch, or cannot find
+        print(f"pxexec {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except Exception:
+        if STOP.is_set():  # a failure caused by the Ctrl-C (workers interrupted too)
+            return _interrupted(args.command)
+        raise
+
+
+def _interrupted(command: str) -> int:
+    print(f"\npxexec {command}: interrupted; what it had stored is freed.", file=sys.stderr)
+    return 130
 
 
 def collect(args: argparse.Namespace) -> int:
@@ -157,12 +271,84 @@ def collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def replot(args: argparse.Namespace) -> int:
+    from pxexec.bench.common import read_csv
+
+    _require("matplotlib", "bench", "pxexec plot")
+    from pxexec.bench.plots import plot
+
+    try:
+        records = read_csv(args.records)
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(f"{args.records} is not a records file of pxexec bench ({exc}).") \
+            from None
+    if not records:
+        raise ConfigError(f"{args.records} holds no records.")
+    first = records[0]
+    workers = ",".join(str(w) for w in sorted({r.workers for r in records}))
+    title = args.title or f"{first.workload} ({first.engine}, {workers} workers)"
+    out = args.out or os.path.splitext(args.records)[0] + ".png"
+    print(f"plot:    {plot(records, out, title)}")
+    return 0
+
+
+def _require(module: str, extra: str, feature: str) -> None:
+    """Raise MissingDependencyError (one line, naming the extra) if ``module`` is absent."""
+    if importlib.util.find_spec(module) is None:
+        raise MissingDependencyError(module, extra, feature)
+
+
+def _check_connector(url: str) -> None:
+    """Refuse an unknown connector URL before anything starts (no I/O)."""
+    from urllib.parse import urlsplit
+
+    from pxexec.connectors import connector_class
+
+    if url == "redis":  # a private redis-server, started by the benchmark
+        _require("redis", "redis", "--connector redis")
+        if shutil.which("redis-server") is None:
+            raise ConfigError("--connector redis starts a private redis-server, but none is "
+                              "on PATH: install it (e.g. apt-get install redis-server).")
+        return
+    if "://" not in url:
+        connector_class(url)
+        return
+    parts = urlsplit(url)
+    if parts.scheme in ("redis", "rediss", "unix"):
+        connector_class("redis")
+    elif parts.scheme == "file" and not parts.path:
+        raise ConfigError(f"File URL {url!r} needs a path, e.g. 'file:///scratch/pxexec'.")
+    elif parts.scheme not in ("file", "shm"):
+        connector_class(parts.scheme)
+
+
+def _preflight(workload: str, engine: str, args: argparse.Namespace) -> None:
+    """Everything a run needs, checked before any engine or store starts."""
+    _require("numpy", "bench", "pxexec bench")
+    for module in WORKLOAD_NEEDS.get(workload, ()):
+        _require(module, "bench", f"pxexec bench {workload}")
+    if engine in ENGINE_NEEDS:
+        module, extra = ENGINE_NEEDS[engine]
+        _require(module, extra, f"pxexec bench --engine {engine}")
+    for url in args.connector or []:
+        _check_connector(url)
+    if "proxystore" in (args.arm or []):
+        from pxexec.bench.arms import require_proxystore
+
+        require_proxystore()
+
+
 def bench(args: argparse.Namespace) -> int:
-    from pxexec.bench.engines import default_engine, stores
-    from pxexec.policies import SizeAtLeast
+    from pxexec.bench.engines import default_engine
 
     engine = args.engine or default_engine()
     workload = args.workload or "roundtrip"
+    _preflight(workload, engine, args)
+
+    from pxexec.bench.common import stop_on_interrupt, write_csv, write_rows
+    from pxexec.bench.engines import stores
+    from pxexec.policies import SizeAtLeast
+
     policy: Any = SizeAtLeast(args.threshold)
     config_store = None
     if args.config:
@@ -171,29 +357,45 @@ def bench(args: argparse.Namespace) -> int:
         loaded = load(args.config)
         policy, config_store = loaded.policy, loaded.store
     peer = "proxystore" in (args.arm or [])
-    if peer:
-        from pxexec.bench.arms import require_proxystore
-
-        require_proxystore()
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    os.makedirs(args.out, exist_ok=True)
-    with stores([] if config_store else (args.connector or ["shm"])) as named:
-        if config_store is not None:
-            named = {f"pxexec-{config_store.name}": config_store}
-        records, title = _run(workload, engine, named, policy, peer, args)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.filterwarnings("always", message=f".*{LARGE_GRAPH}")  # count each
+        with stop_on_interrupt(), \
+                stores([] if config_store else (args.connector or ["shm"])) as named:
+            if config_store is not None:
+                named = {f"pxexec-{config_store.name}": config_store}
+            records, title = _run(workload, engine, named, policy, peer, args)
+    _explain_warnings(caught)
     base = os.path.join(args.out, f"{workload}-{engine}-{stamp}")
     header, rows = _report(workload, records, title)
+    os.makedirs(args.out, exist_ok=True)  # only now: a failed run leaves no empty directory
     write_csv(base + ".csv", records)
     write_rows(base + "-summary.csv", header, rows)
     print(f"\nrecords: {base}.csv\nsummary: {base}-summary.csv", flush=True)
     if not args.no_plot:
-        try:
+        if importlib.util.find_spec("matplotlib") is None:
+            print("no plot: matplotlib is not installed (pip install 'pxexec[bench]')", flush=True)
+        else:
             from pxexec.bench.plots import plot
 
             print(f"plot:    {plot(records, base + '.png', title)}", flush=True)
-        except ImportError as exc:
-            print(f"no plot: {exc}", flush=True)
     return 0
+
+
+LARGE_GRAPH = "Sending large graph"
+
+
+def _explain_warnings(caught: Sequence[warnings.WarningMessage]) -> None:
+    """Dask's large-graph warnings, counted and explained; other warnings shown as usual."""
+    large = [w for w in caught if LARGE_GRAPH in str(w.message)]
+    for w in caught:
+        if LARGE_GRAPH not in str(w.message):
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    if large:
+        first = str(large[0].message).split(".")[0]
+        print(f"\nnote: Dask warned {len(large)} time(s) \"{first}...\". That is the plain "
+              "arm: plain Dask sends large task arguments inside the task graph, the cost "
+              "pxexec's arms avoid by sending proxies. Expected; not a fault.", flush=True)
 
 
 def _run(
@@ -202,7 +404,7 @@ def _run(
 ) -> tuple[list[Any], str]:
     from pxexec.bench import cholesky, fedlearn, moldesign, roundtrip, throughput
     from pxexec.bench.arms import arms
-    from pxexec.bench.common import progress
+    from pxexec.bench.common import human_size, progress
     from pxexec.bench.engines import session
 
     quick = args.workload is None
@@ -211,8 +413,11 @@ def _run(
     default_workers = [1, 2] if workload == "throughput" else [2]
     records: list[Any] = []
     for workers in args.workers or default_workers:
+        from pxexec.integrity import HAVE_XXHASH
+
         print(f"pxexec bench {workload}: {engine} with {workers} worker(s); arms: "
-              f"{', '.join(names)}", flush=True)
+              f"{', '.join(names)}; XXH3 checks of large frames "
+              f"{'on' if HAVE_XXHASH else 'off'}", flush=True)
         with session(engine, workers) as sess, \
                 arms(sess, named, policy, peer=peer, threshold=args.threshold) as made:
             if workload == "roundtrip":
@@ -238,7 +443,7 @@ def _run(
     titles = {
         "roundtrip": f"Round trip of one no-op task ({engine}, {workers_text} workers), "
                      f"median of {reps}",
-        "throughput": f"Throughput, {'/'.join(str(n) for n in args.size)} bytes in and out "
+        "throughput": f"Throughput, {'/'.join(human_size(n) for n in args.size)} in and out "
                       f"per task ({engine}; arms and sizes take turns in {throughput.BLOCKS} "
                       "blocks)",
     }

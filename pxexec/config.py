@@ -19,14 +19,20 @@
 Without ``secret_env`` a store is unsigned: a reader unpickles whatever is stored,
 so anyone who can write to the backend can run code in every reader. Set
 ``secret_env`` (one line) wherever another user or workflow can reach the backend.
+Sizes may carry units (``nbytes = "10MB"``, ``max_size = "1MiB"``). ``load()`` without a
+path reads the file ``PXEXEC_CONFIG`` names; ``PXEXEC_<SECTION>__<KEY>`` variables
+override the file's values (see ``pxexec.config_io``); ``Config.to_toml()`` writes a
+config back.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from pxexec.config_io import ENV_CONFIG, config_path, env_overrides, merged, policy_table, to_toml
 from pxexec.connectors import connector_from_config, connector_from_url
 from pxexec.errors import ConfigError, PxexecError
 from pxexec.executor import DEFAULT_THRESHOLD
@@ -59,10 +65,51 @@ class Config:
     store: Store
     policy: Any
     executor_options: dict[str, Any] = field(default_factory=dict)
+    #: the tables it was built from (after environment overrides)
+    data: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as tables that ``from_dict`` builds again.
+
+        >>> config = from_dict({"store": {"name": "dict-demo", "connector": "local"}})
+        >>> sorted(config.to_dict()), config.to_dict()["policy"]
+        (['executor', 'policy', 'store'], {'type': 'size_at_least', 'nbytes': 1000000})
+        """
+        store = self.store
+        return {
+            "store": {"name": store.name, "connector": store.connector.config(),
+                      "cache_size": store.cache_size, "secret_env": store.secret_env},
+            "policy": self.data.get("policy") or policy_table(self.policy),
+            "executor": dict(self.executor_options),
+        }
+
+    def to_toml(self) -> str:
+        """The config as the text of a TOML file that ``load`` reads back.
+
+        >>> config = from_dict({"store": {"name": "toml-out", "connector": "shm"},
+        ...                     "policy": {"type": "size_at_least", "nbytes": "2MB"}})
+        >>> print(config.to_toml(), end="")  # doctest: +ELLIPSIS
+        [store]
+        name = "toml-out"
+        cache_size = 16
+        <BLANKLINE>
+        [store.connector]
+        type = "shm"
+        directory = "/dev/shm/..."
+        ...
+        [policy]
+        type = "size_at_least"
+        nbytes = "2MB"
+        """
+        return to_toml(self.to_dict())
 
 
-def load(path: str) -> Config:
+def load(path: str | None = None, *, environ: dict[str, str] | None = None) -> Config:
     """Read and validate a TOML config file; build its store and policy.
+
+    Without ``path``: the file ``PXEXEC_CONFIG`` names, or, when it is unset, the
+    ``PXEXEC_<SECTION>__<KEY>`` variables alone (they must give ``[store]``). Those
+    variables override the file's values either way.
 
     >>> import os, tempfile
     >>> path = tempfile.mkstemp(suffix=".toml")[1]
@@ -73,6 +120,11 @@ def load(path: str) -> Config:
     >>> load(path).executor_options
     {'ownership': False}
     """
+    overrides = env_overrides(environ)
+    named = (os.environ if environ is None else environ).get(ENV_CONFIG)
+    if path is None and not named and "store" in overrides:
+        return from_dict(overrides, source="the PXEXEC_* environment variables")
+    path = config_path(path, environ)
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
@@ -86,6 +138,9 @@ def load(path: str) -> Config:
         raise ConfigError(f"{path}: not valid TOML ({exc}).") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML (not UTF-8 text: {exc}).") from exc
+    if overrides:
+        data = merged(data, overrides)
+        path = f"{path} (with PXEXEC_* overrides)"
     return from_dict(data, source=path)
 
 
@@ -123,7 +178,7 @@ def from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
     for key, value in options.items():
         if key != "engine" and not isinstance(value, bool):
             raise ConfigError(f"{source}: [executor].{key} must be true or false, got {value!r}.")
-    return Config(store, policy, dict(options))
+    return Config(store, policy, dict(options), dict(data))
 
 
 def _store(table: dict[str, Any], source: str) -> Store:

@@ -10,10 +10,11 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any
 
 from pxexec.adapters.base import Engine, engine_for
+from pxexec.adapters.future_interop import await_future, refuse_dask_graph
 from pxexec.factory import StoreFactory
 from pxexec.lease import keeper
 from pxexec.ownership import (
@@ -143,6 +144,20 @@ class StoreFuture(cf.Future):  # type: ignore[type-arg]
     def exception(self, timeout: float | None = None) -> BaseException | None:
         self._drive(timeout)
         return super().exception(timeout)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        """``await future``: the result, without blocking the event loop."""
+        return await_future(self)
+
+    def __dask_graph__(self) -> Any:
+        """Dask's helpers (``distributed.wait``, ``compute``) get a TypeError saying what
+        to use instead of skipping a StoreFuture silently."""
+        return refuse_dask_graph(self)
+
+    def __repr__(self) -> str:
+        return (f"<StoreFuture {self._state.lower()} on {self._px_executor._engine.name} "
+                "(a concurrent.futures.Future: use concurrent.futures.wait/as_completed "
+                "or await it)>")
 
     def _drive(self, timeout: float | None) -> None:
         # Block on the engine's own future and complete this one in the waiting
@@ -297,8 +312,10 @@ class StoreExecutor(cf.Executor):
         self._freer = _Freer(store)
 
     @classmethod
-    def from_config(cls, executor: Any, path: str, **overrides: Any) -> StoreExecutor:
-        """A StoreExecutor whose store, policy and options come from a TOML file."""
+    def from_config(cls, executor: Any, path: str | None = None, **overrides: Any
+                    ) -> StoreExecutor:
+        """A StoreExecutor whose store, policy and options come from a TOML file
+        (without ``path``: the one ``PXEXEC_CONFIG`` names; see ``pxexec.config.load``)."""
         from pxexec.config import load
 
         config = load(path)

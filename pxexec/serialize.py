@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pxexec.errors import DeserializationError, SerializationError
+from pxexec.integrity import digest_large_frames, verify_large_frames
 from pxexec.memory import bytearray_from, bytes_from
 
 MAGIC = b"PXF1"
@@ -80,6 +81,7 @@ def _frame(codec: int, meta: dict[str, Any] | None, data: Sequence[Any]) -> Fram
         # not checksummed (it would cost a pass over the data); signing covers them.
         checks = [zlib.crc32(v) if v.nbytes <= CHECKED_FRAME else None for v in views]
         meta = {**(meta or {}), _CHECKS: checks}
+    meta = digest_large_frames(meta, views)
     meta_bytes = json.dumps(meta, separators=(",", ":")).encode() if meta else b""
     body_len = _FIXED.size + 8 * len(views) + len(meta_bytes) + _CRC.size
     header_len = body_len + _pad(body_len)
@@ -329,6 +331,7 @@ def deserialize(data: Any) -> Any:
 
 
 def _check_frames(meta: dict[str, Any], frames: list[memoryview]) -> None:
+    verify_large_frames(meta, frames)
     checks = meta.pop(_CHECKS, None)
     if checks is None:
         return

@@ -29,6 +29,7 @@ from pxexec.signing import FRAME_SIZE, Signer
 __all__ = ["Store", "StoreMetrics", "clear_registry", "registered_stores"]
 
 if TYPE_CHECKING:
+    from pxexec.connectors.base import Connector
     from pxexec.ownership import OwnedProxy
 
 T = TypeVar("T")
@@ -113,7 +114,7 @@ class Store:
     def __init__(
         self,
         name: str,
-        connector: Any,
+        connector: Connector,
         *,
         serializer: Serializer | None = None,
         deserializer: Deserializer | None = None,
@@ -126,7 +127,7 @@ class Store:
         if cache_size < 0:
             raise ConfigError("cache_size must be zero or positive.")
         self.name = name
-        self.connector = connector
+        self.connector: Any = connector  # backends add methods (keys, adopt, routes...)
         self.serializer: Serializer = serializer or serialize
         self.deserializer: Deserializer = deserializer or deserialize
         self.cache_size = cache_size
@@ -189,6 +190,9 @@ class Store:
         else:
             key = self.connector.put(frames)
         self._count(puts=1, bytes_put=payload_size(frames), put_seconds=time.perf_counter() - start)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("pxexec: stored %s (a %s, %d bytes) in store %r", key,
+                      type(obj).__qualname__, payload_size(frames), self.name)
         return key
 
     def _put_signed(self, frames: Any, route: dict[str, Any]) -> tuple[str, Any]:
@@ -215,6 +219,7 @@ class Store:
             return [key for key, _ in written]
         payloads = [self.serializer(obj) for obj in objs]
         keys: list[str] = self.connector.put_batch(payloads)
+        log.debug("pxexec: stored %s in store %r", keys, self.name)
         self._count(
             puts=len(keys),
             bytes_put=sum(payload_size(p) for p in payloads),
@@ -345,8 +350,24 @@ class Store:
         """Whether ``key`` is in the store."""
         return bool(self.connector.exists(key))
 
-    def evict(self, key: str) -> None:
-        """Remove ``key`` from the store (no error if it is already gone)."""
+    def evict(self, key: str | Proxy[Any]) -> None:
+        """Remove an object, named by its key or by a proxy of it (no error if gone).
+
+        An owned proxy is freed as its owner (``owner.free()``: the ownership rules
+        apply); a borrow cannot evict what it borrows.
+
+        >>> from pxexec.connectors.local import LocalConnector
+        >>> store = Store("evict-demo", LocalConnector())
+        >>> data = store.proxy([1, 2, 3])
+        >>> store.evict(data)                       # same as store.evict(<its key>)
+        >>> store.exists(data.__px_factory__.key)
+        False
+        """
+        if not isinstance(key, str):
+            named = self._key_of(key)
+            if named is None:
+                return
+            key = named
         if self._cache is not None:
             self._cache.pop(key)
         if tracks_owners(self.connector):
@@ -354,6 +375,31 @@ class Store:
         self._versions.pop(key, None)
         self.connector.evict(key)
         self._count(evictions=1)
+        log.debug("pxexec: evicted %s from store %r", key, self.name)
+
+    def _key_of(self, proxy: Any) -> str | None:
+        """The key of a proxy of this store (None: an owner, freed instead)."""
+        from pxexec.ownership import OwnedProxy, OwnershipError, RefProxy
+
+        if not isinstance(proxy, Proxy):
+            raise TypeError(f"Store.evict() takes a key or a proxy, not a "
+                            f"{type(proxy).__name__}.")
+        if isinstance(proxy, RefProxy):
+            raise OwnershipError("A borrow cannot evict what it borrows: let the borrow "
+                                 "end, then free the owner (owner.free()).")
+        if isinstance(proxy, OwnedProxy):
+            OwnedProxy.free(proxy)
+            return None
+        factory = proxy.__px_factory__
+        key = getattr(factory, "key", None)
+        if not isinstance(key, str):
+            raise TypeError("This proxy does not come from a store (its factory has no "
+                            "key): there is nothing to evict.")
+        owner_store = getattr(factory, "store_config", {}).get("name")
+        if owner_store is not None and owner_store != self.name:
+            raise MissingKeyError(key, self.name, f"The proxy belongs to store "
+                                  f"{owner_store!r}: evict it through that store.")
+        return key
 
     def evict_batch(self, keys: Iterable[str]) -> None:
         keys = list(keys)
@@ -364,6 +410,7 @@ class Store:
             keeper().forget(self, keys)
         self.connector.evict_batch(keys)
         self._count(evictions=len(keys))
+        log.debug("pxexec: evicted %s from store %r", keys, self.name)
 
     def evict_or_defer(self, keys: Iterable[str]) -> bool:
         """Evict ``keys``; on failure log it, count it and retry the keys later.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import sys
+import logging
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,8 @@ from pxexec.errors import PolicyError
 from pxexec.proxy import Proxy, forget_target, is_resolved
 from pxexec.reachable import collect_pickled_keys
 from pxexec.store import Store, fingerprint, get_or_create_store
+
+log = logging.getLogger("pxexec")
 
 
 class Boxed:
@@ -112,13 +115,20 @@ def check_policy(policy: Callable[[Any], bool], obj: Any) -> bool:
     if never_proxied(obj):
         return False
     try:
-        return bool(policy(obj))
+        decision = bool(policy(obj))
     except Exception as exc:
         raise PolicyError(
             f"The should_proxy policy {policy!r} raised {type(exc).__name__} ({exc}) for an "
             f"argument of type {type(obj).__module__}.{type(obj).__qualname__}. Fix the "
             "policy or make it return False for such objects."
         ) from exc
+    if log.isEnabledFor(logging.DEBUG):
+        from pxexec.sizing import estimate_nbytes
+
+        log.debug("pxexec: %s a %s of about %d bytes (policy %r)",
+                  "proxying" if decision else "not proxying", type(obj).__qualname__,
+                  estimate_nbytes(obj), policy)
+    return decision
 
 
 class ProxyTask:

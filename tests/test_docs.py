@@ -6,6 +6,7 @@ import doctest
 import importlib
 import inspect
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -43,6 +44,12 @@ PUBLIC = [
     "pxexec.adapters.parsl",
     "pxexec.adapters.taskvine",
     "pxexec.adapters.taskvine_setup",
+    "pxexec.adapters.future_interop",
+    "pxexec.adapters.dask_usage",
+    "pxexec.units",
+    "pxexec.usage",
+    "pxexec.integrity",
+    "pxexec.config_io",
     "pxexec.mypy_plugin",
 ]
 
@@ -89,3 +96,30 @@ def test_docs_site_builds_in_strict_mode(tmp_path: object) -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert os.path.exists(os.path.join(str(tmp_path), "api", "executor", "index.html"))
+    site = str(tmp_path)
+    for page in sorted(os.listdir(os.path.join(site, "api"))):
+        path = os.path.join(site, "api", page, "index.html")
+        if page == "index" or not os.path.exists(path):
+            continue
+        _assert_examples_are_code_blocks(path)
+    with open(os.path.join(site, "performance", "index.html")) as f:
+        performance = f.read()
+    figures = re.findall(r'<img[^>]+src="([^"]+\.png)"', performance)
+    assert len(figures) >= 5, f"the Performance page shows {len(figures)} figure(s)"
+    for src in figures:
+        assert os.path.exists(os.path.normpath(os.path.join(site, "performance", src))), src
+
+
+def _assert_examples_are_code_blocks(path: str) -> None:
+    """Docstring examples render as highlighted code blocks, not as nested quotes."""
+    with open(path) as f:
+        html = f.read()
+    outside_code = re.sub(r"<pre.*?</pre>", "", html, flags=re.S)
+    assert "<blockquote>" not in outside_code, f"{path}: an example rendered as a block quote"
+    assert "&gt;&gt;&gt;" not in outside_code, f"{path}: an example outside a code block"
+    prompts = len(re.findall(r'<span class="gp">&gt;&gt;&gt;', html))
+    assert prompts > 0, f"{path}: no example rendered as a code block"
+    text = re.sub(r"<[^>]+>", "", html)
+    assert not re.search(r"= _[A-Z]", text), f"{path}: a private sentinel shown as a default"
+    if path.endswith(os.path.join("store", "index.html")):
+        assert "connector: Connector" in text, f"{path}: Store's connector is untyped"

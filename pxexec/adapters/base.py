@@ -35,6 +35,8 @@ class Engine:
     native_futures = False
     #: the engine delivers a task's exception with the worker's traceback
     keeps_tracebacks = True
+    #: futures complete without anyone blocking in ``wait`` (false for TaskVine)
+    completes_futures = True
 
     def __init__(self, executor: Any) -> None:
         self.executor = executor

@@ -287,7 +287,7 @@ class Client(distributed.Client):  # type: ignore[misc]
     """
 
     def __init__(
-        self, *args: Any, ps_store: Store | None = None, ps_threshold: int = 1_000_000,
+        self, *args: Any, ps_store: Store | None = None, ps_threshold: int | str = 1_000_000,
         **kwargs: Any,
     ) -> None:
         self._ps_store = ps_store

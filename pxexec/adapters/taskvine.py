@@ -193,6 +193,7 @@ class TaskVineEngine(Engine):
     name = "taskvine"
     native_futures = True
     keeps_tracebacks = False  # the worker traceback travels as a note on the exception
+    completes_futures = False  # tasks progress only while someone blocks in result()
 
     def __init__(self, executor: Any) -> None:
         super().__init__(executor)

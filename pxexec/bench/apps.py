@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pxexec.bench.arms import Arm
-from pxexec.bench.common import Record, attempt, print_table, quantiles, rotated
+from pxexec.bench.common import Record, attempt, fmt_range, print_table, quantiles, rotated
 from pxexec.bench.tasks import task_times
 
 
@@ -113,6 +113,6 @@ def report(records: list[Record], title: str) -> tuple[list[str], list[list[Any]
         p10, med, p90 = quantiles(values)
         tasks = sum(1 for r in records if r.arm == arm and r.kind != "makespan") // len(values)
         ratio = f"{base / med:.2f}x" if base else "-"
-        rows.append([arm, med, f"{p10:.3g}-{p90:.3g}", tasks, ratio])
+        rows.append([arm, med, fmt_range(p10, p90), tasks, ratio])
     print_table(title, header, rows)
     return header, rows

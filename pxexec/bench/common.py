@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
+import signal
 import statistics
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -90,6 +94,21 @@ def write_csv(path: str, records: Sequence[Record]) -> None:
             writer.writerow([*(row[k] for k in fields), r.elapsed, r.extra.get("error", "")])
 
 
+def read_csv(path: str) -> list[Record]:
+    """The records ``write_csv`` wrote (to draw a plot again from a run's CSV file)."""
+    records = []
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            error = row.get("error") or ""
+            records.append(Record(
+                row["workload"], row["arm"], row["engine"], row["kind"], row["mode"],
+                int(row["nbytes"]), int(row["rep"]), float(row["submit"]), float(row["start"]),
+                float(row["end"]), float(row["received"]), workers=int(row.get("workers") or 0),
+                extra={"error": error} if error else {},
+            ))
+    return records
+
+
 def write_rows(path: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w", newline="") as f:
@@ -110,8 +129,25 @@ def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+        return fmt_number(value)
     return str(value)
+
+
+def fmt_number(value: float) -> str:
+    """Three significant digits, never in exponent notation: 0.0123, 12.3, 255, 1040."""
+    if value != value:  # NaN
+        return "-"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    if value == 0:
+        return "0"
+    digits = max(0, 2 - math.floor(math.log10(abs(value))))
+    return f"{value:.{digits}f}"
+
+
+def fmt_range(low: float, high: float) -> str:
+    """A p10-p90 range in the table's number format (``255-1040``)."""
+    return f"{fmt_number(low)}-{fmt_number(high)}"
 
 
 def human_size(nbytes: int) -> str:
@@ -123,25 +159,90 @@ def human_size(nbytes: int) -> str:
 
 
 def parse_size(text: str) -> int:
-    units = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "k": 10**3, "m": 10**6, "g": 10**9}
-    lowered = text.strip().lower()
-    for unit in sorted(units, key=len, reverse=True):
-        if lowered.endswith(unit):
-            return int(float(lowered[: -len(unit)]) * units[unit])
-    return int(float(lowered))
+    """Bytes named by ``text`` (``10kB``, ``1MiB``, ``2GB``; see ``pxexec.units``)."""
+    from pxexec.units import parse_bytes
+
+    return parse_bytes(text)
+
+
+#: set by the first Ctrl-C of a run: the run stops at its next step (see ``stop_on_interrupt``)
+STOP = threading.Event()
+
+
+@contextmanager
+def stop_on_interrupt() -> Iterator[None]:
+    """Turn the first Ctrl-C into a stop at the next step of the run (between tasks).
+
+    A KeyboardInterrupt raised at an arbitrary point (inside a finalizer, a lock, Dask's
+    client) can leave a lock taken and hang the clean-up; raised at a step boundary, every
+    ``with`` block unwinds and frees what it holds. A second Ctrl-C interrupts at once.
+    ``STOP`` stays set afterwards: an error that follows the stop (such as a pool whose
+    workers got the terminal's Ctrl-C too) is the interrupt's, not the run's.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    STOP.clear()
+
+    def first(signum: int, frame: Any) -> None:
+        STOP.set()
+        print("\ninterrupted: stopping after the current step (Ctrl-C again to stop now)",
+              file=sys.stderr, flush=True)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, first)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    check_stop()  # stopped during the clean-up at the end: still an interrupted run
+
+
+def check_stop() -> None:
+    """Raise KeyboardInterrupt if a Ctrl-C asked the run to stop."""
+    if STOP.is_set():
+        raise KeyboardInterrupt
 
 
 @contextmanager
 def progress(total: int, label: str) -> Iterator[Any]:
-    """A progress bar (tqdm or rich when installed), else a silent counter."""
+    """A progress bar on a terminal (tqdm when installed), else a line every 10%; each
+    step is also where a Ctrl-C stops the run."""
+    if not sys.stderr.isatty():
+        yield _Stopping(_Lines(total, label))
+        return
     try:
         from tqdm import tqdm
     except ImportError:
-        class _Silent:
-            def update(self, n: int = 1) -> None:
-                pass
-
-        yield _Silent()
+        yield _Stopping(_Lines(total, label))
         return
-    with tqdm(total=total, desc=label, leave=False, disable=not sys.stderr.isatty()) as bar:
-        yield bar
+    with tqdm(total=total, desc=label, leave=False) as bar:
+        yield _Stopping(bar)
+
+
+class _Stopping:
+    """A progress bar whose every step checks for a requested stop."""
+
+    def __init__(self, bar: Any) -> None:
+        self.bar = bar
+
+    def update(self, n: int = 1) -> None:
+        self.bar.update(n)
+        check_stop()
+
+
+class _Lines:
+    """Progress as plain lines on stderr (logs, CI, ``scripts/main.sh``): one per 10%."""
+
+    def __init__(self, total: int, label: str) -> None:
+        self.total, self.label, self.done, self.shown = max(total, 1), label, 0, 0
+        self.started = time.monotonic()
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        tenth = min(10, self.done * 10 // self.total)
+        if tenth > self.shown:
+            self.shown = tenth
+            elapsed = time.monotonic() - self.started
+            print(f"  {self.label}: {tenth * 10}% ({self.done}/{self.total}, "
+                  f"{elapsed:.0f} s)", file=sys.stderr, flush=True)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import os
+import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -45,9 +49,11 @@ def session(name: str, workers: int) -> Iterator[Session]:
     if name == "dask":
         from distributed import Client, LocalCluster
 
-        with LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-        ) as cluster, Client(cluster) as client:
+        with _children_ignore_interrupts():  # worker processes inherit "ignore Ctrl-C"
+            cluster = LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+            )
+        with cluster, Client(cluster) as client:
 
             def submit(fn: Callable[..., Any], *args: Any) -> Any:
                 return client.submit(fn, *args, pure=False)
@@ -55,7 +61,8 @@ def session(name: str, workers: int) -> Iterator[Session]:
             yield Session(name, workers, client, submit)
     elif name in ("process", "thread"):
         pool: cf.Executor = (
-            cf.ProcessPoolExecutor(workers) if name == "process" else cf.ThreadPoolExecutor(workers)
+            cf.ProcessPoolExecutor(workers, initializer=_ignore_interrupts) if name == "process"
+            else cf.ThreadPoolExecutor(workers)
         )
         with pool:
             list(pool.map(abs, range(workers * 2)))  # start the workers
@@ -76,7 +83,8 @@ def session(name: str, workers: int) -> Iterator[Session]:
             )],
             run_dir=run_dir, strategy="none", initialize_logging=False,
         )
-        pool = executor_from_config(config)
+        with _children_ignore_interrupts():  # the interchange and workers start here
+            pool = executor_from_config(config)
         try:
             pool.submit(abs, 1).result()
             yield Session(name, workers, pool, pool.submit)
@@ -87,19 +95,58 @@ def session(name: str, workers: int) -> Iterator[Session]:
 
 
 @contextmanager
+def _children_ignore_interrupts() -> Iterator[None]:
+    """Processes started inside ignore SIGINT: a terminal's Ctrl-C reaches the whole
+    process group, and the benchmark, not its workers, decides how to stop. (An ignored
+    signal stays ignored across exec; a handler does not.) Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _ignore_interrupts() -> None:
+    """Pool workers leave Ctrl-C (sent to the whole terminal group) to the benchmark."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextmanager
 def stores(urls: list[str]) -> Iterator[dict[str, Store]]:
-    """A store per connector URL; ``redis`` alone starts a private redis-server."""
+    """A store per connector URL; ``redis`` alone starts a private redis-server.
+
+    File and shm stores get a namespace of their own for this run; whatever is left in
+    it when the run ends (normally nothing; after a Ctrl-C perhaps an object in flight)
+    is evicted, and the namespace removed, so an interrupted run leaves nothing behind.
+    """
     with ExitStack() as stack:
         result: dict[str, Store] = {}
         for url in urls:
             label = url.split("://")[0] if "://" in url else url
+            options: dict[str, Any] = {}
             if url == "redis":
                 from pxexec.bench.redis_server import RedisServer
 
                 server = RedisServer()
                 stack.callback(server.stop)
                 url = server.url
-            store = Store(f"bench-{label}", connector_from_url(url))
+            elif label in ("shm", "file"):
+                options["namespace"] = f"bench-{os.getpid()}"
+            connector = connector_from_url(url, **options)
+            store = Store(f"bench-{label}", connector)
+            if options:
+                stack.callback(_empty, connector)
             stack.callback(store.close)
             result[f"pxexec-{label}"] = store
         yield result
+
+
+def _empty(connector: Any) -> None:
+    """Evict everything left in a connector private to this run, and remove its folder."""
+    keys = connector.keys()
+    for key in keys:
+        connector.evict(key)
+    shutil.rmtree(connector.path, ignore_errors=True)

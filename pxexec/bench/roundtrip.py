@@ -12,6 +12,7 @@ from pxexec.bench.arms import Arm, real
 from pxexec.bench.common import (
     Record,
     attempt,
+    fmt_range,
     human_size,
     print_table,
     quantiles,
@@ -100,7 +101,7 @@ def summarize(records: list[Record]) -> tuple[list[str], list[list[Any]]]:
                 row += ["failed", "-"] + (["-"] if arm != "plain" else [])
                 continue
             p10, med, p90 = quantiles(by_arm[arm])
-            row += [med * 1e3, f"{p10 * 1e3:.3g}-{p90 * 1e3:.3g}"]
+            row += [med * 1e3, fmt_range(p10 * 1e3, p90 * 1e3)]
             if arm != "plain":
                 row.append(f"{base / med:.2f}x" if base else "-")
         rows.append(row)

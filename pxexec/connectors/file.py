@@ -335,6 +335,10 @@ class FileConnector(BaseConnector):
         except FileNotFoundError:
             return []
 
+    def __repr__(self) -> str:
+        lease = f", lease={self.lease:g}" if self.lease is not None else ""
+        return f"{type(self).__name__}({self.directory!r}, namespace={self.namespace!r}{lease})"
+
     def config(self) -> ConnectorConfig:
         return {
             "type": self.type_name,

@@ -71,6 +71,9 @@ class LocalConnector(BaseConnector):
         """Keys currently stored (for tests and tools)."""
         return list(self._data)
 
+    def __repr__(self) -> str:
+        return f"LocalConnector(instance={self.instance!r}, objects={len(self._data)})"
+
     def config(self) -> ConnectorConfig:
         return {"type": self.type_name, "instance": self.instance}
 

@@ -330,6 +330,11 @@ class MultiConnector(BaseConnector):
 
     # -- config -----------------------------------------------------------------------
 
+    def __repr__(self) -> str:
+        routes = ", ".join(f"{r.name}={r.connector!r}" if r.active else f"{r.name}=(dormant)"
+                           for r in self.routes)
+        return f"MultiConnector({routes}, default={self.default!r})"
+
     def config(self) -> ConnectorConfig:
         return {
             "type": self.type_name,
@@ -376,10 +381,22 @@ def route_from_config(table: Any, index: int = 0) -> Route:
         connector = _url_config(connector)
     elif not isinstance(connector, dict):
         raise ConfigError(f"{where}.connector must be a URL or a table with a 'type'.")
-    for bound in ("min_size", "max_size", "priority"):
+    sizes = {}
+    for bound in ("min_size", "max_size"):
         value = table.get(bound)
+        if isinstance(value, str):  # a size with a unit: "10MB", "1MiB"
+            from pxexec.units import parse_bytes
+
+            try:
+                value = parse_bytes(value)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}.{bound}: {exc}") from None
+        sizes[bound] = value
+    for bound in ("min_size", "max_size", "priority"):
+        value = sizes.get(bound, table.get(bound))
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-            raise ConfigError(f"{where}.{bound} must be a whole number, got {value!r}.")
+            raise ConfigError(f"{where}.{bound} must be a whole number or a size such as "
+                              f"'10MB', got {value!r}.")
     for option in ("types", "tags"):
         value = table.get(option, ())
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
@@ -391,8 +408,8 @@ def route_from_config(table: Any, index: int = 0) -> Route:
         except re.error as exc:
             raise ConfigError(f"{where}.host is not a regular expression: {exc}.") from exc
     return Route(
-        name=str(table["name"]), connector=connector, min_size=table.get("min_size"),
-        max_size=table.get("max_size"), types=tuple(table.get("types", ())),
+        name=str(table["name"]), connector=connector, min_size=sizes["min_size"],
+        max_size=sizes["max_size"], types=tuple(table.get("types", ())),
         tags=frozenset(table.get("tags", ())), host=host, priority=int(table.get("priority", 0)),
     )
 

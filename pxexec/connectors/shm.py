@@ -12,12 +12,13 @@ __all__ = ["SharedMemoryConnector", "default_shm_directory"]
 
 
 def default_shm_directory() -> str:
-    """Where shm stores live by default: a per-user directory in /dev/shm.
+    """Where shm stores live by default: ``$PXEXEC_SHM_DIR``, else a per-user directory
+    in /dev/shm.
 
-    >>> default_shm_directory().startswith("/dev/shm/pxexec-")
+    >>> default_shm_directory().startswith("/dev/shm/pxexec-") or "PXEXEC_SHM_DIR" in os.environ
     True
     """
-    return f"/dev/shm/pxexec-{os.getuid()}"
+    return os.environ.get("PXEXEC_SHM_DIR") or f"/dev/shm/pxexec-{os.getuid()}"
 
 
 class SharedMemoryConnector(FileConnector):

@@ -102,12 +102,20 @@ class SizeAtLeast(Policy):
     native sizes, str/bytes length, a bounded walk of containers), never by
     serializing the object.
 
+    ``nbytes`` is a number of bytes or a size with a unit (``"10MB"``, ``"1MiB"``).
+
     >>> policy = SizeAtLeast(1_000_000)
     >>> policy(bytes(2_000_000)), policy("small"), policy([bytes(600_000)] * 2)
     (True, False, True)
+    >>> SizeAtLeast("1MiB")
+    SizeAtLeast(1048576)
     """
 
-    def __init__(self, nbytes: int) -> None:
+    def __init__(self, nbytes: int | str) -> None:
+        if isinstance(nbytes, str):
+            from pxexec.units import parse_bytes
+
+            nbytes = parse_bytes(nbytes)
         if not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes < 0:
             raise ConfigError(f"SizeAtLeast needs a byte count >= 0, got {nbytes!r}.")
         self.nbytes = nbytes

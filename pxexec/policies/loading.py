@@ -93,8 +93,16 @@ def _builtin(kind: str, options: dict[str, Any], where: str) -> Policy:
         return Never()
     if kind == "size_at_least":
         nbytes = options["nbytes"]
+        if isinstance(nbytes, str):  # a size with a unit: "10MB", "1MiB"
+            from pxexec.units import parse_bytes
+
+            try:
+                nbytes = parse_bytes(nbytes)
+            except ConfigError as exc:
+                raise _fail(f"{where}.nbytes", str(exc)) from None
         if not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes < 0:
-            raise _fail(f"{where}.nbytes", f"must be a whole number of bytes >= 0, got {nbytes!r}.")
+            raise _fail(f"{where}.nbytes", "must be a whole number of bytes >= 0 or a size "
+                                           f"such as '10MB', got {nbytes!r}.")
         return SizeAtLeast(nbytes)
     if kind == "type_in":
         types = options["types"]
