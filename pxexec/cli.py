@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 from pxexec.errors import (
     ConfigError,
     MissingDependencyError,
+    PxexecError,
     StoreConnectionError,
     UnknownConnectorError,
 )

@@ -7,8 +7,8 @@ and rebuilds the store from its config once per worker process.
 from __future__ import annotations
 
 import enum
-import sys
 import logging
+import sys
 import traceback
 from collections.abc import Callable
 from typing import Any

@@ -9,11 +9,10 @@ from typing import Any
 
 import pytest
 
-from pxexec.cli import main
-from pxexec.connectors.file import FileConnector
-from pxexec.connectors.owners import this_host
 import pxexec
 from pxexec.cli import build_parser, main
+from pxexec.connectors.file import FileConnector
+from pxexec.connectors.owners import this_host
 from pxexec.connectors.shm import SharedMemoryConnector
 from pxexec.serialize import serialize
 
