@@ -28,6 +28,7 @@ _REGISTRY: dict[str, str] = {
     "local": "pxexec.connectors.local:LocalConnector",
     "file": "pxexec.connectors.file:FileConnector",
     "shm": "pxexec.connectors.shm:SharedMemoryConnector",
+    "node": "pxexec.connectors.node:NodeConnector",
     "redis": "pxexec.connectors.redis:RedisConnector",
     "multi": "pxexec.connectors.multi:MultiConnector",
     "daos": "pxexec.connectors.daos:DAOSConnector",
@@ -139,6 +140,6 @@ def connector_from_url(url: str, **options: Any) -> Any:
         if not parts.path:
             raise ConfigError(f"File URL {url!r} needs a path, e.g. 'file:///scratch/pxexec'.")
         return connector_class("file")(unquote(parts.path), **options)
-    if scheme == "shm" and parts.path:
-        return connector_class("shm")(unquote(parts.path), **options)
+    if scheme in ("shm", "node") and parts.path:
+        return connector_class(scheme)(unquote(parts.path), **options)
     return connector_class(scheme)(**options)
