@@ -11,6 +11,7 @@ import json
 import os
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -220,7 +221,14 @@ class Store:
         key, buffer = allocate(sig + len(header) + nbytes)
         buffer[sig : sig + len(header)] = np.frombuffer(header, dtype=np.uint8)
         arr = buffer[sig + len(header) :].view(dt).reshape(dims)
-        self._building[_address(arr)] = (key, sig, len(header), buffer)
+        address = _address(arr)
+        building = self._building
+
+        def forget(ref: Any) -> None:  # dropped unsealed: the connector frees the space
+            if building.get(address, (None, 0, 0, None))[3] is ref:
+                building.pop(address, None)
+
+        building[address] = (key, sig, len(header), weakref.ref(buffer, forget))
         return arr
 
     def seal(self, arr: Any) -> str:
@@ -228,7 +236,10 @@ class Store:
         entry = self._building.pop(_address(arr), None)
         if entry is None:
             return self.put(arr)
-        key, sig, header_len, buffer = entry
+        key, sig, header_len, ref = entry
+        buffer = ref()
+        if buffer is None:  # pragma: no cover - arr keeps its buffer alive
+            raise ValueError("This array's store allocation is gone; put() a copy of it.")
         if arr.nbytes != buffer.nbytes - sig - header_len or not arr.flags.c_contiguous:
             self._building[_address(arr)] = entry
             raise ValueError(

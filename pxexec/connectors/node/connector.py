@@ -241,8 +241,9 @@ class NodeConnector(BaseConnector):
     def reap(self) -> int:
         """Free what dead processes left; with a lease, also evict expired objects.
 
-        An owner whose process is gone, or whose heartbeat is older than the lease,
-        loses its holds; objects nobody holds that are older than the lease go.
+        An owner whose process is gone (pid and start time), or whose heartbeat is
+        older than the lease, loses its objects at once unless another owner holds
+        them; objects nobody holds that are older than the lease go too.
         Returns how many objects were evicted for expiry.
         """
         with self.arena.index.transaction() as db:
@@ -250,17 +251,19 @@ class NodeConnector(BaseConnector):
             if self.lease is None:
                 return 0
             now = time.time()
+            orphans: set[str] = set()
             for owner, pid, start, beat in db.execute("SELECT * FROM owners").fetchall():
                 if now - beat > self.lease or not alive((pid, start)):
+                    orphans.update(k for (k,) in db.execute(
+                        "SELECT key FROM holds WHERE owner = ?", (owner,)).fetchall())
                     db.execute("DELETE FROM holds WHERE owner = ?", (owner,))
                     db.execute("DELETE FROM owners WHERE owner = ?", (owner,))
-            expired = db.execute(
+            orphans.difference_update(k for (k,) in db.execute("SELECT key FROM holds"))
+            orphans.update(k for (k,) in db.execute(
                 "SELECT key FROM objects WHERE state = 'sealed' AND created < ? "
                 "AND key NOT IN (SELECT key FROM holds)", (now - self.lease,)
-            ).fetchall()
-            for (key,) in expired:
-                self.arena.retire(db, key)
-        return len(expired)
+            ).fetchall())
+            return sum(self.arena.retire(db, key) for key in orphans)
 
     # -- housekeeping -----------------------------------------------------------------
 
