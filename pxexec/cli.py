@@ -11,7 +11,7 @@ from typing import Any
 
 from pxexec.bench.common import parse_size, write_csv, write_rows
 
-WORKLOADS = ("roundtrip", "throughput", "cholesky", "fedlearn", "moldesign")
+WORKLOADS = ("roundtrip", "throughput", "pipeline", "cholesky", "fedlearn", "moldesign")
 
 
 def _sizes(text: str) -> list[int]:
@@ -62,9 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--tasks", type=int, default=1000, help="throughput: number of tasks")
     bench.add_argument("--reps", type=int, default=None,
                        help="repetitions (roundtrip: per point, default 5; others: default 1)")
-    bench.add_argument("--arm", action="append", choices=["proxystore"], default=None,
+    bench.add_argument("--arm", action="append", choices=["proxystore", "ray"], default=None,
                        help="add a peer arm: proxystore (its StoreExecutor on a file store "
-                            "in /dev/shm; pip install proxystore)")
+                            "in /dev/shm; pip install proxystore), ray (Ray on this machine "
+                            "with the same CPUs; pip install 'pxexec[ray]')")
+    bench.add_argument("--consumers", type=int, default=4,
+                       help="pipeline: tasks that consume the made array (default 4)")
+    bench.add_argument("--pipeline-size", type=parse_size, default=100_000_000,
+                       help="pipeline: bytes of the made array (default 100MB)")
     bench.add_argument("--n", type=int, default=None, help="cholesky: matrix size (10000)")
     bench.add_argument("--block", type=int, default=None, help="cholesky: tile size (2500)")
     bench.add_argument("--clients", type=int, default=None, help="fedlearn: clients (8)")
@@ -150,6 +155,15 @@ def bench(args: argparse.Namespace) -> int:
         from pxexec.bench.arms import require_proxystore
 
         require_proxystore()
+    ray = "ray" in (args.arm or [])
+    if ray:
+        from pxexec.bench.arms import ray_available
+
+        if not ray_available():
+            print("pxexec bench: Ray is not installed, so the ray arm is skipped "
+                  "(pip install 'pxexec[ray]' to add it).", file=sys.stderr, flush=True)
+            ray = False
+    args.ray = ray
     stamp = time.strftime("%Y%m%d-%H%M%S")
     os.makedirs(args.out, exist_ok=True)
     with stores([] if config_store else (args.connector or ["shm"])) as named:
@@ -175,21 +189,24 @@ def _run(
     workload: str, engine: str, named: dict[str, Any], policy: Any, peer: bool,
     args: argparse.Namespace,
 ) -> tuple[list[Any], str]:
-    from pxexec.bench import cholesky, fedlearn, moldesign, roundtrip, throughput
+    from pxexec.bench import cholesky, fedlearn, moldesign, pipeline, roundtrip, throughput
     from pxexec.bench.arms import arms
     from pxexec.bench.common import progress
     from pxexec.bench.engines import session
 
     quick = args.workload is None
-    names = ["plain", *named, *(["proxystore"] if peer else [])]
-    reps = args.reps if args.reps is not None else (5 if workload == "roundtrip" else 1)
+    ray = bool(getattr(args, "ray", False))
+    names = ["plain", *named, *(["proxystore"] if peer else []), *(["ray"] if ray else [])]
+    reps = args.reps if args.reps is not None else (
+        5 if workload in ("roundtrip", "pipeline") else 1)
     default_workers = [1, 2] if workload == "throughput" else [2]
     records: list[Any] = []
     for workers in args.workers or default_workers:
         print(f"pxexec bench {workload}: {engine} with {workers} worker(s); arms: "
               f"{', '.join(names)}", flush=True)
         with session(engine, workers) as sess, \
-                arms(sess, named, policy, peer=peer, threshold=args.threshold) as made:
+                arms(sess, named, policy, peer=peer, threshold=args.threshold,
+                     ray=ray) as made:
             if workload == "roundtrip":
                 sizes = args.sizes or [10_000, 1_000_000, 10_000_000, 100_000_000]
                 kinds = ["numpy"] if quick else args.kinds
@@ -203,6 +220,10 @@ def _run(
                 with progress(total, "throughput") as bar:
                     records += throughput.run(made, sizes=args.size, tasks=args.tasks,
                                               progress=bar)
+            elif workload == "pipeline":
+                with progress((reps + 2) * len(made), "pipeline") as bar:
+                    records += pipeline.run(made, nbytes=args.pipeline_size,
+                                            consumers=args.consumers, reps=reps, progress=bar)
             else:
                 module = {"cholesky": cholesky, "fedlearn": fedlearn,
                           "moldesign": moldesign}[workload]
@@ -217,6 +238,9 @@ def _run(
                       f"per task ({engine}; arms and sizes take turns in {throughput.BLOCKS} "
                       "blocks)",
     }
+    titles["pipeline"] = (f"Pipeline: make {args.pipeline_size} bytes -> {args.consumers} "
+                          f"consumers -> reduce ({engine}, {workers_text} workers), median of "
+                          f"{reps}")
     title = titles.get(workload, f"{workload} ({engine}, {workers_text} workers), "
                                  f"makespan over {reps} run(s)")
     return records, title
@@ -234,7 +258,7 @@ def _app_options(workload: str, args: argparse.Namespace) -> dict[str, Any]:
 def _report(workload: str, records: list[Any], title: str) -> tuple[list[str], list[list[Any]]]:
     from pxexec.bench import apps, roundtrip, throughput
 
-    if workload == "roundtrip":
+    if workload in ("roundtrip", "pipeline"):
         return roundtrip.report(records, title)
     if workload == "throughput":
         return throughput.report(records, title)

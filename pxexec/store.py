@@ -179,7 +179,7 @@ class Store:
         ``tags`` (and the object's type) reach connectors that route objects, such
         as the MultiConnector.
         """
-        if self._building and _address(obj) in self._building:
+        if self._building and self._is_building(obj):
             return self.seal(obj)
         start = time.perf_counter()
         frames = self._sign(self.serializer(obj))
@@ -230,6 +230,14 @@ class Store:
 
         building[address] = (key, sig, len(header), weakref.ref(buffer, forget))
         return arr
+
+    def _is_building(self, obj: Any) -> bool:
+        entry = self._building.get(_address(obj))
+        if entry is None:
+            return False
+        buffer = entry[3]()
+        return (buffer is not None and getattr(obj, "flags", None) is not None
+                and obj.flags.c_contiguous and obj.nbytes == buffer.nbytes - entry[1] - entry[2])
 
     def seal(self, arr: Any) -> str:
         """Publish an array from ``empty`` (no copy); return its key. Others are put."""

@@ -6,6 +6,7 @@ and rebuilds the store from its config once per worker process.
 
 from __future__ import annotations
 
+import contextvars
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +14,22 @@ from typing import Any
 from pxexec.errors import PolicyError
 from pxexec.proxy import Proxy
 from pxexec.store import Store, fingerprint, get_or_create_store
+
+_CURRENT: contextvars.ContextVar[Store | None] = contextvars.ContextVar("pxexec_store",
+                                                                       default=None)
+
+
+def current_store() -> Store | None:
+    """The store of the pxexec task running in this thread (None outside one).
+
+    A task can build a large result in place with it: ``out = current_store().empty(
+    shape, dtype)``, fill ``out``, return it; the result then goes into the store
+    without a copy.
+
+    >>> current_store() is None
+    True
+    """
+    return _CURRENT.get()
 
 
 class Boxed:
@@ -124,12 +141,18 @@ class ProxyTask:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         args = tuple(unbox(a) for a in args)
         kwargs = {k: unbox(v) for k, v in kwargs.items()}
+        token = None
+        if self.policy is not None and self.store_config is not None:
+            token = _CURRENT.set(get_or_create_store(self.store_config, self.store_fp))
         try:
             result = self.fn(*args, **kwargs)
         except Exception as exc:
             if self.note_traceback:  # for engines that send exceptions without it
                 _add_note(exc, "Worker traceback:\n" + traceback.format_exc())
             raise
+        finally:
+            if token is not None:
+                _CURRENT.reset(token)
         if self.policy is not None:
             result = self.proxy_result(result)
         return Boxed(result) if self.box_result else result

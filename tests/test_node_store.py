@@ -274,7 +274,7 @@ def test_sigkill_at_a_random_moment_of_puts(node: NodeConnector, tmp_path: Any) 
     time.sleep(random.uniform(0, 0.05))
     os.kill(process.pid, signal.SIGKILL)
     process.join()
-    for key in node.keys():  # whatever is visible is whole
+    for key in list(node.keys()):  # whatever is visible is whole
         assert deserialize(node.get(key)).nbytes == 3 * MB
     assert node.stats()["writing"] == 0
 

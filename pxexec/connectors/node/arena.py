@@ -112,13 +112,15 @@ class Arena:
                 db.execute("INSERT INTO pins VALUES (?, ?, ?, 1)", (obj, *who))
             seg_size = 0
             if seg is not None:
-                seg_size = db.execute("SELECT size FROM segments WHERE id = ?", (seg,)).fetchone()[0]
+                seg_size = db.execute("SELECT size FROM segments WHERE id = ?",
+                                      (seg,)).fetchone()[0]
         return Slot(obj, seg, off, length, seg_size)
 
     def _grow(self, db: sqlite3.Connection, size: int, align: int) -> tuple[int, int] | None:
         total = db.execute("SELECT COALESCE(SUM(size), 0) FROM segments").fetchone()[0]
         need = -(-(size + align) // allocator.PAGE) * allocator.PAGE
-        grow = min(max(self.chunk, need), (self.capacity - total) // allocator.PAGE * allocator.PAGE)
+        room = (self.capacity - total) // allocator.PAGE * allocator.PAGE
+        grow = min(max(self.chunk, need), room)
         if grow < need:
             return None  # full: the caller spills
         seg = db.execute("INSERT INTO segments(size) VALUES (?)", (grow,)).lastrowid
@@ -186,7 +188,8 @@ class Arena:
                 ).rowcount
             else:
                 done = db.execute(
-                    "UPDATE objects SET state = 'sealed', key = ? WHERE id = ? AND state = 'writing'",
+                    "UPDATE objects SET state = 'sealed', key = ? "
+                    "WHERE id = ? AND state = 'writing'",
                     (key, obj),
                 ).rowcount
             row = db.execute("SELECT seg, length FROM objects WHERE id = ?", (obj,)).fetchone()
@@ -247,7 +250,7 @@ class Arena:
             holder.flags.writeable = False
         release = weakref.finalize(holder, _release, self, obj, who)
         release.atexit = False  # a process that exits leaves dead pins: swept
-        return memoryview(holder)
+        return holder.data
 
     def _open_spill(self, obj: int, length: int) -> Any:
         from pxexec.connectors.file import map_private
