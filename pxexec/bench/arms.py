@@ -197,7 +197,7 @@ class RayArm(Arm):
                  include_dashboard=False, log_to_driver=False, configure_logging=False)
         self._remote: dict[Any, Any] = {}
         # start the workers now, not in the first timed task
-        ray.get([self._task(abs).remote(-i) for i in range(sess.workers * 2)])
+        ray.get([self._task(_warm).remote(i) for i in range(sess.workers * 2)])
 
     def _task(self, fn: Callable[..., Any]) -> Any:
         remote = self._remote.get(fn)
@@ -227,6 +227,10 @@ class _RayFuture(cf.Future[Any]):
             self.set_result(inner.result())
         except BaseException as exc:
             self.set_exception(exc)
+
+
+def _warm(i: int) -> int:
+    return i
 
 
 def ray_available() -> bool:
