@@ -27,6 +27,7 @@ PUBLIC = [
     "pxexec.connectors.local",
     "pxexec.connectors.file",
     "pxexec.connectors.shm",
+    "pxexec.connectors.node",
     "pxexec.connectors.redis",
     "pxexec.connectors.multi",
     "pxexec.connectors.daos",

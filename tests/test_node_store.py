@@ -333,3 +333,31 @@ def test_round_trip_on_every_engine(engine: Any, node_dirs: tuple[str, str]) -> 
     del result
     assert connector.keys() == []
     assert connector.stats()["objects"] == 0
+
+
+def test_segments_deleted_elsewhere_are_unmapped_here(node_dirs: tuple[str, str]) -> None:
+    first = make(node_dirs)
+    second = connector_from_config(first.config())
+    key = second.put(serialize(np.ones(MB)))  # second maps segment 1
+    second.evict(key)
+    assert first.trim()  # another process's view: the arena is empty, segments go
+    old = set(second.arena._maps)
+    key = second.put(serialize(np.ones(MB)))  # a new segment; the deleted one is let go
+    with first.arena.index.transaction() as db:
+        live = {s for (s,) in db.execute("SELECT id FROM segments")}
+    assert set(second.arena._maps) == live and not live & old
+    second.evict(key)
+    assert first.trim()
+
+
+def test_gc_command_reaps_a_dead_owner(node_dirs: tuple[str, str], capsys: Any) -> None:
+    from pxexec.cli import main
+
+    connector = make(node_dirs, lease=60)
+    with _pool() as pool, pytest.raises(cf.process.BrokenProcessPool):
+        pool.submit(node_workers.die_owning, connector.config(), 3).result(timeout=60)
+    url = f"node://{node_dirs[0]}"
+    assert main(["gc", url, "--namespace", connector.namespace, "--lease", "60"]) == 0
+    assert "removed 3 expired object(s)" in capsys.readouterr().out
+    assert connector.keys() == []
+    reset_keeper()

@@ -80,10 +80,19 @@ class Arena:
     def spill_path(self, obj: int) -> str:
         return os.path.join(self.spill, f"o{obj}")
 
-    def _map(self, seg: int, size: int) -> mmap.mmap:
+    def _map(self, seg: int, size: int, db: sqlite3.Connection | None = None) -> mmap.mmap:
+        """This process's mapping of segment ``seg`` (made on first use, then kept).
+
+        With the index at hand (``db``), a new mapping also drops those of segments
+        that were deleted meanwhile (``trim``), so their memory can go back.
+        """
         mapped = self._maps.get(seg)
         if mapped is None:
+            live = {s for (s,) in db.execute("SELECT id FROM segments")} if db else None
             with self._maps_lock:
+                if live is not None:
+                    for gone in set(self._maps) - live:
+                        del self._maps[gone]  # unmapped once no view of it is left
                 mapped = self._maps.get(seg)
                 if mapped is None:
                     mapped = self._maps[seg] = map_segment(self.segment_path(seg), size)
@@ -114,6 +123,7 @@ class Arena:
             if seg is not None:
                 seg_size = db.execute("SELECT size FROM segments WHERE id = ?",
                                       (seg,)).fetchone()[0]
+                self._map(seg, seg_size, db)
         return Slot(obj, seg, off, length, seg_size)
 
     def _grow(self, db: sqlite3.Connection, size: int, align: int) -> tuple[int, int] | None:
@@ -216,9 +226,11 @@ class Arena:
             if row is None:
                 return None
             obj, _, seg, off, _, length, seg_size = row
+            if seg is not None:
+                mapped = self._map(seg, seg_size, db)
             if seg is not None and (length <= SMALL or not _HAVE_NUMPY):
                 # small: copy out while no one can free the space
-                return bytearray(self._map(seg, seg_size)[off : off + length])
+                return bytearray(mapped[off : off + length])
             if seg is not None:
                 db.execute(
                     "INSERT INTO pins VALUES (?, ?, ?, 1) ON CONFLICT DO UPDATE SET n = n + 1",
