@@ -170,6 +170,13 @@ def bench(args: argparse.Namespace) -> int:
         if config_store is not None:
             named = {f"pxexec-{config_store.name}": config_store}
         records, title = _run(workload, engine, named, policy, peer, args)
+        for label, store in named.items():  # the engine is gone: what did it leave?
+            stats = getattr(store.connector, "stats", None)
+            if callable(stats):
+                left = stats()
+                print(f"{label} after the run: {left['objects']} object(s), "
+                      f"{left['bytes_in_use']} arena byte(s) in use, "
+                      f"{left['spilled_bytes']} byte(s) spilled", flush=True)
     base = os.path.join(args.out, f"{workload}-{engine}-{stamp}")
     header, rows = _report(workload, records, title)
     write_csv(base + ".csv", records)

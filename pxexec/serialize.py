@@ -428,7 +428,7 @@ def _view_ndarray(meta: dict[str, Any], frames: list[memoryview]) -> Any:
     count = 1
     for n in shape:
         count *= n
-    if count == 0 or frames[0].nbytes != count * dtype.itemsize or meta["order"] not in "CF":
+    if count == 0 or frames[0].nbytes != count * dtype.itemsize or meta["order"] not in ("C", "F"):
         return _decode_ndarray(meta, frames)  # its checks and errors
     flat = np.frombuffer(frames[0], dtype=dtype)
     return flat.reshape(shape[::-1]).T if meta["order"] == "F" else flat.reshape(shape)
