@@ -27,7 +27,8 @@ __all__ = [
 _REGISTRY: dict[str, str] = {
     "local": "pxexec.connectors.local:LocalConnector",
     "file": "pxexec.connectors.file:FileConnector",
-    "shm": "pxexec.connectors.shm:SharedMemoryConnector",
+    "shm": "pxexec.connectors.node:ShmConnector",
+    "shm-files": "pxexec.connectors.shm:SharedMemoryConnector",
     "node": "pxexec.connectors.node:NodeConnector",
     "redis": "pxexec.connectors.redis:RedisConnector",
     "multi": "pxexec.connectors.multi:MultiConnector",
@@ -75,8 +76,8 @@ def known_connectors() -> list[str]:
 def connector_class(name: str) -> type[Any]:
     """The class registered under ``name``, imported on first use.
 
-    >>> connector_class("shm").__name__
-    'SharedMemoryConnector'
+    >>> connector_class("shm").__name__, connector_class("shm-files").__name__
+    ('ShmConnector', 'SharedMemoryConnector')
     """
     _load_entry_points()
     name = _SCHEMES.get(name, name)
@@ -120,13 +121,14 @@ def connector_from_config(config: ConnectorConfig) -> Any:
 def connector_from_url(url: str, **options: Any) -> Any:
     """Make a connector from a short name or URL.
 
-    ``"local"``, ``"shm"`` (or ``"shm:///dir"``), ``"file:///path"``,
+    ``"local"``, ``"shm"`` (or ``"shm:///dir"``; the node store), ``"node"``,
+    ``"shm-files"`` (one file per object), ``"file:///path"``,
     ``"redis://host:port/db"``, ``"rediss://..."``, ``"unix:///path/redis.sock"``.
     ``options`` are passed to the connector's constructor.
 
     >>> connector = connector_from_url("shm", namespace="url-demo")
     >>> type(connector).__name__, connector.path.endswith("url-demo")
-    ('SharedMemoryConnector', True)
+    ('ShmConnector', True)
     >>> connector_from_url("redis://localhost:6379/0").address   # connects on first use
     'redis://localhost:6379/0'
     """
@@ -140,6 +142,6 @@ def connector_from_url(url: str, **options: Any) -> Any:
         if not parts.path:
             raise ConfigError(f"File URL {url!r} needs a path, e.g. 'file:///scratch/pxexec'.")
         return connector_class("file")(unquote(parts.path), **options)
-    if scheme in ("shm", "node") and parts.path:
+    if scheme in ("shm", "shm-files", "node") and parts.path:
         return connector_class(scheme)(unquote(parts.path), **options)
     return connector_class(scheme)(**options)

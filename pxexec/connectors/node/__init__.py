@@ -7,6 +7,6 @@ spill files), ``index`` (the SQLite index all processes share), ``allocator``
 
 from __future__ import annotations
 
-from pxexec.connectors.node.connector import NodeConnector, default_node_directory
+from pxexec.connectors.node.connector import NodeConnector, ShmConnector, default_node_directory
 
-__all__ = ["NodeConnector", "default_node_directory"]
+__all__ = ["NodeConnector", "ShmConnector", "default_node_directory"]

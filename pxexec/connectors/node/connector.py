@@ -15,7 +15,7 @@ from pxexec.connectors.node.arena import Arena, Slot
 from pxexec.connectors.node.liveness import alive, this_process
 from pxexec.errors import ConfigError
 
-__all__ = ["NodeConnector", "default_capacity", "default_node_directory"]
+__all__ = ["NodeConnector", "ShmConnector", "default_capacity", "default_node_directory"]
 
 _KEY = re.compile(r"[0-9a-f]{32}")
 CHUNK = 256 << 20
@@ -313,6 +313,54 @@ class NodeConnector(BaseConnector):
         if slots is None:
             slots = self.__dict__["_pending"] = {}
         return slots
+
+
+class ShmConnector(NodeConnector):
+    """What ``shm`` names: the node store with copy-on-write reads.
+
+    Arrays come back writable and private to their reader, as they did from the
+    file-per-object store (still there as ``shm-files``,
+    ``pxexec.connectors.shm.SharedMemoryConnector``). ``fsync`` is accepted, for
+    configs written for that store, and ignored (RAM has nothing to sync).
+
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from pxexec import Store
+    >>> connector = ShmConnector(tempfile.mkdtemp(), chunk=1 << 20)
+    >>> with Store("shm-node-demo", connector) as store:
+    ...     key = store.put(np.arange(100_000))
+    ...     out = store.get(key)
+    ...     out[0] = -1                      # writable, and private to this reader
+    ...     print(int(store.get(key)[0]), out.flags.writeable)
+    ...     store.evict(key)
+    0 True
+    """
+
+    type_name = "shm"
+
+    def __init__(
+        self,
+        directory: str | None = None,
+        *,
+        namespace: str = "default",
+        capacity: int | None = None,
+        chunk: int = CHUNK,
+        spill_directory: str | None = None,
+        lease: float | None = None,
+        reads: str = "private",
+        fsync: bool = False,
+    ) -> None:
+        super().__init__(directory, namespace=namespace, capacity=capacity, chunk=chunk,
+                         spill_directory=spill_directory, lease=lease, reads=reads)
+
+    @classmethod
+    def from_config(cls, config: ConnectorConfig) -> ShmConnector:
+        options: dict[str, Any] = check_options(
+            cls.type_name, config,
+            {"directory", "namespace", "capacity", "chunk", "spill_directory", "lease", "reads",
+             "fsync"},
+        )
+        return cls(**options)
 
 
 def _beat(db: Any, owner: str) -> None:
