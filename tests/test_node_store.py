@@ -361,3 +361,20 @@ def test_gc_command_reaps_a_dead_owner(node_dirs: tuple[str, str], capsys: Any) 
     assert "removed 3 expired object(s)" in capsys.readouterr().out
     assert connector.keys() == []
     reset_keeper()
+
+
+def test_shm_names_the_node_store_and_reads_stay_writable(node_dirs: tuple[str, str]) -> None:
+    # a config written for the file-per-object shm store (with fsync) still loads
+    connector = connector_from_config({"type": "shm", "directory": node_dirs[0],
+                                       "namespace": "old-config", "fsync": False,
+                                       "lease": None})
+    assert isinstance(connector, NodeConnector) and connector.reads == "private"
+    store = Store(f"shm-{uuid.uuid4().hex[:6]}", connector)
+    key = store.put(np.arange(MB // 8))
+    out = store.get(key)
+    out[:10] = -1  # writable, private to this reader
+    assert store.get(key)[0] == 0
+    store.evict(key)
+    del out
+    assert_empty(connector)
+    assert connector.trim()
