@@ -378,3 +378,18 @@ def test_shm_names_the_node_store_and_reads_stay_writable(node_dirs: tuple[str, 
     del out
     assert_empty(connector)
     assert connector.trim()
+
+
+def test_spilled_objects_are_found_by_a_process_with_other_options(
+        node_dirs: tuple[str, str], tmp_path: Any) -> None:
+    writer = make(node_dirs, capacity=4 * MB, chunk=4 * MB)
+    key = writer.put(serialize(np.ones(MB)))  # 8 MB: larger than the arena, spilled
+    spilled = writer.locate(key)
+    assert spilled is not None and spilled[0].startswith(node_dirs[1])
+    # e.g. `pxexec gc` from a URL: another spill directory, the same index
+    other = NodeConnector(node_dirs[0], namespace=writer.namespace,
+                          spill_directory=str(tmp_path / "elsewhere"))
+    assert deserialize(other.get(key)).sum() == MB
+    other.evict(key)
+    assert not os.path.exists(spilled[0])
+    assert_empty(writer)

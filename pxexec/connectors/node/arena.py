@@ -43,7 +43,7 @@ __all__ = ["Arena", "Slot"]
 
 #: objects up to this size are copied out on read (cheaper than pinning a view)
 SMALL = 64 * 1024
-_COLUMNS = "o.id, o.state, o.seg, o.off, o.alloc, o.length, s.size"
+_COLUMNS = "o.id, o.path, o.seg, o.off, o.alloc, o.length, s.size"
 
 
 @dataclass
@@ -55,6 +55,8 @@ class Slot:
     off: int
     length: int
     seg_size: int = 0
+    #: the spill file (``seg`` is None)
+    path: str = ""
 
 
 class Arena:
@@ -71,6 +73,7 @@ class Arena:
         self.index = Index(os.path.join(path, "index.sqlite"))
         self._maps: dict[int, mmap.mmap] = {}
         self._maps_lock = threading.Lock()
+        self._maps_pid = os.getpid()
 
     # -- files ------------------------------------------------------------------------
 
@@ -78,6 +81,7 @@ class Arena:
         return os.path.join(self.path, f"seg-{seg}")
 
     def spill_path(self, obj: int) -> str:
+        """Where this process spills object ``obj`` (recorded in the index with it)."""
         return os.path.join(self.spill, f"o{obj}")
 
     def _map(self, seg: int, size: int, db: sqlite3.Connection | None = None) -> mmap.mmap:
@@ -88,6 +92,8 @@ class Arena:
         """
         mapped = self._maps.get(seg)
         if mapped is None:
+            if self._maps_pid != os.getpid():  # forked: another thread may have held it
+                self._maps_lock, self._maps_pid = threading.Lock(), os.getpid()
             live = {s for (s,) in db.execute("SELECT id FROM segments")} if db else None
             with self._maps_lock:
                 if live is not None:
@@ -119,12 +125,15 @@ class Arena:
             assert obj is not None
             if pinned:
                 db.execute("INSERT INTO pins VALUES (?, ?, ?, 1)", (obj, *who))
-            seg_size = 0
+            seg_size, path = 0, ""
+            if seg is None:  # spilled: the index records the file, for every process
+                path = self.spill_path(obj)
+                db.execute("UPDATE objects SET path = ? WHERE id = ?", (path, obj))
             if seg is not None:
                 seg_size = db.execute("SELECT size FROM segments WHERE id = ?",
                                       (seg,)).fetchone()[0]
                 self._map(seg, seg_size, db)
-        return Slot(obj, seg, off, length, seg_size)
+        return Slot(obj, seg, off, length, seg_size, path)
 
     def _grow(self, db: sqlite3.Connection, size: int, align: int) -> tuple[int, int] | None:
         total = db.execute("SELECT COALESCE(SUM(size), 0) FROM segments").fetchone()[0]
@@ -159,7 +168,7 @@ class Arena:
         from pxexec.connectors.file import write_frames
 
         ensure_private_directory(self.spill)
-        path = self.spill_path(slot.obj)
+        path = slot.path
         try:
             fd = open_private(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
             try:
@@ -180,7 +189,7 @@ class Arena:
             mapped = self._map(slot.seg, slot.seg_size)
             return memoryview(mapped)[slot.off : slot.off + slot.length]
         ensure_private_directory(self.spill)
-        fd = open_private(self.spill_path(slot.obj), os.O_RDWR | os.O_CREAT | os.O_TRUNC)
+        fd = open_private(slot.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC)
         try:
             os.ftruncate(fd, slot.length)
             if slot.length == 0:
@@ -225,7 +234,7 @@ class Arena:
             ).fetchone()
             if row is None:
                 return None
-            obj, _, seg, off, _, length, seg_size = row
+            obj, path, seg, off, _, length, seg_size = row
             if seg is not None:
                 mapped = self._map(seg, seg_size, db)
             if seg is not None and (length <= SMALL or not _HAVE_NUMPY):
@@ -237,7 +246,7 @@ class Arena:
                     (obj, *who),
                 )
         if seg is None:
-            return self._open_spill(obj, length)
+            return self._open_spill(path, length)
         try:
             return self._pinned_view(obj, seg, seg_size, off, length, who)
         except BaseException:
@@ -264,11 +273,11 @@ class Arena:
         release.atexit = False  # a process that exits leaves dead pins: swept
         return holder.data
 
-    def _open_spill(self, obj: int, length: int) -> Any:
+    def _open_spill(self, path: str, length: int) -> Any:
         from pxexec.connectors.file import map_private
 
         try:
-            fd = open_private(self.spill_path(obj), os.O_RDONLY)
+            fd = open_private(path, os.O_RDONLY)
         except FileNotFoundError:
             return None  # evicted meanwhile
         try:
@@ -313,14 +322,15 @@ class Arena:
         """Free ``obj`` if it is in ``state`` and no process views it."""
         if db.execute("SELECT 1 FROM pins WHERE obj = ?", (obj,)).fetchone() is not None:
             return
-        row = db.execute("SELECT seg, off, alloc FROM objects WHERE id = ? AND state = ?",
+        row = db.execute("SELECT seg, off, alloc, path FROM objects WHERE id = ? AND state = ?",
                          (obj, state)).fetchone()
         if row is None:
             return
         db.execute("DELETE FROM objects WHERE id = ?", (obj,))
-        seg, off, alloc = row
+        seg, off, alloc, path = row
         if seg is None:
-            remove_quietly(self.spill_path(obj))
+            if path:
+                remove_quietly(path)
         else:
             allocator.give(db, seg, off, alloc)
 

@@ -214,13 +214,13 @@ class NodeConnector(BaseConnector):
         if not _KEY.fullmatch(key):
             return None
         with self.arena.index.transaction() as db:
-            row = db.execute("SELECT id, seg, off, length FROM objects "
+            row = db.execute("SELECT path, seg, off, length FROM objects "
                              "WHERE key = ? AND state = 'sealed'", (key,)).fetchone()
         if row is None:
             return None
-        obj, seg, off, length = row
+        path, seg, off, length = row
         if seg is None:
-            return self.arena.spill_path(obj), 0, length
+            return path, 0, length
         return self.arena.segment_path(seg), off, length
 
     # -- leases -----------------------------------------------------------------------

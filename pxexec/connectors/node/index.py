@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS free(seg INTEGER NOT NULL, off INTEGER NOT NULL, size
     PRIMARY KEY(seg, off)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS objects(id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT UNIQUE,
     state TEXT NOT NULL, seg INTEGER, off INTEGER NOT NULL, alloc INTEGER NOT NULL,
-    length INTEGER NOT NULL, pid INTEGER NOT NULL, start INTEGER NOT NULL, created REAL NOT NULL);
+    length INTEGER NOT NULL, pid INTEGER NOT NULL, start INTEGER NOT NULL, created REAL NOT NULL,
+    path TEXT);
 CREATE INDEX IF NOT EXISTS objects_state ON objects(state);
 CREATE TABLE IF NOT EXISTS pins(obj INTEGER NOT NULL, pid INTEGER NOT NULL, start INTEGER NOT NULL,
     n INTEGER NOT NULL, PRIMARY KEY(obj, pid, start)) WITHOUT ROWID;
@@ -77,6 +78,12 @@ class Index:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=OFF")  # a process crash is safe; RAM is the medium
             db.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
+            columns = {row[1] for row in db.execute("PRAGMA table_info(objects)")}
+            if "path" not in columns:  # an index made before spill paths were recorded
+                try:
+                    db.execute("ALTER TABLE objects ADD COLUMN path TEXT")
+                except sqlite3.OperationalError:  # another process added it meanwhile
+                    pass
             self._db = db
         return self._db
 
