@@ -23,7 +23,7 @@ def test_gc_reaps_expired_objects(shm_dir: str, capsys: Any) -> None:
 
 
 def test_gc_needs_a_lease(shm_dir: str, capsys: Any) -> None:
-    assert main(["gc", f"shm://{shm_dir}"]) == 2
+    assert main(["gc", f"shm-files://{shm_dir}"]) == 2
     assert "--lease" in capsys.readouterr().err
 
 

@@ -393,3 +393,17 @@ def test_spilled_objects_are_found_by_a_process_with_other_options(
     other.evict(key)
     assert not os.path.exists(spilled[0])
     assert_empty(writer)
+
+
+def test_gc_without_a_lease_frees_what_dead_writers_left(node: NodeConnector,
+                                                          capsys: Any) -> None:
+    from pxexec.cli import main
+
+    with _pool() as pool, pytest.raises(cf.process.BrokenProcessPool):
+        pool.submit(node_workers.die_mid_write, node.config(), 2 * MB).result(timeout=60)
+    with node.arena.index.transaction() as db:
+        assert db.execute("SELECT COUNT(*) FROM objects").fetchone() == (1,)
+    assert main(["gc", f"node://{node.directory}", "--namespace", node.namespace]) == 0
+    assert "freed 1 object(s) that dead processes left" in capsys.readouterr().out
+    with node.arena.index.transaction() as db:
+        assert db.execute("SELECT COUNT(*) FROM objects").fetchone() == (0,)

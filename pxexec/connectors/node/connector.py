@@ -117,8 +117,10 @@ class NodeConnector(BaseConnector):
             spill=self.spill_directory, reads=reads,
         )
         _OPEN.add(self)
+        #: objects that dead processes left, freed when this connector was created
+        self.swept_on_start = self.sweep()
         #: objects reaped when this connector was created (owners that died meanwhile)
-        self.reaped_on_start = self.reap()
+        self.reaped_on_start = self.reap() if self.lease is not None else 0
 
     @property
     def lease_seconds(self) -> float | None:  # type: ignore[override]
@@ -266,6 +268,14 @@ class NodeConnector(BaseConnector):
             return sum(self.arena.retire(db, key) for key in orphans)
 
     # -- housekeeping -----------------------------------------------------------------
+
+    def sweep(self) -> int:
+        """Free what dead processes left (unsealed writes, views); return objects freed.
+
+        Runs without a lease too: it needs only process liveness (pid + start time).
+        """
+        with self.arena.index.transaction() as db:
+            return self.arena.sweep(db)
 
     def stats(self) -> dict[str, int]:
         """Objects, pins and bytes of this node store (all processes), after a sweep."""
