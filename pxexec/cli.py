@@ -20,7 +20,7 @@ from pxexec.errors import (
     UnknownConnectorError,
 )
 
-WORKLOADS = ("roundtrip", "throughput", "cholesky", "fedlearn", "moldesign")
+WORKLOADS = ("roundtrip", "throughput", "pipeline", "cholesky", "fedlearn", "moldesign")
 ENGINES = ("dask", "process", "thread", "parsl")
 KINDS = ("numpy", "bytes")
 MODES = ("fresh", "input")
@@ -143,9 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="throughput: number of tasks")
     bench.add_argument("--reps", type=_positive, default=None,
                        help="repetitions (roundtrip: per point, default 5; others: default 1)")
-    bench.add_argument("--arm", action="append", choices=["proxystore"], default=None,
+    bench.add_argument("--arm", action="append", choices=["proxystore", "ray"], default=None,
                        help="add a peer arm: proxystore (its StoreExecutor on a file store "
-                            "in /dev/shm; pip install proxystore)")
+                            "in /dev/shm; pip install proxystore), ray (Ray on this machine "
+                            "with the same CPUs; pip install 'pxexec[ray]')")
+    bench.add_argument("--consumers", type=_positive, default=4,
+                       help="pipeline: tasks that consume the made array (default 4)")
+    bench.add_argument("--pipeline-size", type=_size, default=100_000_000,
+                       help="pipeline: bytes of the made array (default 100MB)")
     bench.add_argument("--n", type=_positive, default=None, help="cholesky: matrix size (10000)")
     bench.add_argument("--block", type=_positive, default=None, help="cholesky: tile size (2500)")
     bench.add_argument("--clients", type=_positive, default=None, help="fedlearn: clients (8)")
@@ -249,6 +254,12 @@ def collect(args: argparse.Namespace) -> int:
     else:
         print("pxexec gc: name a connector URL or --config FILE", file=sys.stderr)
         return 2
+    sweep = getattr(connector, "sweep", None)
+    if lease_of(connector) is None and callable(sweep):  # the node store: liveness alone
+        freed = getattr(connector, "swept_on_start", 0) + sweep()
+        print(f"pxexec gc: freed {freed} object(s) that dead processes left "
+              "(pass --lease SECONDS to also expire unheld objects)")
+        return 0
     reap_report = getattr(connector, "reap_report", None)
     if reap_report is None:
         if lease_of(connector) is None:
@@ -358,6 +369,15 @@ def bench(args: argparse.Namespace) -> int:
         loaded = load(args.config)
         policy, config_store = loaded.policy, loaded.store
     peer = "proxystore" in (args.arm or [])
+    ray = "ray" in (args.arm or [])
+    if ray:
+        from pxexec.bench.arms import ray_available
+
+        if not ray_available():
+            print("pxexec bench: Ray is not installed, so the ray arm is skipped "
+                  "(pip install 'pxexec[ray]' to add it).", file=sys.stderr, flush=True)
+            ray = False
+    args.ray = ray
     stamp = time.strftime("%Y%m%d-%H%M%S")
     with warnings.catch_warnings(record=True) as caught:
         warnings.filterwarnings("always", message=f".*{LARGE_GRAPH}")  # count each
@@ -366,6 +386,13 @@ def bench(args: argparse.Namespace) -> int:
             if config_store is not None:
                 named = {f"pxexec-{config_store.name}": config_store}
             records, title = _run(workload, engine, named, policy, peer, args)
+            for label, store in named.items():  # the engine is gone: what did it leave?
+                stats = getattr(store.connector, "stats", None)
+                if callable(stats):
+                    left = stats()
+                    print(f"{label} after the run: {left['objects']} object(s), "
+                          f"{left['bytes_in_use']} arena byte(s) in use, "
+                          f"{left['spilled_bytes']} byte(s) spilled", flush=True)
     _explain_warnings(caught)
     base = os.path.join(args.out, f"{workload}-{engine}-{stamp}")
     header, rows = _report(workload, records, title)
@@ -403,14 +430,16 @@ def _run(
     workload: str, engine: str, named: dict[str, Any], policy: Any, peer: bool,
     args: argparse.Namespace,
 ) -> tuple[list[Any], str]:
-    from pxexec.bench import cholesky, fedlearn, moldesign, roundtrip, throughput
+    from pxexec.bench import cholesky, fedlearn, moldesign, pipeline, roundtrip, throughput
     from pxexec.bench.arms import arms
     from pxexec.bench.common import human_size, progress
     from pxexec.bench.engines import session
 
     quick = args.workload is None
-    names = ["plain", *named, *(["proxystore"] if peer else [])]
-    reps = args.reps if args.reps is not None else (5 if workload == "roundtrip" else 1)
+    ray = bool(getattr(args, "ray", False))
+    names = ["plain", *named, *(["proxystore"] if peer else []), *(["ray"] if ray else [])]
+    reps = args.reps if args.reps is not None else (
+        5 if workload in ("roundtrip", "pipeline") else 1)
     default_workers = [1, 2] if workload == "throughput" else [2]
     records: list[Any] = []
     for workers in args.workers or default_workers:
@@ -420,7 +449,8 @@ def _run(
               f"{', '.join(names)}; XXH3 checks of large frames "
               f"{'on' if HAVE_XXHASH else 'off'}", flush=True)
         with session(engine, workers) as sess, \
-                arms(sess, named, policy, peer=peer, threshold=args.threshold) as made:
+                arms(sess, named, policy, peer=peer, threshold=args.threshold,
+                     ray=ray) as made:
             if workload == "roundtrip":
                 sizes = args.sizes or [10_000, 1_000_000, 10_000_000, 100_000_000]
                 kinds = ["numpy"] if quick else args.kinds
@@ -434,6 +464,10 @@ def _run(
                 with progress(total, "throughput") as bar:
                     records += throughput.run(made, sizes=args.size, tasks=args.tasks,
                                               progress=bar)
+            elif workload == "pipeline":
+                with progress((reps + 2) * len(made), "pipeline") as bar:
+                    records += pipeline.run(made, nbytes=args.pipeline_size,
+                                            consumers=args.consumers, reps=reps, progress=bar)
             else:
                 module = {"cholesky": cholesky, "fedlearn": fedlearn,
                           "moldesign": moldesign}[workload]
@@ -448,6 +482,9 @@ def _run(
                       f"per task ({engine}; arms and sizes take turns in {throughput.BLOCKS} "
                       "blocks)",
     }
+    titles["pipeline"] = (f"Pipeline: make {args.pipeline_size} bytes -> {args.consumers} "
+                          f"consumers -> reduce ({engine}, {workers_text} workers), median of "
+                          f"{reps}")
     title = titles.get(workload, f"{workload} ({engine}, {workers_text} workers), "
                                  f"makespan over {reps} run(s)")
     return records, title
@@ -465,7 +502,7 @@ def _app_options(workload: str, args: argparse.Namespace) -> dict[str, Any]:
 def _report(workload: str, records: list[Any], title: str) -> tuple[list[str], list[list[Any]]]:
     from pxexec.bench import apps, roundtrip, throughput
 
-    if workload == "roundtrip":
+    if workload in ("roundtrip", "pipeline"):
         return roundtrip.report(records, title)
     if workload == "throughput":
         return throughput.report(records, title)

@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -23,7 +24,16 @@ from pxexec.factory import StoreFactory
 from pxexec.forking import on_fork_child, renew_locks_after_fork
 from pxexec.lease import keeper, tracks_owners
 from pxexec.proxy import Proxy, ProxyInfo
-from pxexec.serialize import Deserializer, Serializer, deserialize, payload_size, serialize
+from pxexec.serialize import (
+    CHECKED_FRAME,
+    Deserializer,
+    Serializer,
+    deserialize,
+    deserialize_views,
+    ndarray_header,
+    payload_size,
+    serialize,
+)
 from pxexec.signing import FRAME_SIZE, Signer
 
 __all__ = ["Store", "StoreMetrics", "clear_registry", "registered_stores"]
@@ -135,6 +145,14 @@ class Store:
         self._signer = Signer(_read_secret(secret_env)) if secret_env else None
         self._cache = _LRU(cache_size) if cache_size and _cacheable(connector) else None
         self._routes = bool(getattr(connector, "routes_objects", False))
+        #: decodes buffers: zero-copy read-only views where the connector's are immutable
+        self._decode: Deserializer = (
+            deserialize_views
+            if deserializer is None and getattr(connector, "readonly_views", False)
+            else self.deserializer
+        )
+        #: arrays handed out by ``empty`` and not sealed yet: data address -> allocation
+        self._building: dict[int, tuple[str, int, int, Any]] = {}
         self._metrics = StoreMetrics()
         self._metrics_lock = threading.Lock()
         #: the newest version of each replaced object this process wrote or read:
@@ -180,6 +198,8 @@ class Store:
         ``tags`` (and the object's type) reach connectors that route objects, such
         as the MultiConnector.
         """
+        if self._building and self._is_building(obj):
+            return self.seal(obj)
         start = time.perf_counter()
         frames = self.serializer(obj)
         route = {"obj_type": type(obj), "tags": tuple(tags)} if self._routes else {}
@@ -208,6 +228,80 @@ class Store:
         signed = [self._signer.sign(frames, store=self.name, key=key, version=1), *frames]
         self.connector.put_at(key, signed)
         return key, signed
+    def empty(self, shape: int | Sequence[int], dtype: Any = "float64") -> Any:
+        """A new writable numpy array that already lives in the store.
+
+        Fill it (``np.add(a, b, out=arr)``), then ``seal(arr)`` or ``put(arr)``: the
+        object is published without a copy. Connectors that cannot allocate in place
+        (and arrays of at most 64 kB) get a plain ``np.empty``, which ``put`` copies.
+        An array dropped unsealed gives its space back.
+
+        >>> import tempfile
+        >>> from pxexec.connectors.node import NodeConnector
+        >>> store = Store("empty-demo", NodeConnector(tempfile.mkdtemp(), chunk=1 << 20))
+        >>> arr = store.empty((100, 1000))
+        >>> arr[:] = 2.0
+        >>> key = store.seal(arr)
+        >>> float(store.get(key).sum())
+        200000.0
+        >>> store.evict(key)
+        """
+        import numpy as np
+
+        dt = np.dtype(dtype)
+        dims = (int(shape),) if isinstance(shape, int) else tuple(int(n) for n in shape)
+        nbytes = dt.itemsize * int(np.prod(dims, dtype=np.int64))
+        allocate = getattr(self.connector, "allocate", None)
+        if allocate is None or self._routes or nbytes <= CHECKED_FRAME or dt.hasobject:
+            return np.empty(dims, dtype=dt)
+        header = ndarray_header(dims, dt)
+        sig = FRAME_SIZE if self._signer is not None else 0
+        key, buffer = allocate(sig + len(header) + nbytes)
+        buffer[sig : sig + len(header)] = np.frombuffer(header, dtype=np.uint8)
+        arr = buffer[sig + len(header) :].view(dt).reshape(dims)
+        address = _address(arr)
+        building = self._building
+
+        def forget(ref: Any) -> None:  # dropped unsealed: the connector frees the space
+            if building.get(address, (None, 0, 0, None))[3] is ref:
+                building.pop(address, None)
+
+        building[address] = (key, sig, len(header), weakref.ref(buffer, forget))
+        return arr
+
+    def _is_building(self, obj: Any) -> bool:
+        entry = self._building.get(_address(obj))
+        if entry is None:
+            return False
+        buffer = entry[3]()
+        return (buffer is not None and getattr(obj, "flags", None) is not None
+                and obj.flags.c_contiguous and obj.nbytes == buffer.nbytes - entry[1] - entry[2])
+
+    def seal(self, arr: Any) -> str:
+        """Publish an array from ``empty`` (no copy); return its key. Others are put."""
+        entry = self._building.pop(_address(arr), None)
+        if entry is None:
+            return self.put(arr)
+        key, sig, header_len, ref = entry
+        buffer = ref()
+        if buffer is None:  # pragma: no cover - arr keeps its buffer alive
+            raise ValueError("This array's store allocation is gone; put() a copy of it.")
+        if arr.nbytes != buffer.nbytes - sig - header_len or not arr.flags.c_contiguous:
+            self._building[_address(arr)] = entry
+            raise ValueError(
+                "Store.seal takes the whole array that Store.empty returned (same shape, "
+                "C order); seal that array, or put() a copy of this one."
+            )
+        start = time.perf_counter()
+        if self._signer is not None:
+            body = buffer[sig:]
+            bound = _binds_keys(self.connector, key)
+            buffer[:sig] = memoryview(self._signer.sign(
+                [body], store=self.name, key=key if bound else "", version=1, bound=bound))
+        self.connector.seal(key)
+        arr.flags.writeable = False  # sealed objects are immutable
+        self._count(puts=1, bytes_put=buffer.nbytes, put_seconds=time.perf_counter() - start)
+        return key
 
     def put_batch(self, objs: Iterable[Any]) -> list[str]:
         """Store several objects with one batched backend call where it has one."""
@@ -244,7 +338,7 @@ class Store:
                     raise MissingKeyError(key, self.name, self._missing_detail(key))
                 return default
             buffer = self._remember(key, self._verify(key, buffer))
-        obj = self.deserializer(buffer)
+        obj = self._decode(buffer)
         self._count(
             gets=1,
             cache_hits=int(hit),
@@ -263,7 +357,7 @@ class Store:
                     raise MissingKeyError(key, self.name, self._missing_detail(key))
                 result.append(default)
                 continue
-            result.append(self.deserializer(self._remember(key, self._verify(key, buffer))))
+            result.append(self._decode(self._remember(key, self._verify(key, buffer))))
         self._count(gets=len(result), bytes_got=sum(memoryview(b).nbytes for b in buffers if b))
         return result
 
@@ -532,6 +626,12 @@ class Store:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (get_or_create_store, (self._config,))
+
+
+def _address(obj: Any) -> int:
+    """The data address of a numpy array (0 for anything else)."""
+    interface = getattr(obj, "__array_interface__", None)
+    return int(interface["data"][0]) if isinstance(interface, dict) else 0
 
 
 def _read_secret(variable: str) -> bytes:

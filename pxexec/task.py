@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import logging
 import sys
+import contextvars
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,21 @@ from pxexec.reachable import collect_pickled_keys
 from pxexec.store import Store, fingerprint, get_or_create_store
 
 log = logging.getLogger("pxexec")
+_CURRENT: contextvars.ContextVar[Store | None] = contextvars.ContextVar("pxexec_store",
+                                                                       default=None)
+
+
+def current_store() -> Store | None:
+    """The store of the pxexec task running in this thread (None outside one).
+
+    A task can build a large result in place with it: ``out = current_store().empty(
+    shape, dtype)``, fill ``out``, return it; the result then goes into the store
+    without a copy.
+
+    >>> current_store() is None
+    True
+    """
+    return _CURRENT.get()
 
 
 class Boxed:
@@ -188,6 +204,9 @@ class ProxyTask:
         args = tuple(unbox(a) for a in args)
         kwargs = {k: unbox(v) for k, v in kwargs.items()}
         fresh = _unresolved_proxies((*args, *kwargs.values()))
+        token = None
+        if self.policy is not None and self.store_config is not None:
+            token = _CURRENT.set(get_or_create_store(self.store_config, self.store_fp))
         try:
             result = self.fn(*args, **kwargs)
         except Exception as exc:
@@ -200,6 +219,8 @@ class ProxyTask:
             # mapped meanwhile. What the result still uses stays alive by reference.
             for proxy in fresh:
                 forget_target(proxy)
+            if token is not None:
+                _CURRENT.reset(token)
         refs: list[str] = []
         created: list[str] = []
         if self.policy is not None:

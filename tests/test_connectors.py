@@ -13,6 +13,7 @@ import redis as redis_lib
 from pxexec.connectors import connector_from_config, connector_from_url, known_connectors
 from pxexec.connectors.file import FileConnector
 from pxexec.connectors.local import LocalConnector
+from pxexec.connectors.node import ShmConnector
 from pxexec.connectors.redis import RedisConnector
 from pxexec.connectors.shm import SharedMemoryConnector
 from pxexec.errors import ConfigError, StoreConnectionError, StoreIOError, UnknownConnectorError
@@ -194,8 +195,10 @@ def test_local_from_config_in_other_process_is_clear() -> None:
 
 def test_connector_from_url(tmp_path: Any, redis_url: str) -> None:
     assert isinstance(connector_from_url("local"), LocalConnector)
-    shm = connector_from_url("shm")
-    assert isinstance(shm, SharedMemoryConnector) and shm.directory.startswith("/dev/shm/")
+    shm = connector_from_url("shm")  # the node store, copy-on-write reads
+    assert isinstance(shm, ShmConnector) and shm.directory.startswith("/dev/shm/")
+    files = connector_from_url("shm-files")
+    assert isinstance(files, SharedMemoryConnector) and files.directory.startswith("/dev/shm/")
     f = connector_from_url(f"file://{tmp_path}")
     assert isinstance(f, FileConnector) and f.directory == str(tmp_path)
     r = connector_from_url(redis_url, prefix="u")

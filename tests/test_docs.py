@@ -33,6 +33,7 @@ PUBLIC = [
     "pxexec.connectors.private_dir",
     "pxexec.connectors.owners",
     "pxexec.forking",
+    "pxexec.connectors.node",
     "pxexec.connectors.redis",
     "pxexec.connectors.multi",
     "pxexec.connectors.daos",

@@ -136,9 +136,9 @@ def _after(submit: Callable[..., Any], fn: Callable[..., Any], args: tuple[Any, 
 @contextmanager
 def arms(
     sess: Session, stores: dict[str, Store], policy: Any, *, peer: bool = False,
-    threshold: int = 1_000_000,
+    threshold: int = 1_000_000, ray: bool = False,
 ) -> Iterator[list[Arm]]:
-    """The plain arm, one pxexec arm per store, and the ProxyStore arm when asked."""
+    """The plain arm, one pxexec arm per store, and the ProxyStore and Ray arms when asked."""
     import shutil
     import tempfile
 
@@ -151,6 +151,8 @@ def arms(
         shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
         peer_dir = tempfile.mkdtemp(prefix="pxexec-peer-", dir=shm)
         made.append(ProxyStoreArm(sess, peer_dir, threshold))
+    if ray:
+        made.append(RayArm(sess))
     try:
         yield made
     finally:
@@ -171,3 +173,76 @@ def real(value: Any) -> Any:
 
         return ps_extract(value)
     return value
+
+
+class RayArm(Arm):
+    """Ray on the same machine (a peer to compare): its own workers and object store.
+
+    Started with ``sess.workers`` CPUs and a bounded object store; shut down with the arm.
+    Futures this arm returns carry their ObjectRef, so a later task gets it by reference.
+    """
+
+    name = "ray"
+    peer = True
+    #: bytes of shared memory Ray's object store may use
+    OBJECT_STORE = 2 * 1024**3
+
+    def __init__(self, sess: Session) -> None:
+        super().__init__(sess)
+        require_ray()
+        import ray
+
+        self._ray = ray
+        ray.init(num_cpus=sess.workers, object_store_memory=self.OBJECT_STORE,
+                 include_dashboard=False, log_to_driver=False, configure_logging=False)
+        self._remote: dict[Any, Any] = {}
+        # start the workers now, not in the first timed task
+        ray.get([self._task(_warm).remote(i) for i in range(sess.workers * 2)])
+
+    def _task(self, fn: Callable[..., Any]) -> Any:
+        remote = self._remote.get(fn)
+        if remote is None:
+            remote = self._remote[fn] = self._ray.remote(num_cpus=1)(fn)
+        return remote
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        refs = [a.ref if isinstance(a, _RayFuture) else a for a in args]
+        ref = self._task(fn).remote(*refs)
+        future = _RayFuture(ref)
+        ref.future().add_done_callback(future.relay)
+        return future
+
+    def close(self) -> None:
+        self._remote.clear()
+        self._ray.shutdown()
+
+
+class _RayFuture(cf.Future[Any]):
+    def __init__(self, ref: Any) -> None:
+        super().__init__()
+        self.ref = ref
+
+    def relay(self, inner: Any) -> None:
+        try:
+            self.set_result(inner.result())
+        except BaseException as exc:
+            self.set_exception(exc)
+
+
+def _warm(i: int) -> int:
+    return i
+
+
+def ray_available() -> bool:
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def require_ray() -> None:
+    """Fail clearly, naming what to install, when Ray is absent."""
+    if not ray_available():
+        raise MissingDependencyError("ray", "ray", "the ray arm (--arm ray)",
+                                     how="Install it with: pip install 'pxexec[ray]'")

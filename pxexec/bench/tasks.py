@@ -19,6 +19,13 @@ def fresh_like(kind: str, nbytes: int) -> Any:
     """A new object of ``nbytes`` made on the worker (cheap to generate, not zero)."""
     import numpy as np
 
+    from pxexec.task import current_store
+
+    store = current_store() if kind == "numpy" else None
+    if store is not None:  # built where it will be stored: no copy at the put
+        arr = store.empty(nbytes, np.uint8)
+        arr.fill(7)
+        return arr
     arr = np.full(nbytes, 7, dtype=np.uint8)
     return arr if kind == "numpy" else arr.tobytes()
 
@@ -284,3 +291,30 @@ def infer(coef: Any, candidates: Any) -> tuple[Any, float, float]:
     c = _array(candidates)
     w = _array(coef)
     return c @ w[:-1] + w[-1], start, time.time()
+
+
+def pipeline_make(nbytes: int, seq: int = 0) -> Any:
+    """Pipeline stage 1: a new array of ``nbytes`` (float64), built in the store if any."""
+    import numpy as np
+
+    from pxexec.task import current_store
+
+    store = current_store()
+    count = nbytes // 8
+    out = store.empty(count) if store is not None else np.empty(count)
+    out[:] = 1.0
+    out[0] = float(seq)
+    return out
+
+
+def pipeline_consume(data: Any, part: int, parts: int) -> float:
+    """Pipeline stage 2: read the whole array, return a number depending on ``part``."""
+    from pxexec.proxy import extract
+
+    arr = extract(data)
+    return float(arr.sum()) * (part + 1) / parts
+
+
+def pipeline_reduce(*values: float) -> float:
+    """Pipeline stage 3: combine the consumers' numbers."""
+    return float(sum(values))

@@ -27,7 +27,9 @@ __all__ = [
 _REGISTRY: dict[str, str] = {
     "local": "pxexec.connectors.local:LocalConnector",
     "file": "pxexec.connectors.file:FileConnector",
-    "shm": "pxexec.connectors.shm:SharedMemoryConnector",
+    "shm": "pxexec.connectors.node:ShmConnector",
+    "shm-files": "pxexec.connectors.shm:SharedMemoryConnector",
+    "node": "pxexec.connectors.node:NodeConnector",
     "redis": "pxexec.connectors.redis:RedisConnector",
     "multi": "pxexec.connectors.multi:MultiConnector",
     "daos": "pxexec.connectors.daos:DAOSConnector",
@@ -74,8 +76,8 @@ def known_connectors() -> list[str]:
 def connector_class(name: str) -> type[Any]:
     """The class registered under ``name``, imported on first use.
 
-    >>> connector_class("shm").__name__
-    'SharedMemoryConnector'
+    >>> connector_class("shm").__name__, connector_class("shm-files").__name__
+    ('ShmConnector', 'SharedMemoryConnector')
     """
     _load_entry_points()
     name = _SCHEMES.get(name, name)
@@ -132,13 +134,14 @@ def connector_from_config(config: ConnectorConfig) -> Any:
 def connector_from_url(url: str, **options: Any) -> Any:
     """Make a connector from a short name or URL.
 
-    ``"local"``, ``"shm"`` (or ``"shm:///dir"``), ``"file:///path"``,
+    ``"local"``, ``"shm"`` (or ``"shm:///dir"``; the node store), ``"node"``,
+    ``"shm-files"`` (one file per object), ``"file:///path"``,
     ``"redis://host:port/db"``, ``"rediss://..."``, ``"unix:///path/redis.sock"``.
     ``options`` are passed to the connector's constructor.
 
     >>> connector = connector_from_url("shm", namespace="url-demo")
     >>> type(connector).__name__, connector.path.endswith("url-demo")
-    ('SharedMemoryConnector', True)
+    ('ShmConnector', True)
     >>> connector_from_url("redis://localhost:6379/0").address   # connects on first use
     'redis://localhost:6379/0'
     """
@@ -154,7 +157,7 @@ def connector_from_url(url: str, **options: Any) -> Any:
     scheme = parts.scheme
     if scheme in ("redis", "rediss", "unix"):
         return connector_class("redis")(url, **options)
-    if scheme in ("file", "shm"):
+    if scheme in ("file", "shm", "shm-files", "node"):
         if parts.netloc not in ("", "localhost"):
             raise ConfigError(
                 f"{scheme.capitalize()} URL {url!r} has a host part {parts.netloc!r}: a path "
@@ -162,8 +165,8 @@ def connector_from_url(url: str, **options: Any) -> Any:
                 "(relative paths are refused: each process would find another directory)."
             )
         if not parts.path:
-            if scheme == "shm":
-                return connector_class("shm")(**options)
+            if scheme != "file":  # node-local stores have a default directory
+                return connector_class(scheme)(**options)
             raise ConfigError(f"File URL {url!r} needs a path, e.g. 'file:///scratch/pxexec'.")
         return connector_class(scheme)(unquote(parts.path), **options)
     return connector_class(scheme)(**options)
@@ -173,6 +176,8 @@ def connector_from_url(url: str, **options: Any) -> Any:
 _URL_SCHEMES = {
     "file": "an absolute path (file:///scratch/px)",
     "shm": "an absolute path (shm:///dev/shm/px), or nothing",
+    "shm-files": "an absolute path (shm-files:///dev/shm/px), or nothing",
+    "node": "an absolute path (node:///dev/shm/px), or nothing",
     "redis": "host:port/db (redis://localhost:6379/0)",
     "rediss": "host:port/db (rediss://host:6380/0)",
     "unix": "the socket's absolute path (unix:///run/redis.sock)",

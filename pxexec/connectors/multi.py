@@ -423,6 +423,6 @@ def _url_config(url: str) -> dict[str, Any]:
     parts = urlsplit(url)
     if parts.scheme in ("redis", "rediss", "unix"):
         return {"type": "redis", "url": url}
-    if parts.scheme in ("file", "shm") and parts.path:
+    if parts.scheme in ("file", "shm", "shm-files", "node") and parts.path:
         return {"type": parts.scheme, "directory": unquote(parts.path)}
     return {"type": parts.scheme}

@@ -1,4 +1,8 @@
-"""Node-local shared memory connector (files on the /dev/shm tmpfs)."""
+"""Node-local shared memory, one file per object on /dev/shm (``shm-files``).
+
+``shm`` names the node store (``pxexec.connectors.node.ShmConnector``), which is
+faster; this store stays for what needs one file per object.
+"""
 
 from __future__ import annotations
 
@@ -37,7 +41,7 @@ class SharedMemoryConnector(FileConnector):
     [0, 1, 2, 3]
     """
 
-    type_name = "shm"
+    type_name = "shm-files"
     free_in_background = True
 
     def __init__(

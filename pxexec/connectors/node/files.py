@@ -1,0 +1,96 @@
+"""The node store's files: a private directory, segment files, spill files.
+
+Everything lives in a directory that is the current user's alone (0700, owned by
+this uid, not a symlink); every file is 0600, opened with ``O_NOFOLLOW`` and
+checked after opening, so another user can neither read nor plant objects.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import stat
+
+from pxexec.errors import StoreIOError
+
+__all__ = ["create_segment", "ensure_private_directory", "open_private", "remove_quietly"]
+
+
+def ensure_private_directory(path: str) -> None:
+    """Create ``path`` (0700) if missing, then refuse it unless it is private to us.
+
+    Checked with ``lstat``: a symlink is refused, never followed. (The safety issue's
+    shared helper ``pxexec.connectors.private_dir`` follows the same rules.)
+
+    >>> import tempfile
+    >>> ensure_private_directory(tempfile.mkdtemp() + "/node")
+    """
+    try:
+        os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise StoreIOError(
+            f"Could not create the node store directory {path!r}: {exc.strerror}. "
+            "Choose a writable directory."
+        ) from exc
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        raise StoreIOError(
+            f"The node store directory {path!r} is not a directory (a symlink or a file is "
+            "in its place). Remove it or choose another directory."
+        )
+    if info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise StoreIOError(
+            f"The node store directory {path!r} is owned by uid {info.st_uid} with mode "
+            f"{stat.S_IMODE(info.st_mode):o}; it must be yours with mode 700 so that no other "
+            "user can read or plant objects. Fix its owner and mode or choose another "
+            "directory."
+        )
+
+
+def open_private(path: str, flags: int) -> int:
+    """Open a file of the store (created 0600), refusing symlinks and foreign files."""
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        os.close(fd)
+        raise StoreIOError(
+            f"The node store file {path!r} is not a private regular file of this user "
+            "(0600): refusing to use it. Remove it."
+        )
+    return fd
+
+
+def create_segment(path: str, size: int) -> None:
+    """Create a segment file of ``size`` bytes with its memory reserved up front.
+
+    ``posix_fallocate`` makes tmpfs allocate every page now: a full /dev/shm is an
+    ``OSError`` here (the caller spills) instead of a SIGBUS later, at a write.
+    """
+    fd = open_private(path, os.O_RDWR | os.O_CREAT)
+    try:
+        os.ftruncate(fd, 0)
+        os.posix_fallocate(fd, 0, size)
+    except OSError:
+        os.close(fd)
+        remove_quietly(path)
+        raise
+    os.close(fd)
+
+
+def map_segment(path: str, size: int) -> mmap.mmap:
+    """Map a whole segment shared and writable (kept for the life of the process)."""
+    fd = open_private(path, os.O_RDWR)
+    try:
+        return mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    finally:
+        os.close(fd)
+
+
+def remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
