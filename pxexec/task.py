@@ -6,10 +6,10 @@ and rebuilds the store from its config once per worker process.
 
 from __future__ import annotations
 
+import contextvars
 import enum
 import logging
 import sys
-import contextvars
 import traceback
 from collections.abc import Callable
 from typing import Any
