@@ -123,6 +123,9 @@ class _ProxyType(type):
         return "pxexec.proxy"
 
     def __repr__(cls) -> str:
+        if "__px_kind__" in cls.__dict__:  # made for a target class: say what C code needs
+            return (f"<class 'pxexec.proxy.{cls.__qualname__}' (pass pxexec.extract(proxy) "
+                    "where the exact object is needed)>")
         return f"<class 'pxexec.proxy.{cls.__qualname__}'>"
 
 
