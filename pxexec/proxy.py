@@ -142,7 +142,8 @@ class Proxy(Generic[T], metaclass=_ProxyType):
         "__weakref__",
     )
 
-    def __new__(cls, factory: Callable[[], T], *, info: ProxyInfo | None = None) -> Proxy[T]:
+    def __new__(cls, factory: Callable[[], T], *args: Any, info: ProxyInfo | None = None,
+                **kwargs: Any) -> Proxy[T]:  # (subclasses may take more arguments)
         # an instance of the subclass with exactly the target class's special methods
         target_cls = info.cls if info is not None else None
         kind = SPECIALIZED.get((cls, target_cls)) or specialize(cls, target_cls)
