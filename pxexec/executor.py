@@ -246,6 +246,8 @@ _FREERS: weakref.WeakSet[_Freer] = weakref.WeakSet()
 def _flush_all() -> None:
     for freer in list(_FREERS):
         freer.flush(timeout=10)
+        if freer.store.metrics.deferred_evictions:
+            freer.store.retry_evictions()  # a last try of evictions that failed earlier
 
 
 class StoreExecutor(cf.Executor):

@@ -123,6 +123,9 @@ class _ProxyType(type):
         return "pxexec.proxy"
 
     def __repr__(cls) -> str:
+        if "__px_kind__" in cls.__dict__:  # made for a target class: say what C code needs
+            return (f"<class 'pxexec.proxy.{cls.__qualname__}' (pass pxexec.extract(proxy) "
+                    "where the exact object is needed)>")
         return f"<class 'pxexec.proxy.{cls.__qualname__}'>"
 
 
@@ -139,7 +142,8 @@ class Proxy(Generic[T], metaclass=_ProxyType):
         "__weakref__",
     )
 
-    def __new__(cls, factory: Callable[[], T], *, info: ProxyInfo | None = None) -> Proxy[T]:
+    def __new__(cls, factory: Callable[[], T], *args: Any, info: ProxyInfo | None = None,
+                **kwargs: Any) -> Proxy[T]:  # (subclasses may take more arguments)
         # an instance of the subclass with exactly the target class's special methods
         target_cls = info.cls if info is not None else None
         kind = SPECIALIZED.get((cls, target_cls)) or specialize(cls, target_cls)

@@ -527,15 +527,29 @@ class Store:
         try:
             self.evict_batch(keys)
         except Exception as exc:
+            failed = self._evict_each(keys) if len(keys) > 1 else keys
+            if not failed:
+                return True
             with self._metrics_lock:
-                self._deferred.update(keys)
+                self._deferred.update(failed)
                 self._metrics.failed_evictions += 1
                 self._metrics.deferred_evictions = len(self._deferred)
                 self._retry_at = time.monotonic() + RETRY_AFTER
             log.warning("pxexec: could not evict %d object(s) from %r (%s: %s); will retry.",
-                        len(keys), self, type(exc).__name__, exc)
+                        len(failed), self, type(exc).__name__, exc)
             return False
         return True
+
+    def _evict_each(self, keys: list[str]) -> list[str]:
+        """After a failed batch: evict one by one, so one bad key (a route of another
+        host, say) does not hold the others back. Returns the keys that failed."""
+        failed = []
+        for key in keys:
+            try:
+                self.evict(key)
+            except Exception:
+                failed.append(key)
+        return failed
 
     def retry_evictions(self) -> bool:
         """Retry the evictions that failed earlier now; True if none is left."""

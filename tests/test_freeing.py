@@ -91,8 +91,10 @@ def test_small_immutable_results_are_never_proxied(store: Store) -> None:
     assert _empty(store)
 
 
-def test_abandoned_map_frees_everything(store: Store) -> None:
-    with StoreExecutor(ThreadPoolExecutor(2), store, should_proxy=SizeAtLeast(10_000)) as ex:
+@pytest.mark.parametrize("pool", ["thread", "process"])
+def test_abandoned_map_frees_everything(store: Store, pool: str) -> None:
+    engine = ThreadPoolExecutor(2) if pool == "thread" else ProcessPoolExecutor(2)
+    with StoreExecutor(engine, store, should_proxy=SizeAtLeast(10_000)) as ex:
         results = ex.map(fw.slow_bytes, [0.05] * 8, [20_000] * 8)
         next(results)
         del results
@@ -267,3 +269,11 @@ def test_a_proxy_that_cannot_be_made_leaves_nothing_stored(store: Store) -> None
     with pytest.raises(RuntimeError):
         store.owned_proxy(Unhashable())
     assert _empty(store)
+
+
+def test_shutdown_without_waiting_on_a_process_pool_frees_everything(store: Store) -> None:
+    ex = StoreExecutor(ProcessPoolExecutor(1), store, should_proxy=SizeAtLeast(10_000))
+    futures = [ex.submit(fw.size, BIG) for _ in range(4)]
+    ex.shutdown(wait=False)
+    del futures
+    assert _empty(store, ex)

@@ -140,6 +140,10 @@ def test_known_limits_need_extract(store: Store) -> None:
         memoryview(store.proxy(b"abc"))
     with pytest.raises(TypeError, match=r"pxexec\.extract"):
         pa.concat_tables([store.proxy(pa.table({"a": [1]}))])
+    import pyarrow.compute as pc
+
+    with pytest.raises(TypeError, match=r"pxexec\.extract"):
+        pc.add(store.proxy(pa.array([1])), 1)
     assert re.match("a", extract(store.proxy("abc")))
     p = store.proxy({"a": 1})
     assert json.dumps(extract(p)) == '{"a": 1}'
