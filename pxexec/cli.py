@@ -133,6 +133,8 @@ def collect(args: argparse.Namespace) -> int:
         freed = getattr(connector, "swept_on_start", 0) + sweep()
         print(f"pxexec gc: freed {freed} object(s) that dead processes left "
               "(pass --lease SECONDS to also expire unheld objects)")
+        if connector.trim():  # empty: the segments' memory goes back
+            print("pxexec gc: the store is empty; its segments were deleted")
         return 0
     if lease_of(connector) is None:
         print("pxexec gc: this store has no lease period; pass --lease SECONDS "

@@ -404,9 +404,12 @@ def test_gc_without_a_lease_frees_what_dead_writers_left(node: NodeConnector,
     with node.arena.index.transaction() as db:
         assert db.execute("SELECT COUNT(*) FROM objects").fetchone() == (1,)
     assert main(["gc", f"node://{node.directory}", "--namespace", node.namespace]) == 0
-    assert "freed 1 object(s) that dead processes left" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "freed 1 object(s) that dead processes left" in out
+    assert "its segments were deleted" in out  # nothing left: the memory went back
     with node.arena.index.transaction() as db:
         assert db.execute("SELECT COUNT(*) FROM objects").fetchone() == (0,)
+        assert db.execute("SELECT COUNT(*) FROM segments").fetchone() == (0,)
 
 
 def test_many_connectors_of_one_store_in_one_process(node_dirs: tuple[str, str]) -> None:
