@@ -259,6 +259,8 @@ def collect(args: argparse.Namespace) -> int:
         freed = getattr(connector, "swept_on_start", 0) + sweep()
         print(f"pxexec gc: freed {freed} object(s) that dead processes left "
               "(pass --lease SECONDS to also expire unheld objects)")
+        if connector.trim():  # empty: the segments' memory goes back
+            print("pxexec gc: the store is empty; its segments were deleted")
         return 0
     reap_report = getattr(connector, "reap_report", None)
     if reap_report is None:

@@ -80,3 +80,11 @@ def die_owning(config: dict[str, Any], count: int) -> list[str]:
     time.sleep(0.05)
     os.kill(os.getpid(), signal.SIGKILL)
     return keys
+
+
+def use_and_close(config: dict[str, Any]) -> bool:
+    """Open the store, use it, close the index handle (as an exiting process does)."""
+    connector = connector_from_config(config)
+    connector.evict(connector.put([b"x" * 100]))
+    connector.arena.index.close()
+    return True

@@ -404,6 +404,25 @@ def test_gc_without_a_lease_frees_what_dead_writers_left(node: NodeConnector,
     with node.arena.index.transaction() as db:
         assert db.execute("SELECT COUNT(*) FROM objects").fetchone() == (1,)
     assert main(["gc", f"node://{node.directory}", "--namespace", node.namespace]) == 0
-    assert "freed 1 object(s) that dead processes left" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "freed 1 object(s) that dead processes left" in out
+    assert "its segments were deleted" in out  # nothing left: the memory went back
     with node.arena.index.transaction() as db:
         assert db.execute("SELECT COUNT(*) FROM objects").fetchone() == (0,)
+        assert db.execute("SELECT COUNT(*) FROM segments").fetchone() == (0,)
+
+
+def test_many_connectors_of_one_store_in_one_process(node_dirs: tuple[str, str]) -> None:
+    # each opens the index; none may drop another's SQLite locks (POSIX locks are per
+    # process), or a second process would delete the database's WAL files under them
+    first = make(node_dirs)
+    key = first.put([b"kept"])
+    handles = []
+    with _pool() as pool:
+        for _ in range(3):
+            handles.append(connector_from_config(first.config()))  # another handle here
+            # a process that closes its handle must not think itself the last user
+            assert pool.submit(node_workers.use_and_close, first.config()).result(60)
+            assert bytes(first.get(key)) == b"kept"
+            assert os.path.exists(first.arena.index.path + "-shm")
+    first.evict(key)

@@ -13,7 +13,13 @@ import stat
 
 from pxexec.errors import StoreIOError
 
-__all__ = ["create_segment", "ensure_private_directory", "open_private", "remove_quietly"]
+__all__ = [
+    "check_index_file",
+    "create_segment",
+    "ensure_private_directory",
+    "open_private",
+    "remove_quietly",
+]
 
 
 def ensure_private_directory(path: str) -> None:
@@ -61,6 +67,26 @@ def open_private(path: str, flags: int) -> int:
             "(0600): refusing to use it. Remove it."
         )
     return fd
+
+
+def check_index_file(path: str) -> None:
+    """Create the index database file (0600) if missing; refuse a foreign one.
+
+    Checked with ``lstat``, never by opening it: SQLite holds POSIX locks on the file,
+    and closing any other descriptor of it in this process would drop them (another
+    process would then believe it the last user and delete the database's WAL files).
+    """
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600))
+    except FileExistsError:
+        pass
+    info = os.lstat(path)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise StoreIOError(
+            f"The node store index {path!r} is not a private regular file of this user "
+            "(0600): refusing to use it. Remove it."
+        )
 
 
 def create_segment(path: str, size: int) -> None:

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from pxexec.connectors.node.files import open_private
+from pxexec.connectors.node.files import check_index_file
 
 __all__ = ["Index"]
 
@@ -72,7 +72,7 @@ class Index:
             self._db = None
             self._pid = os.getpid()
         if self._db is None:
-            os.close(open_private(self.path, os.O_RDWR | os.O_CREAT))
+            check_index_file(self.path)
             db = sqlite3.connect(self.path, timeout=120, isolation_level=None,
                                  check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
@@ -132,6 +132,7 @@ def _immediate(db: sqlite3.Connection) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:  # SQLite may have rolled back already (an I/O error)
+            db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
