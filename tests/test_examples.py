@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -29,9 +31,14 @@ def test_every_example_is_listed() -> None:
 def test_example_runs(script: str) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
     env["PATH"] = "/usr/bin:/bin"  # as a user runs it: scripts/ of the venv not on PATH
-    done = subprocess.run(
-        [sys.executable, os.path.join("examples", script), *EXAMPLES[script]],
-        cwd=ROOT, capture_output=True, text=True, timeout=240, env=env,
-    )
+    # shm stores in a directory of their own, apart from other runs' (their leases)
+    env["PXEXEC_SHM_DIR"] = tempfile.mkdtemp(prefix="pxexec-test-examples-", dir="/dev/shm")
+    try:
+        done = subprocess.run(
+            [sys.executable, os.path.join("examples", script), *EXAMPLES[script]],
+            cwd=ROOT, capture_output=True, text=True, timeout=240, env=env,
+        )
+    finally:
+        shutil.rmtree(env["PXEXEC_SHM_DIR"], ignore_errors=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip()

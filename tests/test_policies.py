@@ -80,7 +80,8 @@ def test_load_policy_builtins_and_user_modules() -> None:
     [
         ({"type": "sizeish"}, "unknown policy type 'sizeish'"),
         ({"type": "size_at_least"}, "needs the key(s) ['nbytes']"),
-        ({"type": "size_at_least", "nbytes": "big"}, "nbytes: must be a whole number"),
+        ({"type": "size_at_least", "nbytes": 1.5}, "nbytes: must be a whole number"),
+        ({"type": "size_at_least", "nbytes": "big"}, "nbytes: 'big' is not a size"),
         ({"type": "size_at_least", "nbytes": 1, "extra": 2}, "unknown key(s) ['extra']"),
         ({"type": "type_in", "types": "pandas:DataFrame"}, "non-empty list"),
         ({"type": "no.such.module:policy"}, "cannot import module 'no.such.module'"),
