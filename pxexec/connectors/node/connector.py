@@ -99,6 +99,17 @@ class NodeConnector(BaseConnector):
         for name, value in (("capacity", capacity), ("chunk", chunk)):
             if value is not None and (not isinstance(value, int) or value <= 0):
                 raise ConfigError(f"{name} must be a positive number of bytes, got {value!r}.")
+        if directory is not None and not os.path.isabs(os.path.expanduser(directory)):
+            raise ConfigError(
+                f"The node store's directory {directory!r} is a relative path; give an "
+                "absolute one (e.g. 'shm:///dev/shm/px'), so that every process finds the "
+                "same store whatever its working directory."
+            )
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", namespace) or namespace in (".", ".."):
+            raise ConfigError(
+                f"Namespace {namespace!r} is not a plain name: use letters, digits, '_', "
+                "'-' or '.'."
+            )
         self.directory = os.path.abspath(os.path.expanduser(directory or default_node_directory()))
         self.namespace = namespace
         self.path = os.path.join(self.directory, namespace)

@@ -25,35 +25,17 @@ __all__ = [
 def ensure_private_directory(path: str) -> None:
     """Create ``path`` (0700) if missing, then refuse it unless it is private to us.
 
-    Checked with ``lstat``: a symlink is refused, never followed. (The safety issue's
-    shared helper ``pxexec.connectors.private_dir`` follows the same rules.)
+    ``path`` is a store's namespace directory; its parent (the store's base directory,
+    such as ``/dev/shm/pxexec-node-UID``) is created and checked too, and must itself
+    have an existing parent: a mistyped path never grows a tree. The rules are those of
+    ``pxexec.connectors.private_dir`` (lstat, no symlinks, owned by this user, 0700).
 
     >>> import tempfile
-    >>> ensure_private_directory(tempfile.mkdtemp() + "/node")
+    >>> ensure_private_directory(tempfile.mkdtemp() + "/node/ns")
     """
-    try:
-        os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        raise StoreIOError(
-            f"Could not create the node store directory {path!r}: {exc.strerror}. "
-            "Choose a writable directory."
-        ) from exc
-    info = os.lstat(path)
-    if not stat.S_ISDIR(info.st_mode):
-        raise StoreIOError(
-            f"The node store directory {path!r} is not a directory (a symlink or a file is "
-            "in its place). Remove it or choose another directory."
-        )
-    if info.st_uid != os.getuid() or info.st_mode & 0o077:
-        raise StoreIOError(
-            f"The node store directory {path!r} is owned by uid {info.st_uid} with mode "
-            f"{stat.S_IMODE(info.st_mode):o}; it must be yours with mode 700 so that no other "
-            "user can read or plant objects. Fix its owner and mode or choose another "
-            "directory."
-        )
+    from pxexec.connectors.private_dir import ensure_private_directory as ensure
+
+    ensure(path, parents=[os.path.dirname(path)])
 
 
 def open_private(path: str, flags: int) -> int:
