@@ -13,7 +13,7 @@ import pytest
 from pxexec import Store, StoreExecutor
 from pxexec.connectors.shm import SharedMemoryConnector
 from pxexec.ownership import OwnedProxy
-from tests.taskvine_standin import FuturesExecutor
+from tests.conftest import taskvine_executor
 
 
 def _slow_square(x: float) -> float:
@@ -66,8 +66,9 @@ def test_await_raises_the_task_error(dask_ex: StoreExecutor) -> None:
         asyncio.run(main())
 
 
-def test_await_drives_an_engine_that_needs_a_waiter(store: Store) -> None:
-    with StoreExecutor(FuturesExecutor(), store) as ex:
+def test_await_drives_an_engine_that_needs_a_waiter(store: Store, request: Any) -> None:
+    # the TaskVine stand-in (tasks progress only while someone waits), built as users do
+    with StoreExecutor(taskvine_executor(request, real=False), store) as ex:
         async def main() -> Any:
             return await ex.submit(sum, [1, 2, 3])
 
