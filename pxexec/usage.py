@@ -139,17 +139,27 @@ def _file_objects(connector: Any, lease: float | None) -> list[StoredObject]:
     now = time.time()
     holders: dict[str, list[str]] = {}
     deadline: dict[str, float] = {}
-    for owner in connector._lease_owners():
-        directory = os.path.join(connector.leases, owner)
+    from pxexec.connectors.owners import OWNER, read_record
+    from pxexec.connectors.private_dir import open_private_directory
+
+    try:
+        leases_fd = open_private_directory(connector.leases, create=False)
+    except (OSError, PermissionError):
+        leases_fd = None  # no owner records (yet): nobody holds anything
+    if leases_fd is not None:
         try:
-            beat = os.stat(os.path.join(directory, "heartbeat")).st_mtime
-            names = os.listdir(directory)
-        except FileNotFoundError:
-            continue
-        for name in names:
-            if name != "heartbeat":
-                holders.setdefault(name, []).append(owner)
-                deadline[name] = max(deadline.get(name, 0.0), beat + (lease or 0.0))
+            for owner in os.listdir(leases_fd):
+                if not OWNER.fullmatch(owner):
+                    continue
+                try:  # the record's modification time is its owner's heartbeat
+                    beat = os.stat(owner, dir_fd=leases_fd, follow_symlinks=False).st_mtime
+                except FileNotFoundError:
+                    continue
+                for name in read_record(owner, leases_fd):
+                    holders.setdefault(name, []).append(owner)
+                    deadline[name] = max(deadline.get(name, 0.0), beat + (lease or 0.0))
+        finally:
+            os.close(leases_fd)
     found = []
     listed = connector.keys()
     for key in listed:

@@ -23,7 +23,7 @@ import pytest
 from pxexec import Store
 from pxexec.connectors import connector_from_config, connector_from_url
 from pxexec.connectors.node import NodeConnector
-from pxexec.errors import ConfigError, StoreIOError
+from pxexec.errors import ConfigError, UnsafeDirectoryError
 from pxexec.executor import StoreExecutor
 from pxexec.lease import reset_keeper
 from pxexec.serialize import deserialize, serialize
@@ -220,14 +220,22 @@ def test_bad_options_and_foreign_directories(node_dirs: tuple[str, str]) -> None
         NodeConnector(node_dirs[0], reads="mutable")
     with pytest.raises(ConfigError, match="capacity"):
         NodeConnector(node_dirs[0], capacity=-1)
+    # the shared private-directory rules (pxexec.connectors.private_dir)
+    readable = os.path.join(node_dirs[0], "readable")
+    os.mkdir(readable)
+    os.chmod(readable, 0o755)  # ours, nobody else can write: tightened to 0700
+    NodeConnector(node_dirs[0], namespace="readable").close()
+    assert stat.S_IMODE(os.lstat(readable).st_mode) == 0o700
     open_dir = os.path.join(node_dirs[0], "open")
-    os.mkdir(open_dir, 0o755)
-    os.chmod(open_dir, 0o755)
-    with pytest.raises(StoreIOError, match="mode 700"):
+    os.mkdir(open_dir)
+    os.chmod(open_dir, 0o777)  # others could plant objects: refused
+    with pytest.raises(UnsafeDirectoryError):
         NodeConnector(node_dirs[0], namespace="open")
-    os.symlink(open_dir, os.path.join(node_dirs[0], "link"))
-    with pytest.raises(StoreIOError, match="not a directory"):
+    os.symlink(readable, os.path.join(node_dirs[0], "link"))
+    with pytest.raises(UnsafeDirectoryError, match="symlink"):
         NodeConnector(node_dirs[0], namespace="link")
+    with pytest.raises(ConfigError, match="relative"):
+        NodeConnector("relative/dir")
 
 
 def test_url_and_config_round_trip(node_dirs: tuple[str, str]) -> None:

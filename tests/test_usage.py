@@ -66,28 +66,28 @@ def test_ls_and_du_as_json(shm_dir: str, capsys: Any) -> None:
     one = SharedMemoryConnector(shm_dir, namespace="one")
     two = SharedMemoryConnector(shm_dir, namespace="two")
     keys = [one.put([bytes(2_000)]), one.put([bytes(3_000)]), two.put([bytes(500)])]
-    assert main(["ls", f"shm://{shm_dir}", "--json"]) == 0
+    assert main(["ls", f"shm-files://{shm_dir}", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert sorted(o["key"] for o in listed) == sorted(keys)
     assert {o["namespace"] for o in listed} == {"one", "two"}
-    assert main(["du", f"shm://{shm_dir}", "--json"]) == 0
+    assert main(["du", f"shm-files://{shm_dir}", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["objects"] == 3 and summary["bytes"] == 5_500
     assert summary["namespaces"] == {"one": {"objects": 2, "bytes": 5_000},
                                      "two": {"objects": 1, "bytes": 500}}
-    assert main(["du", f"shm://{shm_dir}", "--namespace", "two", "--json"]) == 0
+    assert main(["du", f"shm-files://{shm_dir}", "--namespace", "two", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["bytes"] == 500
 
 
 def test_ls_and_du_for_people(shm_dir: str, capsys: Any) -> None:
     connector = SharedMemoryConnector(shm_dir, namespace="human", lease=60)
     connector.put([bytes(2_500_000)])
-    assert main(["ls", f"shm://{shm_dir}", "--lease", "60"]) == 0
+    assert main(["ls", f"shm-files://{shm_dir}", "--lease", "60"]) == 0
     out = capsys.readouterr().out
     header, row = out.strip().splitlines()
     assert header.split() == ["namespace", "key", "size", "age", "owners", "lease"]
     assert "human" in row and "2.5 MB" in row and "left" in row
-    assert main(["du", f"shm://{shm_dir}"]) == 0
+    assert main(["du", f"shm-files://{shm_dir}"]) == 0
     out = capsys.readouterr().out
     assert "1 object(s), 2.5 MB" in out and "(no lease)" in out
 
@@ -131,7 +131,7 @@ def test_ls_with_a_lease_never_deletes(shm_dir: str, capsys: Any) -> None:
     key = connector.put([bytes(100)])
     past = os.path.getmtime(os.path.join(connector.path, key)) - 3600
     os.utime(os.path.join(connector.path, key), (past, past))
-    assert main(["ls", f"shm://{shm_dir}", "--lease", "60", "--json"]) == 0
+    assert main(["ls", f"shm-files://{shm_dir}", "--lease", "60", "--json"]) == 0
     (listed,) = json.loads(capsys.readouterr().out)
     assert listed["lease"].startswith("expired") and connector.exists(key)
 
