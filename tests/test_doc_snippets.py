@@ -52,10 +52,8 @@ FRAGMENTS = {
         import sys, types
         sys.path.insert(0, {root!r})
         from tests import taskvine_standin
-        vine = types.ModuleType("ndcctools.taskvine")
-        vine.FuturesExecutor = lambda **options: taskvine_standin.FuturesExecutor()
         sys.modules["ndcctools"] = types.ModuleType("ndcctools")
-        sys.modules["ndcctools.taskvine"] = vine
+        sys.modules["ndcctools.taskvine"] = taskvine_standin
 
         def load(path):
             return list(range(10))
@@ -138,7 +136,9 @@ def test_python_block_runs(block: Block, redis_url: str, tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("block", _of("toml"))
-def test_toml_block_parses_and_loads(block: Block, redis_url: str, tmp_path: Path) -> None:
+def test_toml_block_parses_and_loads(block: Block, redis_url: str, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PXEXEC_SECRET", "a secret the docs' signed configs name")
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover
@@ -168,7 +168,7 @@ def test_shell_block_names_real_commands(
     block: Block, tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from pxexec.cli import build_parser, main
-    from pxexec.connectors.shm import default_shm_directory
+    from pxexec.connectors import connector_from_url
 
     extras = _pyproject_extras()
     exported: dict[str, str] = {}
@@ -177,16 +177,22 @@ def test_shell_block_names_real_commands(
         if not line:
             continue
         words = shlex.split(line)
+        if words[0] == "flock" and len(words) > 2:  # flock LOCKFILE COMMAND...: the command
+            words = words[2:]
+        if words[0] == "python" and len(words) > 1 and words[1].endswith(".py"):
+            assert (ROOT / words[1]).is_file(), f"{block.path}: {words[1]} does not exist"
+            continue
         if words[0] == "pxexec":
             args = build_parser().parse_args(words[1:])  # exits (fails) on a bad option
             if args.command == "gc" and args.connector == "shm":
                 # run it, on a namespace of its own (never reaping another run's objects)
                 namespace = f"doc-test-{os.getpid()}"
+                store = connector_from_url("shm", namespace=namespace)  # gc makes none
                 try:
                     assert main([*words[1:], "--namespace", namespace]) == 0, line
                 finally:
-                    shutil.rmtree(os.path.join(default_shm_directory(), namespace),
-                                  ignore_errors=True)
+                    store.close()
+                    shutil.rmtree(store.path, ignore_errors=True)
         elif words[0] == "bash":
             assert (ROOT / words[1]).is_file(), f"{block.name}: no file {words[1]}"
         elif words[:2] == ["pip", "install"]:

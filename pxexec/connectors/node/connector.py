@@ -13,7 +13,7 @@ from typing import Any
 from pxexec.connectors.base import BaseConnector, Buffer, ConnectorConfig, check_options, new_token
 from pxexec.connectors.node.arena import Arena, Slot
 from pxexec.connectors.node.liveness import alive, this_process
-from pxexec.errors import ConfigError
+from pxexec.errors import ConfigError, StoreIOError
 
 __all__ = ["NodeConnector", "ShmConnector", "default_capacity", "default_node_directory"]
 
@@ -86,6 +86,7 @@ class NodeConnector(BaseConnector):
         spill_directory: str | None = None,
         lease: float | None = None,
         reads: str = "view",
+        create: bool = True,
     ) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", namespace) or namespace in (".", ".."):
             raise ConfigError(
@@ -94,7 +95,8 @@ class NodeConnector(BaseConnector):
             )
         if reads not in READS:
             raise ConfigError(f"reads must be one of {READS}, got {reads!r}.")
-        if lease is not None and lease <= 0:
+        if lease is not None and (isinstance(lease, bool) or not isinstance(lease, (int, float))
+                                  or not lease > 0 or lease == float("inf")):
             raise ConfigError(f"lease must be a positive number of seconds, got {lease!r}.")
         for name, value in (("capacity", capacity), ("chunk", chunk)):
             if value is not None and (not isinstance(value, int) or value <= 0):
@@ -123,6 +125,11 @@ class NodeConnector(BaseConnector):
         self.lease = float(lease) if lease is not None else None
         self.reads = reads
         self.readonly_views = reads == "view"
+        if not create and not os.path.isdir(self.path):  # pxexec gc: never make a store
+            raise StoreIOError(
+                f"The node store {self.path!r} does not exist: there is nothing to collect. "
+                "Check the directory and the namespace."
+            )
         self.arena = Arena(
             self.path, capacity=capacity or default_capacity(self.directory), chunk=chunk,
             spill=self.spill_directory, reads=reads,
@@ -370,9 +377,11 @@ class ShmConnector(NodeConnector):
         lease: float | None = None,
         reads: str = "private",
         fsync: bool = False,
+        create: bool = True,
     ) -> None:
         super().__init__(directory, namespace=namespace, capacity=capacity, chunk=chunk,
-                         spill_directory=spill_directory, lease=lease, reads=reads)
+                         spill_directory=spill_directory, lease=lease, reads=reads,
+                         create=create)
 
     @classmethod
     def from_config(cls, config: ConnectorConfig) -> ShmConnector:
