@@ -54,6 +54,11 @@ class _Walker(pickle.Pickler):
         return NotImplemented
 
 
+def _atomic(obj: Any) -> bool:
+    """Holds no proxy: a plain str, bytes, number... (a proxy of one says it is one)."""
+    return isinstance(obj, _ATOMIC) and not isinstance(obj, Proxy)
+
+
 def _skip(buffer: Any) -> bool:
     return False  # out-of-band: never copied into the (discarded) stream
 
@@ -77,8 +82,7 @@ def proxies_in(obj: Any) -> list[Proxy[Any]]:
     kind = type(obj)
     if kind is list or kind is tuple or kind is dict or kind is set:
         items = obj.values() if kind is dict else obj
-        if all(isinstance(v, _ATOMIC) for v in items) and (
-                kind is not dict or all(isinstance(k, _ATOMIC) for k in obj)):
+        if all(_atomic(v) for v in items) and (kind is not dict or all(map(_atomic, obj))):
             return []
     walker = _Walker()
     try:

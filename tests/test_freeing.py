@@ -277,3 +277,19 @@ def test_shutdown_without_waiting_on_a_process_pool_frees_everything(store: Stor
     ex.shutdown(wait=False)
     del futures
     assert _empty(store, ex)
+
+
+def test_a_proxy_of_an_atomic_value_in_a_flat_result_is_found() -> None:
+    # a proxy of bytes/str/a number says isinstance(p, bytes): it must still count as a
+    # reference, or the task's input it returns in a tuple is freed under the caller
+    from pxexec.connectors.local import LocalConnector
+    from pxexec.reachable import proxies_in
+
+    store = Store("atomic-refs", LocalConnector())
+    for value in (bytes(2_000_000), "x" * 2_000_000, 10**100):
+        proxy = store.proxy(value)
+        assert proxies_in((proxy, 1.0, 2.0)) == [proxy]
+        assert proxies_in([1, proxy]) == [proxy]
+        assert proxies_in({"a": proxy}) == [proxy]
+        assert proxies_in({proxy: 1}) == [proxy]
+        store.evict(proxy.__px_factory__.key)
