@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import logging
 import mmap
 import os
 import queue
@@ -12,7 +15,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from pxexec.connectors.base import BaseConnector, Buffer, ConnectorConfig, check_options, new_token
-from pxexec.errors import ConfigError, StoreIOError
+from pxexec.connectors.nodeid import this_node
+from pxexec.errors import ConfigError, ObjectOnOtherHostError, StoreIOError
+
+log = logging.getLogger("pxexec")
 
 _KEY = re.compile(r"[0-9a-f]{32}")
 _IOV_BATCH = 512
@@ -68,10 +74,45 @@ class FileConnector(BaseConnector):
     #: gone at once); only where holding an unlinked file open is free (tmpfs)
     free_in_background = False
 
+    #: objects live on one node (keys name it); shm is, a shared file system is not
+    node_local_default = False
+
     def __init__(
         self, directory: str, *, namespace: str = "pxexec", fsync: bool = False,
-        lease: float | None = None,
+        lease: float | None = None, node_local: bool | None = None, transfer: bool = False,
+        bind: str | None = None, secret_env: str | None = None,
+        transfer_timeout: float = 5.0, replica_lease: float = 30.0, idle: float = 60.0,
+        node: str | None = None,
     ) -> None:
+        node_local = self.node_local_default if node_local is None else bool(node_local)
+        if transfer and not node_local:
+            raise ConfigError(
+                "transfer=True copies objects between the node-local stores of different "
+                "hosts; it needs node_local=True (a directory private to each host, such as "
+                "/dev/shm or a local disk). A shared file system needs no transfer."
+            )
+        for name, value in (("transfer_timeout", transfer_timeout),
+                            ("replica_lease", replica_lease), ("idle", idle)):
+            if not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}.")
+        self.node_local = node_local
+        self.transfer = bool(transfer)
+        self.bind = bind
+        self.secret_env = secret_env
+        self.transfer_timeout = float(transfer_timeout)
+        self.replica_lease = float(replica_lease)
+        self.idle = float(idle)
+        #: the node whose process made this store's config (hostname~boot)
+        self.node = node or (this_node().tag if node_local else None)
+        #: set in the node server itself (it never starts another one)
+        self.serving = False
+        self._client: Any = None
+        self._server: tuple[float, str] | None = None
+        if transfer and secret_env is not None and not os.environ.get(secret_env):
+            raise ConfigError(
+                f"The transfer secret variable {secret_env!r} is not set in this process; set "
+                "it to the same value on every host (or leave secret_env out)."
+            )
         if not directory:
             raise ConfigError("The file connector needs a directory, e.g. 'file:///scratch/px'.")
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", namespace) or namespace in (".", ".."):
@@ -106,23 +147,47 @@ class FileConnector(BaseConnector):
             ) from exc
 
     def _file(self, key: str) -> str:
-        if not _KEY.fullmatch(key):
+        token = key.partition("@")[0]
+        if not _KEY.fullmatch(token):
             raise KeyError(f"{key!r} is not a key of a {self.type_name} connector.")
-        return os.path.join(self.path, key)
+        return os.path.join(self.path, token)
+
+    def _where(self, key: str) -> tuple[str, str | None, str | None]:
+        """(token, holder node tag or None if it is this node, its server address)."""
+        token, _, rest = key.partition("@")
+        if not rest:
+            return token, None, None
+        holder, _, address = rest.partition("@")
+        if holder == this_node().tag:
+            return token, None, None
+        return token, holder, address or None
+
+    def _elsewhere(self, key: str, holder: str, action: str) -> ObjectOnOtherHostError:
+        return ObjectOnOtherHostError(key, holder, this_node().tag, self.type_name, action)
 
     def put(self, frames: Sequence[Buffer]) -> str:
-        key = new_token()
-        self._write(key, frames)
-        return key
+        token = new_token()
+        self._write(token, frames)
+        return self._key_for(token)
+
+    def _key_for(self, token: str) -> str:
+        if not self.node_local:
+            return token
+        if self.transfer:
+            return f"{token}@{this_node().tag}@{self.server_address()}"
+        return f"{token}@{this_node().tag}"
 
     def replace(self, key: str, frames: Sequence[Buffer]) -> None:
+        _, holder, _ = self._where(key)
+        if holder is not None:
+            raise self._elsewhere(key, holder, "replace")
         final = self._file(key)
         if not os.path.exists(final):
             raise KeyError(key)
-        self._write(key, frames)
+        self._write(os.path.basename(final), frames)
         if self.lease is not None:  # lease links point at the old file: move them
             for owner in self._lease_owners():
-                link = os.path.join(self.leases, owner, key)
+                link = os.path.join(self.leases, owner, os.path.basename(final))
                 if os.path.exists(link):
                     _unlink(link)
                     _link(final, link)
@@ -151,6 +216,16 @@ class FileConnector(BaseConnector):
             ) from exc
 
     def get(self, key: str) -> Buffer | None:
+        token, holder, address = self._where(key)
+        if holder is not None:
+            if not self.transfer or address is None:
+                raise self._elsewhere(key, holder, "read")
+            local = self._read(token)
+            if local is not None or not self._pull(token, holder, address):
+                return local
+        return self._read(token)
+
+    def _read(self, key: str) -> Buffer | None:
         try:
             fd = os.open(self._file(key), os.O_RDONLY)
         except KeyError:
@@ -168,12 +243,26 @@ class FileConnector(BaseConnector):
             os.close(fd)
 
     def exists(self, key: str) -> bool:
-        try:
-            return os.path.exists(self._file(key))
-        except KeyError:
-            return False
+        token, holder, address = self._where(key)
+        if holder is not None:
+            if not self.transfer or address is None:
+                raise self._elsewhere(key, holder, "check")
+            if self.has_local(token):
+                return True
+            return bool(self.transfer_client().has(holder, address, [token])[0])
+        return self.has_local(token)
 
     def evict(self, key: str) -> None:
+        token, holder, address = self._where(key)
+        if holder is None:
+            self.free_here(token)
+            return
+        if not self.transfer or address is None:
+            raise self._elsewhere(key, holder, "free")
+        self.drop_copy(token)
+        self.transfer_client().evict(holder, address, token, self._known_address())
+
+    def _evict_local(self, key: str) -> None:
         try:
             path = self._file(key)
         except KeyError:
@@ -184,7 +273,7 @@ class FileConnector(BaseConnector):
             _unlink(path)
         if self.lease is not None:
             for owner in self._lease_owners():
-                _unlink(os.path.join(self.leases, owner, key))
+                _unlink(os.path.join(self.leases, owner, os.path.basename(path)))
 
     # -- leases: a directory per owner process holds hard links to its objects, and a
     # heartbeat file whose modification time the owner renews ----------------------
@@ -208,8 +297,9 @@ class FileConnector(BaseConnector):
             return
         directory = self._owner_dir(owner)
         for key in keys:
-            if _KEY.fullmatch(key):
-                _link(os.path.join(self.path, key), os.path.join(directory, key))
+            token, holder, _ = self._where(key)
+            if holder is None and _KEY.fullmatch(token):  # objects of other hosts: theirs
+                _link(os.path.join(self.path, token), os.path.join(directory, token))
 
     def renew(self, owner: str, keys: Sequence[str], seconds: float) -> None:
         if self.lease is not None:
@@ -254,10 +344,14 @@ class FileConnector(BaseConnector):
 
     def keys(self) -> list[str]:
         """Keys of the objects currently stored in this namespace."""
-        try:
-            return [n for n in os.listdir(self.path) if _KEY.fullmatch(n)]
-        except FileNotFoundError:
-            return []
+        tokens = [n for n in _listdir(self.path) if _KEY.fullmatch(n)]
+        if not self.node_local:
+            return tokens
+        suffix = f"@{this_node().tag}"
+        if self.transfer and not self.serving:
+            address = self._known_address()
+            suffix += f"@{address}" if address else ""
+        return [t + suffix for t in tokens]
 
     def config(self) -> ConnectorConfig:
         return {
@@ -266,14 +360,180 @@ class FileConnector(BaseConnector):
             "namespace": self.namespace,
             "fsync": self.fsync,
             "lease": self.lease,
+            "node_local": self.node_local,
+            "transfer": self.transfer,
+            "bind": self.bind,
+            "secret_env": self.secret_env,
+            "transfer_timeout": self.transfer_timeout,
+            "replica_lease": self.replica_lease,
+            "idle": self.idle,
+            "node": self.node,
         }
 
     @classmethod
     def from_config(cls, config: ConnectorConfig) -> FileConnector:
-        options: dict[str, Any] = check_options(
-            cls.type_name, config, {"directory", "namespace", "fsync", "lease"}
-        )
+        options: dict[str, Any] = check_options(cls.type_name, config, OPTIONS)
         return cls(**options)
+
+    # -- node-to-node transfer (see pxexec.connectors.node_transfer) ------------------
+
+    def transfer_secret(self) -> bytes | None:
+        if self.secret_env is None:
+            return None
+        value = os.environ.get(self.secret_env)
+        return value.encode() if value else None
+
+    def transfer_client(self) -> Any:
+        if self._client is None:
+            from pxexec.connectors.node_transfer import TransferClient
+
+            self._client = TransferClient(self.transfer_secret(), self.transfer_timeout)
+        return self._client
+
+    def server_address(self) -> str:
+        """This node's server address for this store (starting the server if needed)."""
+        cached = self._server
+        if cached is not None and time.monotonic() - cached[0] < 1.0:
+            return cached[1]
+        from pxexec.connectors.node_transfer.addresses import resolve_bind
+        from pxexec.connectors.node_transfer.server import ensure_server
+
+        address = ensure_server(self, resolve_bind(self.bind))
+        self._server = (time.monotonic(), address)
+        return address
+
+    def _known_address(self) -> str:
+        """This node's server address if one runs (never starts one)."""
+        from pxexec.connectors.node_transfer.server import _alive, _read_state
+
+        state = _read_state(self.path)
+        return str(state["address"]) if state and _alive(int(state["pid"])) else ""
+
+    def _pull(self, token: str, holder: str, address: str) -> bool:
+        """Copy ``token`` from ``holder`` into this node's store, once per node."""
+        pulls = os.path.join(self.path, ".pulls")
+        os.makedirs(pulls, mode=0o700, exist_ok=True)
+        replicas = os.path.join(self.path, ".replicas")
+        os.makedirs(replicas, mode=0o700, exist_ok=True)
+        reply_to = self.server_address()  # evictions of the origin reach our copy
+        lock_path = os.path.join(pulls, token)
+        with open(lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                if self.has_local(token):
+                    return True
+                sidecar = os.path.join(replicas, token)
+                with open(sidecar, "w") as f:
+                    f.write(f"{holder} {address}")
+                found = bool(self.transfer_client().pull(holder, address, [token], self,
+                                                         reply_to)[0])
+                if not found:
+                    _unlink(sidecar)
+                return found
+            except BaseException:
+                _unlink(os.path.join(replicas, token))
+                raise
+            finally:
+                _unlink(lock_path)
+
+    def sealed_file(self, token: str) -> tuple[int, int, int] | None:
+        try:
+            fd = os.open(self._file(token), os.O_RDONLY)
+        except (KeyError, FileNotFoundError):
+            return None
+        return fd, 0, os.fstat(fd).st_size
+
+    def new_object(self, token: str, nbytes: int) -> _IncomingFile:
+        self._file(token)  # validates the token
+        return _IncomingFile(self.path, token, nbytes)
+
+    def has_local(self, token: str) -> bool:
+        try:
+            return os.path.exists(self._file(token))
+        except KeyError:
+            return False
+
+    def remove_local(self, token: str) -> bool:
+        existed = self.has_local(token)
+        self._evict_local(token)
+        return existed
+
+    def drop_copy(self, token: str) -> None:
+        """Remove this node's copy of another node's object (and its record)."""
+        self.remove_local(token)
+        _unlink(os.path.join(self.path, ".replicas", token))
+
+    def free_here(self, token: str, skip: str = "") -> None:
+        """Free ``token`` on this node and every copy other nodes pulled of it.
+
+        Copies on nodes that do not answer are logged; they expire by the replica
+        lease of their node (their origin is gone)."""
+        self.remove_local(token)
+        _unlink(os.path.join(self.path, ".replicas", token))
+        if not self.transfer:
+            return
+        record = os.path.join(self.path, ".copies", token)
+        try:
+            with open(record) as f:
+                copies = {line.strip() for line in f if line.strip()}
+        except FileNotFoundError:
+            return
+        _unlink(record)
+        me = self._known_address()
+        for address in sorted(copies - {skip, me, ""}):
+            try:
+                self.transfer_client().evict(address, address, token, me)
+            except ConnectionError as exc:
+                log.warning("pxexec: could not free the copy of %s at %s: %s; it expires "
+                            "within replica_lease (%g s) of that node", token, address, exc,
+                            self.replica_lease)
+
+
+OPTIONS = {
+    "directory", "namespace", "fsync", "lease", "node_local", "transfer", "bind",
+    "secret_env", "transfer_timeout", "replica_lease", "idle", "node",
+}
+
+
+class _IncomingFile:
+    """A received object: a temporary file mapped writable, renamed into place."""
+
+    def __init__(self, directory: str, token: str, nbytes: int) -> None:
+        self.final = os.path.join(directory, token)
+        self.temp = os.path.join(directory, f".{token}.{os.getpid()}-{threading.get_ident()}.tmp")
+        self.fd = os.open(self.temp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._map: mmap.mmap | None = None
+        try:
+            if nbytes:
+                os.ftruncate(self.fd, nbytes)
+                self._map = mmap.mmap(self.fd, nbytes)
+                self.buffer = memoryview(self._map)
+            else:
+                self.buffer = memoryview(bytearray())
+        except BaseException:
+            self.abort()
+            raise
+
+    def _close(self) -> None:
+        self.buffer.release()
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def seal(self) -> None:
+        self._close()
+        os.replace(self.temp, self.final)
+
+    def abort(self) -> None:
+        with contextlib.suppress(AttributeError):
+            self._close()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        _unlink(self.temp)
 
 
 def _unlink(path: str) -> int:

@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from pxexec.connectors.base import ConnectorConfig, check_options
-from pxexec.connectors.file import FileConnector
+from pxexec.connectors.file import OPTIONS, FileConnector
 
 __all__ = ["SharedMemoryConnector", "default_shm_directory"]
 
@@ -36,18 +36,18 @@ class SharedMemoryConnector(FileConnector):
 
     type_name = "shm"
     free_in_background = True
+    node_local_default = True
 
     def __init__(
         self, directory: str | None = None, *, namespace: str = "default", fsync: bool = False,
-        lease: float | None = None,
+        lease: float | None = None, **node: Any,
     ) -> None:
         super().__init__(
-            directory or default_shm_directory(), namespace=namespace, fsync=False, lease=lease
+            directory or default_shm_directory(), namespace=namespace, fsync=False, lease=lease,
+            **node,
         )
 
     @classmethod
     def from_config(cls, config: ConnectorConfig) -> SharedMemoryConnector:
-        options: dict[str, Any] = check_options(
-            cls.type_name, config, {"directory", "namespace", "fsync", "lease"}
-        )
+        options: dict[str, Any] = check_options(cls.type_name, config, OPTIONS)
         return cls(**options)
