@@ -105,13 +105,13 @@ def resolve_bind(bind: str | None) -> str:
     try:
         ipaddress.ip_address(bind)
     except ValueError:  # an interface name
-        address = _interface_address(bind)
-        if address is None:
+        named = _interface_address(bind)
+        if named is None:
             from pxexec.errors import ConfigError
 
             raise ConfigError(f"This host has no IPv4 interface {bind!r} to bind the node "
                               "server to: set bind to an interface every host has.") from None
-        return address
+        return named
     return bind if bind in _interface_addresses() else default_bind_address()
 
 
