@@ -193,11 +193,8 @@ class _Freer:
                     self._cond.wait()
                 keys, self._queue = self._queue, []
                 batches = self._queued - self._done
-            try:
-                self.store.evict_batch(keys)
-            except Exception as exc:  # the store is down: its lease (if any) cleans up
-                log.warning("pxexec: could not evict %d object(s) from %r: %s", len(keys),
-                            self.store, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+            # never raises: failures are logged, counted and retried (pxexec.evictions)
+            self.store.free(keys)
             with self._cond:
                 self._done += batches
                 self._cond.notify_all()

@@ -16,6 +16,7 @@ borrow keeps its owner alive, so it cannot outlive it).
 
 from __future__ import annotations
 
+import logging
 import threading
 import weakref
 from typing import Any, TypeVar
@@ -24,6 +25,8 @@ from pxexec.errors import PxexecError
 from pxexec.factory import StoreFactory
 from pxexec.proxy import _UNSET as _UNSET_TARGET
 from pxexec.proxy import Proxy, ProxyInfo, _target, get_info
+
+log = logging.getLogger("pxexec")
 
 __all__ = ["OwnedProxy", "OwnershipError", "RefMutProxy", "RefProxy", "borrow", "clone",
            "into_owned", "mut_borrow", "release", "update"]
@@ -84,9 +87,16 @@ def _drop(state: _State) -> None:
     state.status = "freed" if state.status == "live" else state.status
     try:
         _lease_forget(state)
-        state.store.evict(state.key)
-    except Exception:  # at interpreter exit or with the backend gone: nothing to do
+    except Exception:  # at interpreter exit: nothing to do
         pass
+    free = getattr(state.store, "free", None)
+    if free is not None:
+        free([state.key])  # never raises: failures are logged, counted and retried
+    else:
+        try:
+            state.store.evict(state.key)
+        except Exception:
+            log.warning("pxexec: could not free %r", state.key, exc_info=True)
 
 
 # One owner per key in a process: converting the same result twice (Dask returns a

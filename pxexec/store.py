@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pxexec.connectors import connector_from_config
 from pxexec.errors import ConfigError, MissingKeyError, SignatureError
+from pxexec.evictions import FailedEvictions
 from pxexec.factory import StoreFactory
 from pxexec.lease import keeper, lease_of
 from pxexec.proxy import Proxy, ProxyInfo
@@ -53,6 +54,10 @@ class StoreMetrics:
     cache_hits: int = 0
     misses: int = 0
     evictions: int = 0
+    #: evictions that raised (each is logged and retried; see pxexec.evictions)
+    evict_failures: int = 0
+    evict_retries: int = 0
+    evictions_given_up: int = 0
     bytes_put: int = 0
     bytes_got: int = 0
     put_seconds: float = 0.0
@@ -135,6 +140,8 @@ class Store:
             "secret_env": secret_env,
         }
         self._fingerprint = fingerprint(self._config)
+        #: evictions that failed, waiting for a retry (see ``free``)
+        self.failed_evictions = FailedEvictions(self)
         if register:
             _register(self)
 
@@ -286,6 +293,27 @@ class Store:
             keeper().forget(self, keys)
         self.connector.evict_batch(keys)
         self._count(evictions=len(keys))
+
+    def free(self, keys: Iterable[str]) -> None:
+        """Evict ``keys`` and never raise: what fails is logged, counted in
+        ``metrics.evict_failures`` and retried in the background (``pxexec.evictions``).
+
+        >>> from pxexec.connectors.local import LocalConnector
+        >>> store = Store("free-demo", LocalConnector())
+        >>> store.free([store.put(b"x")]); store.metrics.evictions
+        1
+        """
+        keys = list(keys)
+        try:
+            self.evict_batch(keys)
+            return
+        except Exception:
+            pass  # find which keys fail: the others are freed now
+        for key in keys:
+            try:
+                self.connector.evict(key)
+            except Exception as exc:
+                self.failed_evictions.failed(key, exc)
 
     # -- proxies ----------------------------------------------------------------------
 
