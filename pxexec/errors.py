@@ -12,6 +12,7 @@ from typing import Any
 __all__ = [
     "ConfigError",
     "DeserializationError",
+    "EngineOptionError",
     "MissingDependencyError",
     "MissingKeyError",
     "NodeUnreachableError",
@@ -289,3 +290,20 @@ class NodeUnreachableError(StoreConnectionError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.host, self.address, self.action, self.cause))
+
+
+class EngineOptionError(PxexecError, TypeError):
+    """An engine option given to ``StoreExecutor.options`` is not one the engine takes.
+
+    Raised before anything is stored or submitted.
+
+    >>> from concurrent.futures import ThreadPoolExecutor
+    >>> from pxexec import Store, StoreExecutor
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> with StoreExecutor(ThreadPoolExecutor(1), Store("opt-demo", LocalConnector())) as ex:
+    ...     try:
+    ...         ex.options(workers=["w1"])
+    ...     except TypeError as exc:
+    ...         print(type(exc).__name__)
+    EngineOptionError
+    """

@@ -81,6 +81,33 @@ class VineFuture(cf.Future):  # type: ignore[type-arg]
         return False
 
 
+class FuturePythonTask:
+    """What ``FuturesExecutor.future_task`` returns: a task whose resources and
+    scheduling are set with TaskVine's ``Task`` setters before ``submit(task)``."""
+
+    def __init__(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+        self.settings: dict[str, Any] = {}
+
+    def set_cores(self, cores: int) -> None:
+        self.settings["cores"] = cores
+
+    def set_memory(self, memory: int) -> None:
+        self.settings["memory"] = memory
+
+    def set_disk(self, disk: int) -> None:
+        self.settings["disk"] = disk
+
+    def set_gpus(self, gpus: int) -> None:
+        self.settings["gpus"] = gpus
+
+    def set_retries(self, retries: int) -> None:
+        self.settings["retries"] = retries
+
+    def set_priority(self, priority: float) -> None:
+        self.settings["priority"] = priority
+
+
 class FuturesExecutor(cf.Executor):
     def __init__(self, port: int = 9123, batch_type: str = "local", manager: Any = None,
                  manager_host_port: Any = None, manager_name: Any = None,
@@ -93,8 +120,15 @@ class FuturesExecutor(cf.Executor):
         self.port = port
         self.submitted = 0
         self.ran = 0
+        self.tasks: list[FuturePythonTask] = []
+
+    def future_task(self, fn: Any, *args: Any, **kwargs: Any) -> FuturePythonTask:
+        return FuturePythonTask(fn, args, kwargs)
 
     def submit(self, fn: Any, *args: Any, **kwargs: Any) -> VineFuture:
+        if isinstance(fn, FuturePythonTask):  # a prebuilt task
+            self.tasks.append(fn)
+            return VineFuture(self, fn.fn, fn.args, fn.kwargs)
         return VineFuture(self, fn, args, kwargs)
 
     def map(self, fn: Any, seq: Any, library_name: Any = None, chunk_size: int = 1) -> Any:  # type: ignore[override]

@@ -71,7 +71,10 @@ class TaskVineEngine(Engine):
     native_futures = True
     keeps_tracebacks = False  # the worker traceback travels as a note on the exception
 
-    def submit(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    option_names = frozenset({"cores", "memory", "disk", "gpus", "retries", "priority"})
+
+    def submit(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+               options: dict[str, Any] | None = None) -> Any:
         nested = [a for a in args if not isinstance(a, cf.Future) and _has_future(a)]
         if nested or any(_has_future(v) for v in kwargs.values()):
             raise ValueError(
@@ -79,7 +82,13 @@ class TaskVineEngine(Engine):
                 "arguments; pass each future as its own positional argument (not in a "
                 "keyword argument, list, tuple or dict)."
             )
-        return self.executor.submit(fn, *args, **kwargs)
+        if not options:
+            return self.executor.submit(fn, *args, **kwargs)
+        # TaskVine's options are setters of a prebuilt task: task.set_cores(2), ...
+        task = self.executor.future_task(fn, *args, **kwargs)
+        for name, value in options.items():
+            getattr(task, f"set_{name}")(value)
+        return self.executor.submit(task)
 
     def wait(self, future: Any, timeout: float | None) -> tuple[bool, BaseException | None, Any]:
         try:
