@@ -41,7 +41,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Host", "TestBed", "can_build"]
+__all__ = ["HEAD", "Host", "TestBed", "can_build"]
+
+#: the name of the bed's head: this process's own (root) namespaces
+HEAD = "head"
 
 _LOCK = "/tmp/pxexec-testbed.lock"
 _PREFIX = "10.213"
@@ -108,6 +111,7 @@ class TestBed:
         self.log_dir = log_dir or tempfile.mkdtemp(prefix=f"pxexec-bed-{self.run_id}-")
         self._started = False
         self._python = sys.executable
+        self._head: list[subprocess.Popen[bytes]] = []  # processes started on the head
 
     # -- addresses ------------------------------------------------------------------
 
@@ -117,7 +121,7 @@ class TestBed:
         return f"{_PREFIX}.{self.subnet}.1"
 
     def address(self, name: str) -> str:
-        return self.hosts[name].address
+        return self.head_address if name == HEAD else self.hosts[name].address
 
     # -- up and down ----------------------------------------------------------------
 
@@ -187,6 +191,7 @@ class TestBed:
         if not self._started:
             return
         self._started = False
+        self.kill_host(HEAD)
         for host in self.hosts.values():
             self.kill_host(host.name)
         for host in self.hosts.values():
@@ -210,6 +215,8 @@ class TestBed:
 
     def enter(self, name: str, argv: Sequence[str], *, host: Host | None = None) -> list[str]:
         """The command line that runs ``argv`` on host ``name``."""
+        if name == HEAD:
+            return list(argv)
         pid = (host or self.hosts[name]).holder
         return ["nsenter", "-t", str(pid), "-n", "-m", "-u", "--", *argv]
 
@@ -240,7 +247,7 @@ class TestBed:
                                 stdin=subprocess.DEVNULL, env=env or self.env(),
                                 start_new_session=True)
         log.close()
-        self.hosts[name].processes.append(proc)
+        (self._head if name == HEAD else self.hosts[name].processes).append(proc)
         return proc
 
     def log(self, name: str, label: str) -> str:
@@ -252,7 +259,10 @@ class TestBed:
             return ""
 
     def pids(self, name: str) -> list[int]:
-        """Every process in host ``name``'s network namespace except its holder."""
+        """Every process in host ``name``'s network namespace except its holder (on the
+        head: the processes started there)."""
+        if name == HEAD:
+            return [p.pid for p in self._head if p.poll() is None]
         host = self.hosts[name]
         try:
             target = os.readlink(f"/proc/{host.holder}/ns/net")
@@ -270,7 +280,18 @@ class TestBed:
         return found
 
     def kill_host(self, name: str) -> None:
-        """Kill every process running on host ``name`` (the host itself stays up)."""
+        """Kill every process running on host ``name`` (the host itself stays up); on the
+        head, the processes started there."""
+        processes = self._head if name == HEAD else self.hosts[name].processes
+        for proc in processes:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        if name == HEAD:
+            for proc in processes:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(5)
+            processes.clear()
+            return
         host = self.hosts[name]
         for proc in host.processes:
             with contextlib.suppress(ProcessLookupError):
@@ -294,9 +315,9 @@ class TestBed:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
-        for host in self.hosts.values():
-            if proc in host.processes:
-                host.processes.remove(proc)
+        for processes in [self._head, *(h.processes for h in self.hosts.values())]:
+            if proc in processes:
+                processes.remove(proc)
 
     # -- links ----------------------------------------------------------------------
 
@@ -413,6 +434,7 @@ def _restored(state: str) -> Iterator[TestBed]:
     bed.__dict__.update({k: v for k, v in data.items() if k != "hosts"})
     bed._python = sys.executable
     bed._started = True
+    bed._head = []
     bed.hosts = {h["name"]: Host(**{k: v for k, v in h.items() if k != "processes"})
                  for h in data["hosts"]}
     yield bed

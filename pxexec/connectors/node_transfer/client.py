@@ -93,7 +93,7 @@ class TransferClient:
                     result = fn(sock)
                 except (OSError, ConnectionError) as exc:
                     sock.close()
-                    if pooled and attempt == 0:
+                    if pooled and attempt == 0 and not isinstance(exc, TimeoutError):
                         continue  # a stale idle connection: once more on a new one
                     raise NodeUnreachableError(_host(holder), address, action,
                                                _describe(exc, self.timeout)) from exc
