@@ -261,3 +261,36 @@ def test_redis_link_down_fails_fast_naming_host_and_address_then_recovers(bed: A
     store.evict(key)
     assert store.connector.keys() == []
     clear_registry()
+
+
+
+def test_parsl_htex_workers_on_another_host(bed: Any, store_dir: str, tmp_path: Any) -> None:
+    from parsl.config import Config
+    from parsl.executors import HighThroughputExecutor
+    from parsl.providers import LocalProvider
+
+    from pxexec.adapters.parsl import executor_from_config
+
+    config = Config(
+        executors=[HighThroughputExecutor(
+            label="htex-n2", max_workers_per_node=1, address=bed.head_address,
+            provider=LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1,
+                                   launcher=bed.parsl_launcher("n2")),
+        )],
+        run_dir=str(tmp_path), strategy="none", initialize_logging=False,
+    )
+    pool = executor_from_config(config)
+    store = Store("mh-parsl", SharedMemoryConnector(store_dir, namespace="parsl",
+                                                   transfer=True, bind=network(bed)))
+    try:
+        with StoreExecutor(pool, store, SizeAtLeast(MB), close_engine=False) as ex:
+            assert ex.submit(hostname).result(timeout=120) == "n2"
+            data = np.arange(MB // 8, dtype=np.float64)
+            result = ex.submit(double, data).result(timeout=120)  # made on n2, read here
+            assert np.array_equal(np.asarray(result), data * 2)
+            del result
+            ex.flush()
+    finally:
+        pool.shutdown()
+    for host in ("head", "n2"):
+        assert wait_until(lambda h=host: objects_on(bed, h, store_dir) == []), host
