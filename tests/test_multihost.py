@@ -50,6 +50,8 @@ def store_dir(bed: Any) -> Iterator[str]:
     for sub in _listdir(path):
         stop_server(os.path.join(path, sub))
     shutil.rmtree(path, ignore_errors=True)
+    for host in bed.names:  # node servers there stop once their directory is gone
+        bed.check_output(host, ["rm", "-rf", path])
 
 
 def _listdir(path: str) -> list[str]:
@@ -158,7 +160,7 @@ def test_round_trip_and_fan_out_with_direct_transfer(
         for h in ("n1", "n2"):
             got = bed.link_bytes(h)[0] - before[h][0]
             assert 10 * MB <= got < 11.5 * MB, (h, got)
-        assert len(objects_on(bed, "n1", store_dir)) == 1  # the copy n1 pulled
+        assert wait_until(lambda: len(objects_on(bed, "n1", store_dir)) == 1)  # n1's copy
         del futures
         owner.free()  # frees the object and every copy
         ex.flush()
@@ -177,7 +179,7 @@ def test_objects_outlive_their_producer_process(bed: Any, store_dir: str) -> Non
     )
     key = bed.python("n1", code)  # the producer has exited; n1's node server serves it
     assert int(store.get(key).sum()) == sum(range(1_000_000))
-    assert objects_on(bed, "head", store_dir) != []  # the head's copy
+    assert wait_until(lambda: objects_on(bed, "head", store_dir) != [])  # the head's copy
     store.evict(key)
     assert wait_until(lambda: objects_on(bed, "n1", store_dir) == [])
     assert objects_on(bed, "head", store_dir) == []

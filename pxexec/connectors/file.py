@@ -17,6 +17,7 @@ from typing import Any
 from pxexec.connectors.base import BaseConnector, Buffer, ConnectorConfig, check_options, new_token
 from pxexec.connectors.nodeid import this_node
 from pxexec.errors import ConfigError, ObjectOnOtherHostError, StoreIOError
+from pxexec.serialize import writable_copy
 
 log = logging.getLogger("pxexec")
 
@@ -221,8 +222,11 @@ class FileConnector(BaseConnector):
             if not self.transfer or address is None:
                 raise self._elsewhere(key, holder, "read")
             local = self._read(token)
-            if local is not None or not self._pull(token, holder, address):
-                return local
+            if local is not None:
+                return local  # this node's copy
+            fetched = self._pull(token, holder, address)
+            if fetched is not None:
+                return fetched[0] if fetched else None
         return self._read(token)
 
     def _read(self, key: str) -> Buffer | None:
@@ -409,32 +413,59 @@ class FileConnector(BaseConnector):
         state = _read_state(self.path)
         return str(state["address"]) if state and _alive(int(state["pid"])) else ""
 
-    def _pull(self, token: str, holder: str, address: str) -> bool:
-        """Copy ``token`` from ``holder`` into this node's store, once per node."""
+    def _pull(self, token: str, holder: str, address: str) -> list[Buffer] | None:
+        """Copy ``token`` from ``holder`` into this node's store, once per node.
+
+        Returns ``[buffer]`` (the received bytes, for this reader), ``[]`` when the
+        holder does not have it, or None when another local reader made the copy
+        meanwhile (read it from this node's store). The node's copy is written from
+        a background thread, holding the pull lock: other local readers wait for it
+        and then map it."""
         pulls = os.path.join(self.path, ".pulls")
-        os.makedirs(pulls, mode=0o700, exist_ok=True)
         replicas = os.path.join(self.path, ".replicas")
-        os.makedirs(replicas, mode=0o700, exist_ok=True)
+        for directory in (pulls, replicas):
+            os.makedirs(directory, mode=0o700, exist_ok=True)
         reply_to = self.server_address()  # evictions of the origin reach our copy
         lock_path = os.path.join(pulls, token)
-        with open(lock_path, "a") as lock:
+        lock = open(lock_path, "a")  # noqa: SIM115 - handed to the writer thread
+        handed = False
+        try:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            if self.has_local(token):
+                return None
+            sidecar = os.path.join(replicas, token)
+            with open(sidecar, "w") as f:
+                f.write(f"{holder} {address}")
             try:
-                if self.has_local(token):
-                    return True
-                sidecar = os.path.join(replicas, token)
-                with open(sidecar, "w") as f:
-                    f.write(f"{holder} {address}")
-                found = bool(self.transfer_client().pull(holder, address, [token], self,
-                                                         reply_to)[0])
-                if not found:
-                    _unlink(sidecar)
-                return found
+                data = self.transfer_client().fetch(holder, address, token, reply_to)
             except BaseException:
-                _unlink(os.path.join(replicas, token))
+                _unlink(sidecar)
                 raise
-            finally:
+            if data is None:
+                _unlink(sidecar)
+                return []
+            # the reader may change its buffer at once: the node's copy is written
+            # from the received bytes, the reader gets a copy of its own (a memcpy
+            # into huge pages is several times cheaper than filling a new tmpfs file)
+            mine = writable_copy(data)
+            threading.Thread(target=self._keep_copy, args=(token, data, lock, lock_path),
+                             name="pxexec-copy").start()
+            handed = True
+            return [mine]
+        finally:
+            if not handed:
                 _unlink(lock_path)
+                lock.close()
+
+    def _keep_copy(self, token: str, data: memoryview, lock: Any, lock_path: str) -> None:
+        try:
+            self._write(token, [data])
+        except Exception as exc:
+            _unlink(os.path.join(self.path, ".replicas", token))
+            log.warning("pxexec: could not keep this node's copy of %s: %s", token, exc)
+        finally:
+            _unlink(lock_path)
+            lock.close()
 
     def sealed_file(self, token: str) -> tuple[int, int, int] | None:
         try:
@@ -458,8 +489,21 @@ class FileConnector(BaseConnector):
         self._evict_local(token)
         return existed
 
+    def _after_pull(self, token: str) -> None:
+        """Wait until a copy of ``token`` being written on this node is sealed, so that
+        freeing it cannot race the writer (and leave the copy behind)."""
+        if not self.transfer:
+            return
+        try:
+            lock = open(os.path.join(self.path, ".pulls", token))  # noqa: SIM115
+        except FileNotFoundError:
+            return
+        with lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+
     def drop_copy(self, token: str) -> None:
         """Remove this node's copy of another node's object (and its record)."""
+        self._after_pull(token)
         self.remove_local(token)
         _unlink(os.path.join(self.path, ".replicas", token))
 
@@ -468,6 +512,7 @@ class FileConnector(BaseConnector):
 
         Copies on nodes that do not answer are logged; they expire by the replica
         lease of their node (their origin is gone)."""
+        self._after_pull(token)
         self.remove_local(token)
         _unlink(os.path.join(self.path, ".replicas", token))
         if not self.transfer:
