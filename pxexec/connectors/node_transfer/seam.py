@@ -8,7 +8,17 @@ __all__ = ["Incoming", "NodeLocalStore"]
 
 
 class Incoming(Protocol):
-    """A new object being received: fill ``buffer``, then ``seal()`` or ``abort()``."""
+    """A new object being received: fill ``buffer``, then ``seal()`` or ``abort()``.
+
+    >>> import tempfile
+    >>> from pxexec.connectors.file import FileConnector
+    >>> store = FileConnector(tempfile.mkdtemp(), node_local=True)
+    >>> incoming: Incoming = store.new_object("0" * 32, 3)
+    >>> incoming.buffer[:] = b"abc"; incoming.seal()
+    >>> store.has_local("0" * 32)
+    True
+    >>> import shutil; shutil.rmtree(store.directory)
+    """
 
     buffer: memoryview
 
@@ -18,7 +28,16 @@ class Incoming(Protocol):
 
 
 class NodeLocalStore(Protocol):
-    """The local side of a transfer (implemented by FileConnector and its subclasses)."""
+    """The local side of a transfer (implemented by FileConnector and its subclasses).
+
+    >>> import os, tempfile
+    >>> from pxexec.connectors.shm import SharedMemoryConnector
+    >>> local: NodeLocalStore = SharedMemoryConnector(tempfile.mkdtemp(dir="/dev/shm"))
+    >>> token = local.put([b"hello"]).partition("@")[0]
+    >>> fd, offset, length = local.sealed_file(token); os.close(fd); length
+    5
+    >>> import shutil; shutil.rmtree(local.directory)
+    """
 
     path: str
 
