@@ -15,7 +15,7 @@ def test_gc_reaps_expired_objects(shm_dir: str, capsys: Any) -> None:
     connector = SharedMemoryConnector(shm_dir, namespace="gc", lease=60)
     old = connector.put(serialize(b"orphan"))
     past = time.time() - 120
-    os.utime(os.path.join(connector.path, old), (past, past))
+    os.utime(connector.path_of(old), (past, past))
     fresh = connector.put(serialize(b"new"))
     assert main(["gc", f"shm://{shm_dir}", "--namespace", "gc", "--lease", "60"]) == 0
     assert "removed 1" in capsys.readouterr().out

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import mmap
 import os
@@ -17,7 +16,6 @@ from typing import Any
 from pxexec.connectors.base import BaseConnector, Buffer, ConnectorConfig, check_options, new_token
 from pxexec.connectors.nodeid import this_node
 from pxexec.errors import ConfigError, ObjectOnOtherHostError, StoreIOError
-from pxexec.serialize import writable_copy
 
 log = logging.getLogger("pxexec")
 
@@ -77,6 +75,9 @@ class FileConnector(BaseConnector):
 
     #: objects live on one node (keys name it); shm is, a shared file system is not
     node_local_default = False
+    #: transfer: receive into huge-page memory and write the node's copy after, rather
+    #: than recv_into a new file (whose pages fault in one by one)
+    receive_in_place = False
 
     def __init__(
         self, directory: str, *, namespace: str = "pxexec", fsync: bool = False,
@@ -152,6 +153,17 @@ class FileConnector(BaseConnector):
         if not _KEY.fullmatch(token):
             raise KeyError(f"{key!r} is not a key of a {self.type_name} connector.")
         return os.path.join(self.path, token)
+
+    def path_of(self, key: str) -> str:
+        """The file that holds ``key``'s object on this node (or would hold its copy).
+
+        >>> import tempfile
+        >>> connector = FileConnector(tempfile.mkdtemp(), node_local=True)
+        >>> key = connector.put([b"x"])
+        >>> os.path.exists(connector.path_of(key)), key.count("@")
+        (True, 1)
+        """
+        return self._file(key)
 
     def _where(self, key: str) -> tuple[str, str | None, str | None]:
         """(token, holder node tag or None if it is this node, its server address)."""
@@ -264,7 +276,7 @@ class FileConnector(BaseConnector):
         if not self.transfer or address is None:
             raise self._elsewhere(key, holder, "free")
         self.drop_copy(token)
-        self.transfer_client().evict(holder, address, token, self._known_address())
+        self.transfer_client().evict(holder, address, token, self.known_address())
 
     def _evict_local(self, key: str) -> None:
         try:
@@ -353,7 +365,7 @@ class FileConnector(BaseConnector):
             return tokens
         suffix = f"@{this_node().tag}"
         if self.transfer and not self.serving:
-            address = self._known_address()
+            address = self.known_address()
             suffix += f"@{address}" if address else ""
         return [t + suffix for t in tokens]
 
@@ -406,7 +418,7 @@ class FileConnector(BaseConnector):
         self._server = (time.monotonic(), address)
         return address
 
-    def _known_address(self) -> str:
+    def known_address(self) -> str:
         """This node's server address if one runs (never starts one)."""
         from pxexec.connectors.node_transfer.server import _alive, _read_state
 
@@ -414,58 +426,13 @@ class FileConnector(BaseConnector):
         return str(state["address"]) if state and _alive(int(state["pid"])) else ""
 
     def _pull(self, token: str, holder: str, address: str) -> list[Buffer] | None:
-        """Copy ``token`` from ``holder`` into this node's store, once per node.
+        from pxexec.connectors.node_transfer import replicas
 
-        Returns ``[buffer]`` (the received bytes, for this reader), ``[]`` when the
-        holder does not have it, or None when another local reader made the copy
-        meanwhile (read it from this node's store). The node's copy is written from
-        a background thread, holding the pull lock: other local readers wait for it
-        and then map it."""
-        pulls = os.path.join(self.path, ".pulls")
-        replicas = os.path.join(self.path, ".replicas")
-        for directory in (pulls, replicas):
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-        reply_to = self.server_address()  # evictions of the origin reach our copy
-        lock_path = os.path.join(pulls, token)
-        lock = open(lock_path, "a")  # noqa: SIM115 - handed to the writer thread
-        handed = False
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if self.has_local(token):
-                return None
-            sidecar = os.path.join(replicas, token)
-            with open(sidecar, "w") as f:
-                f.write(f"{holder} {address}")
-            try:
-                data = self.transfer_client().fetch(holder, address, token, reply_to)
-            except BaseException:
-                _unlink(sidecar)
-                raise
-            if data is None:
-                _unlink(sidecar)
-                return []
-            # the reader may change its buffer at once: the node's copy is written
-            # from the received bytes, the reader gets a copy of its own (a memcpy
-            # into huge pages is several times cheaper than filling a new tmpfs file)
-            mine = writable_copy(data)
-            threading.Thread(target=self._keep_copy, args=(token, data, lock, lock_path),
-                             name="pxexec-copy").start()
-            handed = True
-            return [mine]
-        finally:
-            if not handed:
-                _unlink(lock_path)
-                lock.close()
+        return replicas.pull(self, token, holder, address)
 
-    def _keep_copy(self, token: str, data: memoryview, lock: Any, lock_path: str) -> None:
-        try:
-            self._write(token, [data])
-        except Exception as exc:
-            _unlink(os.path.join(self.path, ".replicas", token))
-            log.warning("pxexec: could not keep this node's copy of %s: %s", token, exc)
-        finally:
-            _unlink(lock_path)
-            lock.close()
+    def write_object(self, token: str, frames: Sequence[Buffer]) -> None:
+        """Publish ``frames`` as the object ``token`` (the seam's fast write)."""
+        self._write(token, frames)
 
     def sealed_file(self, token: str) -> tuple[int, int, int] | None:
         try:
@@ -489,49 +456,20 @@ class FileConnector(BaseConnector):
         self._evict_local(token)
         return existed
 
-    def _after_pull(self, token: str) -> None:
-        """Wait until a copy of ``token`` being written on this node is sealed, so that
-        freeing it cannot race the writer (and leave the copy behind)."""
-        if not self.transfer:
-            return
-        try:
-            lock = open(os.path.join(self.path, ".pulls", token))  # noqa: SIM115
-        except FileNotFoundError:
-            return
-        with lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-
     def drop_copy(self, token: str) -> None:
         """Remove this node's copy of another node's object (and its record)."""
-        self._after_pull(token)
-        self.remove_local(token)
-        _unlink(os.path.join(self.path, ".replicas", token))
+        from pxexec.connectors.node_transfer import replicas
+
+        replicas.drop_copy(self, token)
 
     def free_here(self, token: str, skip: str = "") -> None:
-        """Free ``token`` on this node and every copy other nodes pulled of it.
-
-        Copies on nodes that do not answer are logged; they expire by the replica
-        lease of their node (their origin is gone)."""
-        self._after_pull(token)
-        self.remove_local(token)
-        _unlink(os.path.join(self.path, ".replicas", token))
+        """Free ``token`` on this node and, with transfer, every copy of it elsewhere."""
         if not self.transfer:
+            self.remove_local(token)
             return
-        record = os.path.join(self.path, ".copies", token)
-        try:
-            with open(record) as f:
-                copies = {line.strip() for line in f if line.strip()}
-        except FileNotFoundError:
-            return
-        _unlink(record)
-        me = self._known_address()
-        for address in sorted(copies - {skip, me, ""}):
-            try:
-                self.transfer_client().evict(address, address, token, me)
-            except ConnectionError as exc:
-                log.warning("pxexec: could not free the copy of %s at %s: %s; it expires "
-                            "within replica_lease (%g s) of that node", token, address, exc,
-                            self.replica_lease)
+        from pxexec.connectors.node_transfer import replicas
+
+        replicas.free_here(self, token, skip)
 
 
 OPTIONS = {

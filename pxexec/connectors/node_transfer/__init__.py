@@ -31,7 +31,16 @@ file-per-object ``shm``/``file`` connectors do, an arena store can):
   ``token`` atomically (for files: a temporary file renamed into place) or
   ``Incoming.abort()`` drops it;
 - ``remove_local(token)``: unlink the local object; ``has_local(token)``;
-- ``path``: a private directory of the store for the node server's state files.
+- ``path``: a private directory of the store for the node server's state files;
+- optional: ``write_object(token, frames)`` (a faster way to publish received bytes)
+  and ``receive_in_place`` (True: ``recv_into`` ``new_object`` directly, for stores whose
+  new objects are already-mapped memory, such as an arena; False: receive into
+  huge-page memory, hand the reader a copy, write the node's copy in the background);
+- ``transfer_client()``, ``server_address()``, ``known_address()``: given by
+  ``FileConnector`` for its subclasses.
+
+``replicas`` holds the logic on top of the seam (pull once per node, free with the
+origin, the records of copies); ``server`` and ``client`` the two ends of the wire.
 
 Ownership spans nodes: freeing an object anywhere frees it and every copy.
 """
