@@ -236,6 +236,11 @@ class FileConnector(BaseConnector):
             local = self._read(token)
             if local is not None:
                 return local  # this node's copy
+            from pxexec.connectors.node_transfer import replicas
+
+            early = replicas.fresh(self, token)  # this process is writing that copy
+            if early is not None:
+                return early
             fetched = self._pull(token, holder, address)
             if fetched is not None:
                 return fetched[0] if fetched else None

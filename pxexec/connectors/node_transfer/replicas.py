@@ -21,7 +21,7 @@ from typing import Any
 
 from pxexec.serialize import writable_copy
 
-__all__ = ["after_pull", "drop_copy", "free_here", "pull"]
+__all__ = ["after_pull", "drop_copy", "free_here", "fresh", "pull"]
 
 log = logging.getLogger("pxexec")
 
@@ -68,6 +68,7 @@ def pull(store: Any, token: str, holder: str, address: str) -> list[Any] | None:
             _unlink(sidecar)
             return []
         mine = writable_copy(data)  # the reader may change its buffer at once
+        _FRESH[(store.path, token)] = data.toreadonly()
         threading.Thread(target=_keep, args=(store, token, data, lock, lock_path),
                          name="pxexec-copy").start()
         handed = True
@@ -98,8 +99,20 @@ def _keep(store: Any, token: str, data: memoryview, lock: Any, lock_path: str) -
         _unlink(os.path.join(store.path, ".replicas", token))
         log.warning("pxexec: could not keep this node's copy of %s: %s", token, exc)
     finally:
+        _FRESH.pop((store.path, token), None)
         _unlink(lock_path)
         lock.close()
+
+
+#: bytes received by this process whose node copy is still being written: other
+#: readers in this process copy them instead of waiting for the copy to be sealed
+_FRESH: dict[tuple[str, str], memoryview] = {}
+
+
+def fresh(store: Any, token: str) -> memoryview | None:
+    """A private copy of ``token`` if this process is still writing the node's copy."""
+    data = _FRESH.get((store.path, token))
+    return None if data is None else writable_copy(data)
 
 
 def after_pull(store: Any, token: str) -> None:
