@@ -296,3 +296,30 @@ def test_parsl_htex_workers_on_another_host(bed: Any, store_dir: str, tmp_path: 
         pool.shutdown()
     for host in ("head", "n2"):
         assert wait_until(lambda h=host: objects_on(bed, h, store_dir) == []), host
+
+
+def test_an_owner_on_another_node_keeps_the_lease_alive(bed: Any, store_dir: str) -> None:
+    from pxexec.lease import keeper
+
+    store = Store("mh-lease", SharedMemoryConnector(store_dir, namespace="lease", lease=1.5,
+                                                   transfer=True, bind=network(bed)))
+    code = (
+        "import json, numpy as np\n"
+        "from pxexec.store import get_or_create_store\n"
+        f"s = get_or_create_store(json.loads({json.dumps(store.config())!r}))\n"
+        "print(s.put(np.ones(1000)), s.put(np.zeros(1000)))\n"
+    )
+    held, _orphan = bed.python("n1", code).split()  # the writer exits: nobody on n1 holds them
+    keeper().hold(store, [held])  # the owner is here, on the head
+    try:
+        # n1's node server reaps what nobody renews; the head renews ``held`` over there
+        assert wait_until(lambda: len(objects_on(bed, "n1", store_dir)) == 1, timeout=10)
+        time.sleep(3)
+        assert objects_on(bed, "n1", store_dir) == [held.partition("@")[0]]
+        assert float(store.get(held).sum()) == 1000.0
+    finally:
+        keeper().forget(store, [held])
+    # the owner lets go (or dies): the lease runs out on n1 and the copy here goes too
+    assert wait_until(lambda: objects_on(bed, "n1", store_dir) == [], timeout=10)
+    store.evict(held)
+    assert objects_on(bed, "head", store_dir) == []

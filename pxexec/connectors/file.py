@@ -323,8 +323,26 @@ class FileConnector(BaseConnector):
                 _link(os.path.join(self.path, token), os.path.join(directory, token))
 
     def renew(self, owner: str, keys: Sequence[str], seconds: float) -> None:
-        if self.lease is not None:
-            _touch(os.path.join(self._owner_dir(owner), "heartbeat"))
+        if self.lease is None:
+            return
+        _touch(os.path.join(self._owner_dir(owner), "heartbeat"))
+        if not self.transfer:
+            return
+        # objects of other nodes held here: their node's reaper spares files renewed
+        # within the lease, so renew them there (one round trip per node)
+        remote: dict[tuple[str, str], list[str]] = {}
+        for key in keys:
+            token, holder, address = self._where(key)
+            if holder is not None and address is not None:
+                remote.setdefault((holder, address), []).append(token)
+        failed = []
+        for (holder, address), tokens in remote.items():
+            try:
+                self.transfer_client().touch(holder, address, tokens)
+            except ConnectionError as exc:
+                failed.append(str(exc))
+        if failed:
+            raise StoreIOError("Could not renew leases on other nodes: " + "; ".join(failed))
 
     def reap(self) -> int:
         """Delete objects of owners whose heartbeat is older than the lease, objects

@@ -158,10 +158,15 @@ class TransferClient:
             done: bool = run(exchange)
             return done
 
-    def has(self, holder: str, address: str, tokens: Sequence[str]) -> list[bool]:
+    def touch(self, holder: str, address: str, tokens: Sequence[str]) -> list[bool]:
+        """Renew the leases of ``tokens`` on the node at ``address`` (one round trip)."""
+        return self.has(holder, address, tokens, op=p.TOUCH)
+
+    def has(self, holder: str, address: str, tokens: Sequence[str], op: int = p.HAS
+            ) -> list[bool]:
         """Whether the node at ``address`` still holds each of ``tokens``."""
         def exchange(sock: socket.socket) -> list[bool]:
-            sock.sendall(b"".join(p.request(p.HAS, t) for t in tokens))
+            sock.sendall(b"".join(p.request(op, t) for t in tokens))
             return [p.read_exact(sock, 1)[0] == p.OK for _ in tokens]
 
         with self._session(holder, address, f"check {len(tokens)} object(s)") as run:

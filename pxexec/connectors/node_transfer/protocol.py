@@ -8,7 +8,8 @@ answers HMAC-SHA256(secret, b"s" + client nonce), which the client checks.
 A request is ``op`` (1 byte), then two length-prefixed strings (u16 length each): a
 token and an argument (the requester's node-server address, or empty). Answers:
 ``GET`` -> status (1 byte) and length (u64), then the object's bytes; ``EVICT``,
-``HAS``, ``PING`` -> status (1 byte). Status 0 is yes/ok, 1 is missing.
+``HAS``, ``PING``, ``TOUCH`` (renew the lease of an object an owner on another node
+holds) -> status (1 byte). Status 0 is yes/ok, 1 is missing.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import struct
 
 __all__ = ["AuthError", "handshake_client", "handshake_server", "read_exact", "request"]
 
-GET, EVICT, HAS, PING = 1, 2, 3, 4
+GET, EVICT, HAS, PING, TOUCH = 1, 2, 3, 4, 5
 OK, MISSING = 0, 1
 ANSWER = struct.Struct("!BQ")
 _STR = struct.Struct("!H")

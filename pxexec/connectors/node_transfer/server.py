@@ -182,6 +182,12 @@ class NodeServer:
             conn.sendall(bytes([p.OK]))
         elif op == p.HAS:
             conn.sendall(bytes([p.OK if self.store.has_local(token) else p.MISSING]))
+        elif op == p.TOUCH:  # an owner elsewhere renews its lease: the reaper spares it
+            try:
+                os.utime(self.store.path_of(token))
+                conn.sendall(bytes([p.OK]))
+            except (OSError, KeyError):
+                conn.sendall(bytes([p.MISSING]))
         else:
             conn.sendall(bytes([p.OK]))
 
