@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pxexec.connectors import connector_from_config
 from pxexec.errors import ConfigError, MissingKeyError, SignatureError
+from pxexec.evictions import FailedEvictions
 from pxexec.factory import StoreFactory
 from pxexec.forking import on_fork_child, renew_locks_after_fork
 from pxexec.lease import keeper, tracks_owners
@@ -70,6 +71,10 @@ class StoreMetrics:
     cache_hits: int = 0
     misses: int = 0
     evictions: int = 0
+    #: evictions that raised (each is logged and retried; see pxexec.evictions)
+    evict_failures: int = 0
+    evict_retries: int = 0
+    evictions_given_up: int = 0
     bytes_put: int = 0
     bytes_got: int = 0
     put_seconds: float = 0.0
@@ -172,6 +177,8 @@ class Store:
             "secret_env": secret_env,
         }
         self._fingerprint = fingerprint(self._config)
+        #: evictions that failed, waiting for a retry (see ``free``)
+        self.failed_evictions = FailedEvictions(self)
         if register:
             _register(self)
 
@@ -507,14 +514,18 @@ class Store:
         log.debug("pxexec: evicted %s from store %r", keys, self.name)
 
     def evict_or_defer(self, keys: Iterable[str]) -> bool:
-        """Evict ``keys``; on failure log it, count it and retry the keys later.
+        """Evict ``keys`` and never raise; on failure log it, count it and retry later.
 
         Freeing paths (owners dropped, completed tasks) use this: an eviction that
         fails (the backend is down, a key on another host's route) is never silently
-        lost. It is logged, counted in ``metrics.failed_evictions``, and the keys
-        (``metrics.deferred_evictions``) are retried by the next eviction at least
-        ``RETRY_AFTER`` seconds later, by ``retry_evictions()`` and by ``close()``.
-        Returns whether everything asked (and retried) was evicted.
+        lost. The batch is logged and counted in ``metrics.failed_evictions``; the other
+        keys of the batch are still freed one by one; each key that fails is counted in
+        ``metrics.evict_failures`` and retried in the background after 0.5, 1, 2, 4, 8
+        and 16 s (``pxexec.evictions``; one that can never succeed from this host is
+        given up, ``metrics.evictions_given_up``), and also by the next eviction at
+        least ``RETRY_AFTER`` seconds later, by ``retry_evictions()`` and by ``close()``
+        (``metrics.deferred_evictions``). Returns whether everything asked (and retried)
+        was evicted.
         """
         keys = list(keys)
         with self._metrics_lock:
@@ -527,21 +538,51 @@ class Store:
         try:
             self.evict_batch(keys)
         except Exception as exc:
-            with self._metrics_lock:
-                self._deferred.update(keys)
-                self._metrics.failed_evictions += 1
-                self._metrics.deferred_evictions = len(self._deferred)
-                self._retry_at = time.monotonic() + RETRY_AFTER
             log.warning("pxexec: could not evict %d object(s) from %r (%s: %s); will retry.",
                         len(keys), self, type(exc).__name__, exc)
-            return False
-        return True
+            self._count(failed_evictions=1)
+        else:
+            return True
+        failed: list[str] = []
+        for key in keys:  # find which keys fail: the others are freed now
+            try:
+                self.connector.evict(key)
+            except Exception as exc:
+                failed.append(key)
+                if self.failed_evictions.failed(key, exc):
+                    continue  # given up: never retried
+                with self._metrics_lock:
+                    self._deferred.add(key)
+            else:
+                self._count(evictions=1)
+        with self._metrics_lock:
+            self._metrics.deferred_evictions = len(self._deferred)
+            self._retry_at = time.monotonic() + RETRY_AFTER
+        return not failed
+
+    def _evicted_on_retry(self, key: str) -> None:
+        """A background retry freed ``key``: it no longer waits for one."""
+        with self._metrics_lock:
+            self._deferred.discard(key)
+            self._metrics.deferred_evictions = len(self._deferred)
 
     def retry_evictions(self) -> bool:
         """Retry the evictions that failed earlier now; True if none is left."""
         with self._metrics_lock:
             self._retry_at = 0.0
         return self.evict_or_defer(())
+
+    def free(self, keys: Iterable[str]) -> None:
+        """Evict ``keys`` and never raise (``evict_or_defer``): what fails is logged,
+        counted in ``metrics.evict_failures`` and retried in the background
+        (``pxexec.evictions``).
+
+        >>> from pxexec.connectors.local import LocalConnector
+        >>> store = Store("free-demo", LocalConnector())
+        >>> store.free([store.put(b"x")]); store.metrics.evictions
+        1
+        """
+        self.evict_or_defer(keys)
 
     # -- proxies ----------------------------------------------------------------------
 
