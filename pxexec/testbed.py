@@ -11,8 +11,9 @@ in the root namespaces and reaches every host through the bridge's own address
 Names are unique per run (bridge ``pxb<run>``, veths ``pxv<run><i>``) and a free subnet
 is chosen under a lock file, so parallel runs do not collide. Programs started with ``spawn``
 log to ``log_dir`` (removed by ``down()`` unless ``PXEXEC_TESTBED_KEEP_LOGS`` is set).
-``down()`` kills every process of every host by pid (those it started and any found in a host's network
-namespace), then the holders (their namespaces and tmpfs go with them), then the bridge.
+``down()`` kills every process of every host by pid (those it started and any found
+in a host's network namespace), then the holders (their namespaces and tmpfs go with
+them), then the bridge.
 Building a bed needs root (``CAP_SYS_ADMIN`` and ``CAP_NET_ADMIN``); ``can_build()`` says
 why not otherwise.
 
