@@ -203,7 +203,7 @@ class Store:
             if buffer is None:
                 self._count(misses=1)
                 if default is _MISSING:
-                    raise MissingKeyError(key, self.name)
+                    raise MissingKeyError(key, self.name, _where_from(self.connector, key))
                 return default
             buffer = self._remember(key, self._verify(key, buffer))
         obj = self.deserializer(buffer)
@@ -222,7 +222,7 @@ class Store:
         for key, buffer in zip(keys, buffers):
             if buffer is None:
                 if default is _MISSING:
-                    raise MissingKeyError(key, self.name)
+                    raise MissingKeyError(key, self.name, _where_from(self.connector, key))
                 result.append(default)
                 continue
             result.append(self.deserializer(self._remember(key, self._verify(key, buffer))))
@@ -376,6 +376,12 @@ class Store:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (get_or_create_store, (self._config,))
+
+
+def _where_from(connector: Any, key: str) -> str:
+    """What the connector knows of where a missing key lived (node-local stores)."""
+    describe = getattr(connector, "describe_key", None)
+    return str(describe(key)) if callable(describe) else ""
 
 
 def _read_secret(variable: str) -> bytes:

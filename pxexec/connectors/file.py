@@ -175,6 +175,14 @@ class FileConnector(BaseConnector):
             return token, None, None
         return token, holder, address or None
 
+    def describe_key(self, key: str) -> str:
+        """Where ``key``'s object lives, for error messages ("" if nothing to add)."""
+        _, holder, _ = self._where(key)
+        if holder is None:
+            return ""
+        return (f"It was stored in the node-local {self.type_name} store of host "
+                f"{holder.rpartition('~')[0]!r}, which no longer has it.")
+
     def _elsewhere(self, key: str, holder: str, action: str) -> ObjectOnOtherHostError:
         return ObjectOnOtherHostError(key, holder, this_node().tag, self.type_name, action)
 
