@@ -28,6 +28,7 @@ PUBLIC = [
     "pxexec.connectors.file",
     "pxexec.connectors.shm",
     "pxexec.connectors.nodeid",
+    "pxexec.connectors.node_local",
     "pxexec.connectors.node_transfer",
     "pxexec.evictions",
     "pxexec.connectors.redis",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import mmap
 import os
@@ -14,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pxexec.connectors.base import BaseConnector, Buffer, ConnectorConfig, check_options, new_token
+from pxexec.connectors.node_local import NodeTransfer
 from pxexec.connectors.nodeid import this_node
 from pxexec.errors import ConfigError, ObjectOnOtherHostError, StoreIOError
 
@@ -51,7 +51,7 @@ def map_private(fd: int, size: int) -> memoryview:
     return memoryview(mapped)
 
 
-class FileConnector(BaseConnector):
+class FileConnector(NodeTransfer, BaseConnector):
     """Stores each object as a file under ``directory/namespace``.
 
     Writes go to a hidden temporary file that is renamed into place, so a reader sees
@@ -377,6 +377,8 @@ class FileConnector(BaseConnector):
         removed = 0
         for owner in self._lease_owners():
             directory = os.path.join(self.leases, owner)
+            if not os.path.isdir(directory):
+                continue  # not an owner directory of this layout: not ours to judge
             try:
                 beat = os.stat(os.path.join(directory, "heartbeat")).st_mtime
             except FileNotFoundError:
@@ -438,132 +440,11 @@ class FileConnector(BaseConnector):
         options: dict[str, Any] = check_options(cls.type_name, config, OPTIONS)
         return cls(**options)
 
-    # -- node-to-node transfer (see pxexec.connectors.node_transfer) ------------------
-
-    def transfer_secret(self) -> bytes | None:
-        if self.secret_env is None:
-            return None
-        value = os.environ.get(self.secret_env)
-        return value.encode() if value else None
-
-    def transfer_client(self) -> Any:
-        if self._client is None:
-            from pxexec.connectors.node_transfer import TransferClient
-
-            self._client = TransferClient(self.transfer_secret(), self.transfer_timeout)
-        return self._client
-
-    def server_address(self) -> str:
-        """This node's server address for this store (starting the server if needed)."""
-        cached = self._server
-        if cached is not None and time.monotonic() - cached[0] < 1.0:
-            return cached[1]
-        from pxexec.connectors.node_transfer.addresses import resolve_bind
-        from pxexec.connectors.node_transfer.server import ensure_server
-
-        address = ensure_server(self, resolve_bind(self.bind))
-        self._server = (time.monotonic(), address)
-        return address
-
-    def known_address(self) -> str:
-        """This node's server address if one runs (never starts one)."""
-        from pxexec.connectors.node_transfer.server import _alive, _read_state
-
-        state = _read_state(self.path)
-        return str(state["address"]) if state and _alive(int(state["pid"])) else ""
-
-    def _pull(self, token: str, holder: str, address: str) -> list[Buffer] | None:
-        from pxexec.connectors.node_transfer import replicas
-
-        return replicas.pull(self, token, holder, address)
-
-    def write_object(self, token: str, frames: Sequence[Buffer]) -> None:
-        """Publish ``frames`` as the object ``token`` (the seam's fast write)."""
-        self._write(token, frames)
-
-    def sealed_file(self, token: str) -> tuple[int, int, int] | None:
-        try:
-            fd = os.open(self._file(token), os.O_RDONLY)
-        except (KeyError, FileNotFoundError):
-            return None
-        return fd, 0, os.fstat(fd).st_size
-
-    def new_object(self, token: str, nbytes: int) -> _IncomingFile:
-        self._file(token)  # validates the token
-        return _IncomingFile(self.path, token, nbytes)
-
-    def has_local(self, token: str) -> bool:
-        try:
-            return os.path.exists(self._file(token))
-        except KeyError:
-            return False
-
-    def remove_local(self, token: str) -> bool:
-        existed = self.has_local(token)
-        self._evict_local(token)
-        return existed
-
-    def drop_copy(self, token: str) -> None:
-        """Remove this node's copy of another node's object (and its record)."""
-        from pxexec.connectors.node_transfer import replicas
-
-        replicas.drop_copy(self, token)
-
-    def free_here(self, token: str, skip: str = "") -> None:
-        """Free ``token`` on this node and, with transfer, every copy of it elsewhere."""
-        if not self.transfer:
-            self.remove_local(token)
-            return
-        from pxexec.connectors.node_transfer import replicas
-
-        replicas.free_here(self, token, skip)
-
 
 OPTIONS = {
     "directory", "namespace", "fsync", "lease", "node_local", "transfer", "bind",
     "secret_env", "transfer_timeout", "replica_lease", "idle", "node",
 }
-
-
-class _IncomingFile:
-    """A received object: a temporary file mapped writable, renamed into place."""
-
-    def __init__(self, directory: str, token: str, nbytes: int) -> None:
-        self.final = os.path.join(directory, token)
-        self.temp = os.path.join(directory, f".{token}.{os.getpid()}-{threading.get_ident()}.tmp")
-        self.fd = os.open(self.temp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-        self._map: mmap.mmap | None = None
-        try:
-            if nbytes:
-                os.ftruncate(self.fd, nbytes)
-                self._map = mmap.mmap(self.fd, nbytes)
-                self.buffer = memoryview(self._map)
-            else:
-                self.buffer = memoryview(bytearray())
-        except BaseException:
-            self.abort()
-            raise
-
-    def _close(self) -> None:
-        self.buffer.release()
-        if self._map is not None:
-            self._map.close()
-            self._map = None
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-    def seal(self) -> None:
-        self._close()
-        os.replace(self.temp, self.final)
-
-    def abort(self) -> None:
-        with contextlib.suppress(AttributeError):
-            self._close()
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-        _unlink(self.temp)
 
 
 def _unlink(path: str) -> int:
