@@ -369,8 +369,12 @@ class Store:
         return result
 
     def _missing_detail(self, key: str) -> str:
+        """Why ``key`` may be missing (the connector's word: an evicting Redis, the
+        host a node-local object lived on), or ""."""
         detail = getattr(self.connector, "missing_detail", None)
-        return str(detail(key)) if callable(detail) else ""
+        said = [str(detail(key))] if callable(detail) else []
+        said.append(_where_from(self.connector, key))
+        return " ".join(d for d in said if d)
 
     def _next_version(self, key: str) -> int:
         """One more than the version under ``key`` (as stored, or as last seen here)."""
@@ -673,6 +677,12 @@ def _address(obj: Any) -> int:
     """The data address of a numpy array (0 for anything else)."""
     interface = getattr(obj, "__array_interface__", None)
     return int(interface["data"][0]) if isinstance(interface, dict) else 0
+
+
+def _where_from(connector: Any, key: str) -> str:
+    """What the connector knows of where a missing key lived (node-local stores)."""
+    describe = getattr(connector, "describe_key", None)
+    return str(describe(key)) if callable(describe) else ""
 
 
 def _read_secret(variable: str) -> bytes:

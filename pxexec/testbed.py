@@ -9,9 +9,11 @@ in the root namespaces and reaches every host through the bridge's own address
 ``nsenter`` into its holder's namespaces. Traffic goes only to addresses of this bed.
 
 Names are unique per run (bridge ``pxb<run>``, veths ``pxv<run><i>``) and a free subnet
-is chosen under a lock file, so parallel runs do not collide. ``down()`` kills every
-process of every host by pid (those it started and any found in a host's network
-namespace), then the holders (their namespaces and tmpfs go with them), then the bridge.
+is chosen under a lock file, so parallel runs do not collide. Programs started with ``spawn``
+log to ``log_dir`` (removed by ``down()`` unless ``PXEXEC_TESTBED_KEEP_LOGS`` is set).
+``down()`` kills every process of every host by pid (those it started and any found
+in a host's network namespace), then the holders (their namespaces and tmpfs go with
+them), then the bridge.
 Building a bed needs root (``CAP_SYS_ADMIN`` and ``CAP_NET_ADMIN``); ``can_build()`` says
 why not otherwise.
 
@@ -203,6 +205,8 @@ class TestBed:
         for host in self.hosts.values():  # a veth goes with its namespace; make sure
             subprocess.run(["ip", "link", "del", host.veth], capture_output=True)
         shutil.rmtree(self.shared, ignore_errors=True)
+        if not os.environ.get("PXEXEC_TESTBED_KEEP_LOGS"):
+            shutil.rmtree(self.log_dir, ignore_errors=True)
         atexit.unregister(self.down)
 
     def __enter__(self) -> TestBed:

@@ -35,6 +35,7 @@ PUBLIC = [
     "pxexec.forking",
     "pxexec.connectors.node",
     "pxexec.connectors.nodeid",
+    "pxexec.connectors.node_local",
     "pxexec.connectors.node_transfer",
     "pxexec.evictions",
     "pxexec.connectors.redis",

@@ -341,3 +341,38 @@ def test_an_owner_on_another_node_keeps_the_lease_alive(bed: Any, store_dir: str
     assert wait_until(lambda: objects_on(bed, "n1", store_dir) == [], timeout=10)
     store.evict(held)
     assert objects_on(bed, "head", store_dir) == []
+
+
+def test_many_small_objects_come_over_one_connection(bed: Any, store_dir: str) -> None:
+    store = Store("mh-batch", SharedMemoryConnector(store_dir, namespace="batch", transfer=True,
+                                                   bind=network(bed)))
+    code = (
+        "import json\n"
+        "from pxexec.store import get_or_create_store\n"
+        f"s = get_or_create_store(json.loads({json.dumps(store.config())!r}))\n"
+        "print(' '.join(s.put_batch([{'i': i} for i in range(200)])))\n"
+    )
+    keys = bed.python("n1", code).split()
+    assert store.get_batch(keys) == [{"i": i} for i in range(200)]
+    assert len(objects_on(bed, "head", store_dir)) == 200  # copies, on this node
+    client = store.connector.transfer_client()
+    assert client.idle_connections() == 1  # one connection carried all 200
+    store.evict_batch(keys)
+    assert wait_until(lambda: objects_on(bed, "n1", store_dir) == [])
+    assert objects_on(bed, "head", store_dir) == []
+
+
+def test_a_freed_object_of_another_node_says_where_it_lived(bed: Any, store_dir: str) -> None:
+    from pxexec.errors import MissingKeyError
+
+    store = Store("mh-missing", SharedMemoryConnector(store_dir, namespace="missing",
+                                                     transfer=True, bind=network(bed)))
+    code = (
+        "import json\n"
+        "from pxexec.store import get_or_create_store\n"
+        f"s = get_or_create_store(json.loads({json.dumps(store.config())!r}))\n"
+        "k = s.put(b'x' * 100); s.evict(k); print(k)\n"
+    )
+    key = bed.python("n2", code)
+    with pytest.raises(MissingKeyError, match="host 'n2', which no longer has it"):
+        store.get(key)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
 import logging
@@ -10,14 +9,13 @@ import mmap
 import os
 import queue
 import re
-import stat
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from pxexec.connectors.base import BaseConnector, Buffer, ConnectorConfig, check_options, new_token
+from pxexec.connectors.node_local import NodeTransfer
 from pxexec.connectors.nodeid import this_node
 from pxexec.connectors.owners import LEASES, OWNER, ReapReport, process_owner, reap_store
 from pxexec.connectors.private_dir import check_trusted_parent, ensure_private_directory
@@ -93,7 +91,7 @@ def _libc() -> Any:
     return _LIBC[0]
 
 
-class FileConnector(BaseConnector):
+class FileConnector(NodeTransfer, BaseConnector):
     """Stores each object as a file under ``directory/namespace``.
 
     Writes go to a hidden temporary file that is renamed into place, so a reader sees
@@ -256,6 +254,14 @@ class FileConnector(BaseConnector):
             return token, None, None
         return token, holder, address or None
 
+    def describe_key(self, key: str) -> str:
+        """Where ``key``'s object lives, for error messages ("" if nothing to add)."""
+        _, holder, _ = self._where(key)
+        if holder is None:
+            return ""
+        return (f"It was stored in the node-local {self.type_name} store of host "
+                f"{holder.rpartition('~')[0]!r}, which no longer has it.")
+
     def _elsewhere(self, key: str, holder: str, action: str) -> ObjectOnOtherHostError:
         return ObjectOnOtherHostError(key, holder, this_node().tag, self.type_name, action)
 
@@ -335,6 +341,22 @@ class FileConnector(BaseConnector):
             if fetched is not None:
                 return fetched[0] if fetched else None
         return self._read(token)
+
+    def get_batch(self, keys: Sequence[str]) -> list[Buffer | None]:
+        """Like ``get`` for each key; objects of other nodes that this node lacks are
+        pulled with one pipelined connection per node (many small objects in a row)."""
+        missing: dict[tuple[str, str], list[str]] = {}
+        for key in keys:
+            token, holder, address = self._where(key)
+            if holder is not None and self.transfer and address is not None and not (
+                    self.has_local(token)):
+                missing.setdefault((holder, address), []).append(token)
+        if missing:
+            from pxexec.connectors.node_transfer import replicas
+
+            for (holder, address), tokens in missing.items():
+                replicas.pull_many(self, tokens, holder, address)
+        return [self.get(key) for key in keys]
 
     def _read(self, key: str) -> Buffer | None:
         try:
@@ -540,150 +562,11 @@ class FileConnector(BaseConnector):
         options: dict[str, Any] = check_options(cls.type_name, config, OPTIONS)
         return cls(**options)
 
-    # -- node-to-node transfer (see pxexec.connectors.node_transfer) ------------------
-
-    def transfer_secret(self) -> bytes | None:
-        if self.secret_env is None:
-            return None
-        value = os.environ.get(self.secret_env)
-        return value.encode() if value else None
-
-    def transfer_client(self) -> Any:
-        if self._client is None:
-            from pxexec.connectors.node_transfer import TransferClient
-
-            self._client = TransferClient(self.transfer_secret(), self.transfer_timeout)
-        return self._client
-
-    def server_address(self) -> str:
-        """This node's server address for this store (starting the server if needed)."""
-        cached = self._server
-        if cached is not None and time.monotonic() - cached[0] < 1.0:
-            return cached[1]
-        from pxexec.connectors.node_transfer.addresses import resolve_bind
-        from pxexec.connectors.node_transfer.server import ensure_server
-
-        address = ensure_server(self, resolve_bind(self.bind))
-        self._server = (time.monotonic(), address)
-        return address
-
-    def known_address(self) -> str:
-        """This node's server address if one runs (never starts one)."""
-        from pxexec.connectors.node_transfer.server import _alive, _read_state
-
-        state = _read_state(self.path)
-        return str(state["address"]) if state and _alive(int(state["pid"])) else ""
-
-    def _pull(self, token: str, holder: str, address: str) -> list[Buffer] | None:
-        from pxexec.connectors.node_transfer import replicas
-
-        return replicas.pull(self, token, holder, address)
-
-    def write_object(self, token: str, frames: Sequence[Buffer]) -> None:
-        """Publish ``frames`` as the object ``token`` (the seam's fast write)."""
-        self._file(token)  # validates the token
-        self._write(token, frames)
-
-    def sealed_file(self, token: str) -> tuple[int, int, int] | None:
-        try:
-            fd = os.open(self._file(token), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except (KeyError, FileNotFoundError):
-            return None
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:  # a symlink in place of an object: never follow
-                return None
-            raise
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            os.close(fd)
-            return None
-        return fd, 0, st.st_size
-
-    def new_object(self, token: str, nbytes: int) -> _IncomingFile:
-        self._file(token)  # validates the token
-        return _IncomingFile(self.path, token, nbytes)
-
-    def has_local(self, token: str) -> bool:
-        try:
-            return stat.S_ISREG(os.lstat(self._file(token)).st_mode)
-        except (KeyError, FileNotFoundError):
-            return False
-
-    def remove_local(self, token: str) -> bool:
-        existed = self.has_local(token)
-        self._evict_local(token)
-        return existed
-
-    def drop_copy(self, token: str) -> None:
-        """Remove this node's copy of another node's object (and its record)."""
-        from pxexec.connectors.node_transfer import replicas
-
-        replicas.drop_copy(self, token)
-
-    def free_here(self, token: str, skip: str = "") -> None:
-        """Free ``token`` on this node and, with transfer, every copy of it elsewhere."""
-        if not self.transfer:
-            self.remove_local(token)
-            return
-        from pxexec.connectors.node_transfer import replicas
-
-        replicas.free_here(self, token, skip)
-
 
 OPTIONS = {
     "directory", "namespace", "fsync", "lease", "track_owners", "create", "node_local",
     "transfer", "bind", "secret_env", "transfer_timeout", "replica_lease", "idle", "node",
 }
-
-
-class _IncomingFile:
-    """A received object: a private temporary file mapped writable, renamed into place.
-
-    The temporary file is named as a writer's (``.<token>.<owner>.tmp``), so that one a
-    crashed receiver left is reaped like any writer's.
-    """
-
-    def __init__(self, directory: str, token: str, nbytes: int) -> None:
-        self.final = os.path.join(directory, token)
-        self.temp = os.path.join(directory, f".{token}.{process_owner()}.tmp")
-        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        try:
-            self.fd = os.open(self.temp, flags, 0o600)
-        except FileExistsError:  # left by an aborted receive of this process
-            _unlink(self.temp)
-            self.fd = os.open(self.temp, flags, 0o600)
-        self._map: mmap.mmap | None = None
-        try:
-            if nbytes:
-                os.ftruncate(self.fd, nbytes)
-                self._map = mmap.mmap(self.fd, nbytes)
-                self.buffer = memoryview(self._map)
-            else:
-                self.buffer = memoryview(bytearray())
-        except BaseException:
-            self.abort()
-            raise
-
-    def _close(self) -> None:
-        self.buffer.release()
-        if self._map is not None:
-            self._map.close()
-            self._map = None
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-    def seal(self) -> None:
-        self._close()
-        os.replace(self.temp, self.final)
-
-    def abort(self) -> None:
-        with contextlib.suppress(AttributeError):
-            self._close()
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-        _unlink(self.temp)
 
 
 def _unlink(path: str) -> int:

@@ -22,7 +22,7 @@ from typing import Any
 from pxexec.connectors.private_dir import ensure_private_directory
 from pxexec.serialize import writable_copy
 
-__all__ = ["after_pull", "drop_copy", "free_here", "fresh", "pull"]
+__all__ = ["after_pull", "drop_copy", "free_here", "fresh", "pull", "pull_many"]
 
 log = logging.getLogger("pxexec")
 
@@ -81,6 +81,29 @@ def pull(store: Any, token: str, holder: str, address: str) -> list[Any] | None:
         if not handed:
             _unlink(lock_path)
             lock.close()
+
+
+def pull_many(store: Any, tokens: list[str], holder: str, address: str) -> None:
+    """Copy several objects of one node into ``store``, pipelined on one connection
+    (``recv_into`` new objects: for small objects, page faults cost little). Objects
+    the holder lacks are skipped; concurrent copies of one object are harmless (each
+    is written to its own temporary file and renamed into place)."""
+    replicas = os.path.join(store.path, ".replicas")
+    ensure_private_directory(replicas)  # 0700, ours, never a symlink
+    reply_to = store.server_address()
+    for token in tokens:
+        with open(os.path.join(replicas, token), "w") as f:
+            f.write(f"{holder} {address}")
+    try:
+        found = store.transfer_client().pull(holder, address, tokens, store, reply_to)
+    except BaseException:
+        for token in tokens:
+            if not store.has_local(token):
+                _unlink(os.path.join(replicas, token))
+        raise
+    for token, there in zip(tokens, found):
+        if not there:
+            _unlink(os.path.join(replicas, token))
 
 
 def _keep(store: Any, token: str, data: memoryview, lock: Any, lock_path: str) -> None:
