@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from pxexec import Store, StoreExecutor
-from pxexec.connectors.local import LocalConnector
 from pxexec.connectors.shm import SharedMemoryConnector
 from pxexec.errors import EngineOptionError
 from pxexec.policies import SizeAtLeast
@@ -51,11 +50,11 @@ def test_pool_refuses_options_before_storing_anything(shm_dir: str) -> None:
 
 
 def test_dask_options_reach_the_scheduler_not_the_function(dask_cluster: Any,
-                                                           tmp_path: Any) -> None:
+                                                           tmp_path: Any, shm_dir: str) -> None:
     from distributed import Client
 
     client = Client(dask_cluster)
-    store = Store("opts-dask", LocalConnector())
+    store = Store("opts-dask", SharedMemoryConnector(shm_dir))
     try:
         with StoreExecutor(client, store, close_engine=False) as ex:
             workers = sorted(client.scheduler_info()["workers"])
@@ -88,8 +87,8 @@ def test_dask_options_reach_the_scheduler_not_the_function(dask_cluster: Any,
         client.close()
 
 
-def test_parsl_options_reach_parsl_not_the_function(parsl_htex: Any) -> None:
-    store = Store("opts-parsl", LocalConnector())
+def test_parsl_options_reach_parsl_not_the_function(parsl_htex: Any, shm_dir: str) -> None:
+    store = Store("opts-parsl", SharedMemoryConnector(shm_dir))
     with StoreExecutor(parsl_htex, store, close_engine=False) as ex:
         assert ex.options(priority=1).submit(nap, 0, a=2).result() == {"a": 2}
         assert ex.options(resources={"priority": 3}).submit(nap, 0).result() == {}
@@ -103,11 +102,17 @@ def test_parsl_options_reach_parsl_not_the_function(parsl_htex: Any) -> None:
             ex.options(walltime=1).submit(nap, 0, walltime=2)
 
 
-def test_taskvine_options_become_task_settings() -> None:
-    from tests.taskvine_standin import FuturesExecutor
+def test_taskvine_options_become_task_settings(shm_dir: str, tmp_path: Any,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from pxexec.adapters.taskvine import executor_from_module
+    from tests import taskvine_standin
 
-    vine = FuturesExecutor(port=0, factory=False)
-    store = Store("opts-vine", LocalConnector())
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CATALOG_HOST", "127.0.0.1")
+    monkeypatch.setenv("CATALOG_PORT", "9097")
+    vine = executor_from_module(taskvine_standin, port=0, opts={
+        "min_workers": 1, "max_workers": 1, "catalog": "127.0.0.1:9097"})
+    store = Store("opts-vine", SharedMemoryConnector(shm_dir))
     with StoreExecutor(vine, store) as ex:
         future = ex.options(cores=2, memory=1000, retries=3, priority=7).submit(keywords, b=1)
         assert future.result() == {"b": 1}
