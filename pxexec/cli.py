@@ -248,7 +248,7 @@ def collect(args: argparse.Namespace) -> int:
         node_store = not args.connector.startswith(("redis", "unix"))
         if args.lease is not None and node_store:
             options["lease"] = args.lease
-        if node_store and args.connector.split(":")[0] in ("file", "shm"):
+        if node_store and args.connector.split(":")[0] in ("file", "shm", "shm-files"):
             options["create"] = False  # gc never makes a store that is not there
         connector = connector_from_url(args.connector, **options)
     else:

@@ -12,8 +12,11 @@ from typing import Any
 __all__ = [
     "ConfigError",
     "DeserializationError",
+    "EngineOptionError",
     "MissingDependencyError",
     "MissingKeyError",
+    "NodeUnreachableError",
+    "ObjectOnOtherHostError",
     "PolicyError",
     "PxexecError",
     "SerializationError",
@@ -264,4 +267,86 @@ class UnsafeDirectoryError(PxexecError, PermissionError):
     ...     print(type(exc).__name__)
     UnsafeDirectoryError
     >>> os.rmdir(shared)
+    """
+
+
+class ObjectOnOtherHostError(PxexecError, KeyError):
+    """An object of a node-local store was asked for on a host that cannot reach it.
+
+    Also a ``KeyError``. The message names the host that holds the object, this host,
+    and what to use instead (direct node-to-node transfer, or a store every host
+    reaches).
+
+    >>> exc = ObjectOnOtherHostError("ab12", "n1~0ca583ff", "head~0ca583ff", "shm")
+    >>> print(exc)  # doctest: +ELLIPSIS
+    Object 'ab12' lives in the node-local shm store of host 'n1' (boot 0ca583ff), ...
+    """
+
+    def __init__(self, key: str, holder: str, here: str, kind: str, action: str = "read",
+                 ) -> None:
+        self.key = key
+        self.holder = holder
+        self.here = here
+        self.kind = kind
+        self.action = action
+        h_name, _, h_boot = holder.rpartition("~")
+        me, _, my_boot = here.rpartition("~")
+        where = "an earlier boot of this host" if h_name == me else f"host {h_name!r}"
+        super().__init__(
+            f"Object {key!r} lives in the node-local {kind} store of {where} (boot "
+            f"{h_boot}), and this process runs on host {me!r} (boot {my_boot}), so it "
+            f"cannot {action} it. Node-local stores are visible only on their own host: "
+            "enable direct node-to-node transfer (transfer=True on the connector, e.g. "
+            "SharedMemoryConnector(transfer=True)), or use a store every host reaches "
+            "(redis://host:port, or file:// on a shared file system)."
+        )
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.key, self.holder, self.here, self.kind, self.action))
+
+
+class NodeUnreachableError(StoreConnectionError):
+    """The node that holds an object (or a copy of it) did not answer in time.
+
+    Also a ``ConnectionError``; ``host`` and ``address`` name the node and the address
+    tried.
+
+    >>> exc = NodeUnreachableError("n1", "10.0.0.2:4000", "fetch object 'ab12'", "timed out")
+    >>> print(exc)  # doctest: +ELLIPSIS
+    Could not fetch object 'ab12' from host 'n1' at 10.0.0.2:4000: timed out. ...
+    """
+
+    def __init__(self, host: str, address: str, action: str, cause: str) -> None:
+        self.host = host
+        self.address = address
+        self.action = action
+        self.cause = cause
+        super().__init__(
+            f"Could not {action} from host {host!r} at {address}: {cause}. The host may be "
+            "down, its pxexec node server stopped, or the network between the hosts cut; "
+            "objects held only in that host's memory are lost with it: resubmit the tasks "
+            "that made them. The time allowed is the connector's transfer_timeout."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.host, self.address, self.action, self.cause))
+
+
+class EngineOptionError(PxexecError, TypeError):
+    """An engine option given to ``StoreExecutor.options`` is not one the engine takes.
+
+    Raised before anything is stored or submitted.
+
+    >>> from concurrent.futures import ThreadPoolExecutor
+    >>> from pxexec import Store, StoreExecutor
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> with StoreExecutor(ThreadPoolExecutor(1), Store("opt-demo", LocalConnector())) as ex:
+    ...     try:
+    ...         ex.options(workers=["w1"])
+    ...     except TypeError as exc:
+    ...         print(type(exc).__name__)
+    EngineOptionError
     """

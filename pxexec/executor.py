@@ -36,7 +36,7 @@ from pxexec.reachable import keys_of, proxies_in
 from pxexec.store import Store
 from pxexec.task import Boxed, ProxyTask, check_policy, tags_for
 
-__all__ = ["DEFAULT_THRESHOLD", "StoreExecutor", "StoreFuture"]
+__all__ = ["DEFAULT_THRESHOLD", "EngineOptions", "StoreExecutor", "StoreFuture"]
 
 log = logging.getLogger("pxexec")
 
@@ -117,6 +117,7 @@ class StoreFuture(cf.Future):  # type: ignore[type-arg]
         self._finishing = False
         self._finish_lock = threading.Lock()
         self._drivers = 0  # threads blocked on the engine future in result()
+        self.engine_options: dict[str, Any] | None = None  # StoreExecutor.options
 
     def _claim(self) -> bool:
         """True for the first caller only: one thread completes this future."""
@@ -327,9 +328,34 @@ class StoreExecutor(cf.Executor):
     # -- submission -------------------------------------------------------------------
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> StoreFuture:
+        """Run ``fn(*args, **kwargs)``; every keyword reaches the function (engine
+        options go through ``options``)."""
+        return self._submit(fn, args, kwargs, None)
+
+    def options(self, **engine_options: Any) -> EngineOptions:
+        """This executor with submit options for the engine, never for the function.
+
+        ``ex.options(workers=["tcp://10.0.0.2:40000"], retries=2).submit(f, x)`` gives
+        Dask ``workers``/``resources``/``retries``/``priority``/``key``/
+        ``allow_other_workers``/``fifo_timeout``; Parsl ``resources`` (its
+        ``parsl_resource_specification``), ``priority``, ``walltime``; TaskVine
+        ``cores``/``memory``/``disk``/``gpus``/``retries``/``priority``. An option the
+        engine does not take raises ``EngineOptionError`` at once.
+
+        >>> from concurrent.futures import ThreadPoolExecutor
+        >>> from pxexec.connectors.local import LocalConnector
+        >>> with StoreExecutor(ThreadPoolExecutor(1), Store("o", LocalConnector())) as ex:
+        ...     ex.options().submit(max, 1, 2).result()
+        2
+        """
+        return EngineOptions(self, self._engine.check_options(engine_options))
+
+    def _submit(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                options: dict[str, Any] | None) -> StoreFuture:
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
         future = StoreFuture(self)
+        future.engine_options = options
         try:
             new_args = tuple(self._prepare(a, future) for a in args)
             new_kwargs = {k: self._prepare(v, future) for k, v in kwargs.items()}
@@ -436,7 +462,8 @@ class StoreExecutor(cf.Executor):
         self, future: StoreFuture, fn: Callable[..., Any], args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> None:
-        engine_future = self._engine.submit(self._task(fn), args, kwargs)
+        engine_future = self._engine.submit(self._task(fn), args, kwargs,
+                                            future.engine_options)
         future.engine_future = engine_future
         self._engine.held_by(future, engine_future)
         # A weak reference: an engine that holds callbacks for a while must not keep a
@@ -735,6 +762,27 @@ class StoreExecutor(cf.Executor):
                         self._finish(f, True, None, None)
         else:
             self._engine.release()
+
+
+class EngineOptions:
+    """``StoreExecutor.options(...)``: submit and map with engine options.
+
+    >>> from concurrent.futures import ThreadPoolExecutor
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> with StoreExecutor(ThreadPoolExecutor(1), Store("eo", LocalConnector())) as ex:
+    ...     list(ex.options().map(abs, [-1, -2]))
+    [1, 2]
+    """
+
+    def __init__(self, executor: StoreExecutor, options: dict[str, Any]) -> None:
+        self.executor = executor
+        self.engine_options = options
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> StoreFuture:
+        return self.executor._submit(fn, args, kwargs, self.engine_options)
+
+    def map(self, fn: Callable[..., Any], *iterables: Any) -> Iterator[Any]:
+        return (f.result() for f in [self.submit(fn, *call) for call in zip(*iterables)])
 
 
 class _Chunk:

@@ -16,6 +16,7 @@ borrow keeps its owner alive, so it cannot outlive it).
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import weakref
@@ -27,6 +28,8 @@ from pxexec.factory import StoreFactory
 from pxexec.forking import on_fork_child
 from pxexec.proxy import _UNSET as _UNSET_TARGET
 from pxexec.proxy import Proxy, ProxyInfo, _target, get_info
+
+log = logging.getLogger("pxexec")
 
 __all__ = ["OwnedProxy", "OwnershipError", "RefMutProxy", "RefProxy", "borrow", "clone",
            "into_owned", "keep_alive", "mut_borrow", "release", "update"]

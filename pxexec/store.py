@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pxexec.connectors import connector_from_config
 from pxexec.errors import ConfigError, MissingKeyError, SignatureError
+from pxexec.evictions import FailedEvictions
 from pxexec.factory import StoreFactory
 from pxexec.forking import on_fork_child, renew_locks_after_fork
 from pxexec.lease import keeper, tracks_owners
@@ -70,6 +71,10 @@ class StoreMetrics:
     cache_hits: int = 0
     misses: int = 0
     evictions: int = 0
+    #: evictions that raised (each is logged and retried; see pxexec.evictions)
+    evict_failures: int = 0
+    evict_retries: int = 0
+    evictions_given_up: int = 0
     bytes_put: int = 0
     bytes_got: int = 0
     put_seconds: float = 0.0
@@ -172,6 +177,8 @@ class Store:
             "secret_env": secret_env,
         }
         self._fingerprint = fingerprint(self._config)
+        #: evictions that failed, waiting for a retry (see ``free``)
+        self.failed_evictions = FailedEvictions(self)
         if register:
             _register(self)
 
@@ -362,8 +369,12 @@ class Store:
         return result
 
     def _missing_detail(self, key: str) -> str:
+        """Why ``key`` may be missing (the connector's word: an evicting Redis, the
+        host a node-local object lived on), or ""."""
         detail = getattr(self.connector, "missing_detail", None)
-        return str(detail(key)) if callable(detail) else ""
+        said = [str(detail(key))] if callable(detail) else []
+        said.append(_where_from(self.connector, key))
+        return " ".join(d for d in said if d)
 
     def _next_version(self, key: str) -> int:
         """One more than the version under ``key`` (as stored, or as last seen here)."""
@@ -507,14 +518,18 @@ class Store:
         log.debug("pxexec: evicted %s from store %r", keys, self.name)
 
     def evict_or_defer(self, keys: Iterable[str]) -> bool:
-        """Evict ``keys``; on failure log it, count it and retry the keys later.
+        """Evict ``keys`` and never raise; on failure log it, count it and retry later.
 
         Freeing paths (owners dropped, completed tasks) use this: an eviction that
         fails (the backend is down, a key on another host's route) is never silently
-        lost. It is logged, counted in ``metrics.failed_evictions``, and the keys
-        (``metrics.deferred_evictions``) are retried by the next eviction at least
-        ``RETRY_AFTER`` seconds later, by ``retry_evictions()`` and by ``close()``.
-        Returns whether everything asked (and retried) was evicted.
+        lost. The batch is logged and counted in ``metrics.failed_evictions``; the other
+        keys of the batch are still freed one by one; each key that fails is counted in
+        ``metrics.evict_failures`` and retried in the background after 0.5, 1, 2, 4, 8
+        and 16 s (``pxexec.evictions``; one that can never succeed from this host is
+        given up, ``metrics.evictions_given_up``), and also by the next eviction at
+        least ``RETRY_AFTER`` seconds later, by ``retry_evictions()`` and by ``close()``
+        (``metrics.deferred_evictions``). Returns whether everything asked (and retried)
+        was evicted.
         """
         keys = list(keys)
         with self._metrics_lock:
@@ -527,35 +542,51 @@ class Store:
         try:
             self.evict_batch(keys)
         except Exception as exc:
-            failed = self._evict_each(keys) if len(keys) > 1 else keys
-            if not failed:
-                return True
-            with self._metrics_lock:
-                self._deferred.update(failed)
-                self._metrics.failed_evictions += 1
-                self._metrics.deferred_evictions = len(self._deferred)
-                self._retry_at = time.monotonic() + RETRY_AFTER
             log.warning("pxexec: could not evict %d object(s) from %r (%s: %s); will retry.",
-                        len(failed), self, type(exc).__name__, exc)
-            return False
-        return True
-
-    def _evict_each(self, keys: list[str]) -> list[str]:
-        """After a failed batch: evict one by one, so one bad key (a route of another
-        host, say) does not hold the others back. Returns the keys that failed."""
-        failed = []
-        for key in keys:
+                        len(keys), self, type(exc).__name__, exc)
+            self._count(failed_evictions=1)
+        else:
+            return True
+        failed: list[str] = []
+        for key in keys:  # find which keys fail: the others are freed now
             try:
-                self.evict(key)
-            except Exception:
+                self.connector.evict(key)
+            except Exception as exc:
                 failed.append(key)
-        return failed
+                if self.failed_evictions.failed(key, exc):
+                    continue  # given up: never retried
+                with self._metrics_lock:
+                    self._deferred.add(key)
+            else:
+                self._count(evictions=1)
+        with self._metrics_lock:
+            self._metrics.deferred_evictions = len(self._deferred)
+            self._retry_at = time.monotonic() + RETRY_AFTER
+        return not failed
+
+    def _evicted_on_retry(self, key: str) -> None:
+        """A background retry freed ``key``: it no longer waits for one."""
+        with self._metrics_lock:
+            self._deferred.discard(key)
+            self._metrics.deferred_evictions = len(self._deferred)
 
     def retry_evictions(self) -> bool:
         """Retry the evictions that failed earlier now; True if none is left."""
         with self._metrics_lock:
             self._retry_at = 0.0
         return self.evict_or_defer(())
+
+    def free(self, keys: Iterable[str]) -> None:
+        """Evict ``keys`` and never raise (``evict_or_defer``): what fails is logged,
+        counted in ``metrics.evict_failures`` and retried in the background
+        (``pxexec.evictions``).
+
+        >>> from pxexec.connectors.local import LocalConnector
+        >>> store = Store("free-demo", LocalConnector())
+        >>> store.free([store.put(b"x")]); store.metrics.evictions
+        1
+        """
+        self.evict_or_defer(keys)
 
     # -- proxies ----------------------------------------------------------------------
 
@@ -646,6 +677,12 @@ def _address(obj: Any) -> int:
     """The data address of a numpy array (0 for anything else)."""
     interface = getattr(obj, "__array_interface__", None)
     return int(interface["data"][0]) if isinstance(interface, dict) else 0
+
+
+def _where_from(connector: Any, key: str) -> str:
+    """What the connector knows of where a missing key lived (node-local stores)."""
+    describe = getattr(connector, "describe_key", None)
+    return str(describe(key)) if callable(describe) else ""
 
 
 def _read_secret(variable: str) -> bytes:

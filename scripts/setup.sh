@@ -15,6 +15,20 @@ if ! command -v redis-server >/dev/null 2>&1; then
   fi
 fi
 
+# The multi-host tests (pxexec.testbed) need ip/tc (iproute2) and unshare/nsenter
+# (util-linux); as root, install what is missing (else those tests skip, saying why).
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+  missing=""
+  command -v ip >/dev/null 2>&1 || missing="$missing iproute2"
+  command -v tc >/dev/null 2>&1 || missing="$missing iproute2"
+  command -v nsenter >/dev/null 2>&1 || missing="$missing util-linux"
+  if [ -n "$missing" ]; then
+    echo "setup: installing$missing for the multi-host test bed"
+    apt-get update -qq && apt-get install -y -qq $missing >/dev/null || \
+      echo "setup: could not install$missing; the multi-host tests will skip" >&2
+  fi
+fi
+
 PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv

@@ -141,3 +141,31 @@ def taskvine_executor(request: Any, real: bool) -> Any:
     patch.setenv("CATALOG_PORT", "9097")
     opts = {"min_workers": 2, "max_workers": 2, "catalog": "127.0.0.1:9097"}
     return executor_from_module(module, port=0, opts=opts)
+
+
+@pytest.fixture(scope="session")
+def testbed() -> Iterator[Any]:
+    """A simulated cluster: hosts n1, n2 and store (network, mount and UTS namespaces on
+    a private subnet; this process is the head at ``bed.head_address``). Everything it
+    started is killed at the end, also when a test fails (and at exit)."""
+    from pxexec.testbed import TestBed, can_build
+
+    reason = can_build()
+    if reason:
+        pytest.skip(f"multi-host tests skipped: {reason}")
+    bed = TestBed(["n1", "n2", "store"]).up()
+    try:
+        yield bed
+    finally:
+        bed.down()
+
+
+@pytest.fixture
+def bed(testbed: Any) -> Iterator[Any]:
+    """The session's test bed, with every process a test started on it killed after
+    the test and every link restored (up, unshaped)."""
+    yield testbed
+    for name in testbed.names:
+        testbed.link(name, True)
+        testbed.shape(name)
+        testbed.kill_host(name)

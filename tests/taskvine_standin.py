@@ -135,6 +135,26 @@ class _Task:
         self._output_loaded = False
         self._retrieved = False
         self._future = VineFuture(self)
+        self.settings: dict[str, Any] = {}  # what TaskVine's Task setters were given
+
+    # TaskVine's Task setters (resources and scheduling), recorded for the tests
+    def set_cores(self, cores: int) -> None:
+        self.settings["cores"] = cores
+
+    def set_memory(self, memory: int) -> None:
+        self.settings["memory"] = memory
+
+    def set_disk(self, disk: int) -> None:
+        self.settings["disk"] = disk
+
+    def set_gpus(self, gpus: int) -> None:
+        self.settings["gpus"] = gpus
+
+    def set_retries(self, retries: int) -> None:
+        self.settings["retries"] = retries
+
+    def set_priority(self, priority: float) -> None:
+        self.settings["priority"] = priority
 
     def _start(self, worker: _Worker) -> None:
         sandbox = tempfile.mkdtemp(prefix="sandbox-", dir=self._dir)
@@ -450,6 +470,11 @@ class FuturesExecutor(cf.Executor):
     @property
     def ran(self) -> int:
         return self.manager._ran
+
+    @property
+    def tasks(self) -> list[_Task]:
+        """The tasks submitted, in order (each with the settings its setters got)."""
+        return self.task_table
 
     def set(self, name: str, value: Any) -> None:
         if self.factory is not None:

@@ -44,7 +44,7 @@ def test_gc_reaps_objects_of_dead_owners_and_lists_them(shm_dir: str, capsys: An
     orphans = _dead_owner(connector, 2)
     unheld = connector.put(serialize(b"nobody holds me"))  # another workflow's, no lease
     past = time.time() - 3600
-    os.utime(os.path.join(connector.path, unheld), (past, past))
+    os.utime(connector.path_of(unheld), (past, past))
     assert main(["gc", f"shm-files://{shm_dir}", "--namespace", "gc"]) == 0
     out = capsys.readouterr().out
     assert "removed 2 object(s)" in out and all(f"object {key}" in out for key in orphans)

@@ -32,6 +32,8 @@ class Engine:
     """
 
     name = "concurrent.futures"
+    #: the submit options this engine takes (``StoreExecutor.options``); none here
+    option_names: frozenset[str] = frozenset()
     native_futures = False
     #: the engine delivers a task's exception with the worker's traceback
     keeps_tracebacks = True
@@ -41,8 +43,26 @@ class Engine:
     def __init__(self, executor: Any) -> None:
         self.executor = executor
 
-    def submit(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def submit(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+               options: dict[str, Any] | None = None) -> Any:
         return self.executor.submit(fn, *args, **kwargs)
+
+    def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """``options`` if this engine takes them all, else an ``EngineOptionError``."""
+        unknown = sorted(set(options) - self.option_names)
+        if unknown:
+            from pxexec.errors import EngineOptionError
+
+            takes = (f"it takes {sorted(self.option_names)}" if self.option_names
+                     else "it takes none")
+            raise EngineOptionError(
+                f"The {self.name} engine has no submit option(s) {unknown}: {takes}. "
+                "Engine options: Dask workers, resources, retries, priority, key, "
+                "allow_other_workers, fifo_timeout; Parsl resources (its "
+                "parsl_resource_specification), priority, walltime; TaskVine cores, memory, "
+                "disk, gpus, retries, priority. Nothing was submitted."
+            )
+        return dict(options)
 
     def is_future(self, obj: Any) -> bool:
         return isinstance(obj, cf.Future)

@@ -194,6 +194,8 @@ class DaskEngine(Engine):
     """
 
     name = "dask"
+    option_names = frozenset({"workers", "resources", "retries", "priority", "key",
+                              "allow_other_workers", "fifo_timeout"})
     native_futures = True
     #: closing the client ends its tasks: their callbacks never come
     close_cancels_tasks = True
@@ -215,11 +217,13 @@ class DaskEngine(Engine):
                     self._watcher = _Watcher(self.executor)
         self._watcher.add(future, callback, wanted)
 
-    def submit(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def submit(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+               options: dict[str, Any] | None = None) -> Any:
+        options = options or {}
         if _RESERVED.isdisjoint(kwargs):
-            future = self.executor.submit(fn, *args, pure=False, **kwargs)
-        else:
-            future = self.executor.submit(_call, fn, args, kwargs, pure=False)
+            future = self.executor.submit(fn, *args, pure=False, **options, **kwargs)
+        else:  # the function's own keywords named like Dask's options reach the function
+            future = self.executor.submit(_call, fn, args, kwargs, pure=False, **options)
         self._releaser.release()  # futures dropped meanwhile: in the same batch
         return future
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from pxexec.adapters.base import Engine
@@ -69,9 +70,66 @@ class ParslEngine(Engine):
 
     name = "parsl"
     native_futures = True
+    option_names = frozenset({"resources", "priority", "walltime"})
+
+    def submit(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+               options: dict[str, Any] | None = None) -> Any:
+        if not options:
+            return self.executor.submit(fn, *args, **kwargs)
+        # Parsl takes these as keywords of the app call (which it also hands to the
+        # function): the task wrapper drops them again before the function runs.
+        spec = dict(options.get("resources") or {})
+        if "priority" in options:
+            spec["priority"] = options["priority"]
+        extra: dict[str, Any] = {}
+        if spec:
+            extra["parsl_resource_specification"] = spec
+        if options.get("walltime") is not None:
+            extra["walltime"] = options["walltime"]
+        clash = sorted(set(extra) & set(kwargs))
+        if clash:
+            from pxexec.errors import EngineOptionError
+
+            raise EngineOptionError(
+                f"The function's own keyword(s) {clash} are Parsl's names for engine "
+                "options; rename them, or give the option only through ex.options()."
+            )
+        return self.executor.submit(_without(fn, tuple(sorted(extra))), *args,
+                                    **kwargs, **extra)
 
     def cancel(self, future: Any) -> bool:
         return False  # Parsl cannot cancel a submitted task
 
     def shutdown(self, wait: bool, cancel_futures: bool) -> None:
         self.executor.shutdown(wait=wait)
+
+
+class _Without:
+    """Calls ``fn`` without the keywords Parsl passes for itself (hashable, so that
+    Parsl's app cache keeps one app per function and option set)."""
+
+    def __init__(self, fn: Callable[..., Any], names: tuple[str, ...]) -> None:
+        self.fn = fn
+        self.names = names
+        self.__name__ = getattr(fn, "__name__", "task")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        for name in self.names:
+            kwargs.pop(name, None)
+        return self.fn(*args, **kwargs)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Without) and (other.fn, other.names) == (self.fn, self.names)
+
+    def __hash__(self) -> int:
+        return hash((self.fn, self.names))
+
+
+_WITHOUT: dict[tuple[Any, tuple[str, ...]], _Without] = {}
+
+
+def _without(fn: Callable[..., Any], names: tuple[str, ...]) -> _Without:
+    try:
+        return _WITHOUT.setdefault((fn, names), _Without(fn, names))
+    except TypeError:  # unhashable callable
+        return _Without(fn, names)

@@ -206,7 +206,10 @@ class TaskVineEngine(Engine):
 
     # -- submission -------------------------------------------------------------------
 
-    def submit(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    option_names = frozenset({"cores", "memory", "disk", "gpus", "retries", "priority"})
+
+    def submit(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+               options: dict[str, Any] | None = None) -> Any:
         if self._closed:
             raise RuntimeError(
                 "cannot schedule new futures after shutdown: this TaskVine executor was shut "
@@ -234,7 +237,15 @@ class TaskVineEngine(Engine):
                 task = VineTask(None, upstream)  # never sent: it could only fail
                 self._settle(task, None, None)
                 return task
-            vine_future = self.executor.submit(_VineCall(fn, tuple(deps)), *sent, **kwargs)
+            call = _VineCall(fn, tuple(deps))
+            if options:
+                # TaskVine's options are setters of a prebuilt task: task.set_cores(2), ...
+                prebuilt = self.executor.future_task(call, *sent, **kwargs)
+                for name, value in options.items():
+                    getattr(prebuilt, f"set_{name}")(value)
+                vine_future = self.executor.submit(prebuilt)
+            else:
+                vine_future = self.executor.submit(call, *sent, **kwargs)
             task = VineTask(vine_future, upstream)
             for u in upstream:
                 u.downstream.add(task)

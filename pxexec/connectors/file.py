@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import logging
 import mmap
 import os
 import queue
 import re
-import stat
 import sys
 import threading
 from collections.abc import Sequence
 from typing import Any
 
 from pxexec.connectors.base import BaseConnector, Buffer, ConnectorConfig, check_options, new_token
+from pxexec.connectors.node_local import NodeTransfer
+from pxexec.connectors.nodeid import this_node
 from pxexec.connectors.owners import LEASES, OWNER, ReapReport, process_owner, reap_store
 from pxexec.connectors.private_dir import check_trusted_parent, ensure_private_directory
-from pxexec.errors import ConfigError, StoreIOError
+from pxexec.errors import ConfigError, ObjectOnOtherHostError, StoreIOError
 from pxexec.forking import on_fork_child, renew_locks_after_fork
+
+log = logging.getLogger("pxexec")
 
 _KEY = re.compile(r"[0-9a-f]{32}")
 _IOV_BATCH = 512
@@ -87,7 +91,7 @@ def _libc() -> Any:
     return _LIBC[0]
 
 
-class FileConnector(BaseConnector):
+class FileConnector(NodeTransfer, BaseConnector):
     """Stores each object as a file under ``directory/namespace``.
 
     Writes go to a hidden temporary file that is renamed into place, so a reader sees
@@ -98,6 +102,11 @@ class FileConnector(BaseConnector):
     recorded under it (``track_owners``), so that when the process dies they are
     reaped by the next pxexec process on the host (or, with ``lease``, by any host
     once its heartbeat stops). Objects nobody holds are never reaped.
+
+    With ``node_local=True`` (the default of the shm-files store) keys name the host
+    that holds the object (``token@hostname~boot``): a read on another host raises
+    ``ObjectOnOtherHostError`` naming it, and ``transfer=True`` copies the object
+    from that host's node server instead (see ``pxexec.connectors.node_transfer``).
 
     >>> import tempfile
     >>> connector = FileConnector(tempfile.mkdtemp(), namespace="demo")
@@ -114,10 +123,50 @@ class FileConnector(BaseConnector):
     #: gone at once); only where holding an unlinked file open is free (tmpfs)
     free_in_background = False
 
+    #: objects live on one node (keys name it); shm is, a shared file system is not
+    node_local_default = False
+    #: transfer: receive into huge-page memory and write the node's copy after, rather
+    #: than recv_into a new file (whose pages fault in one by one)
+    receive_in_place = False
+
     def __init__(
         self, directory: str, *, namespace: str = "pxexec", fsync: bool = False,
         lease: float | None = None, track_owners: bool = True, create: bool = True,
+        node_local: bool | None = None, transfer: bool = False,
+        bind: str | None = None, secret_env: str | None = None,
+        transfer_timeout: float = 5.0, replica_lease: float = 30.0, idle: float = 60.0,
+        node: str | None = None,
     ) -> None:
+        node_local = self.node_local_default if node_local is None else bool(node_local)
+        if transfer and not node_local:
+            raise ConfigError(
+                "transfer=True copies objects between the node-local stores of different "
+                "hosts; it needs node_local=True (a directory private to each host, such as "
+                "/dev/shm or a local disk). A shared file system needs no transfer."
+            )
+        for name, value in (("transfer_timeout", transfer_timeout),
+                            ("replica_lease", replica_lease), ("idle", idle)):
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not value > 0):
+                raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}.")
+        if transfer and secret_env is not None and not os.environ.get(secret_env):
+            raise ConfigError(
+                f"The transfer secret variable {secret_env!r} is not set in this process; set "
+                "it to the same value on every host (or leave secret_env out)."
+            )
+        self.node_local = node_local
+        self.transfer = bool(transfer)
+        self.bind = bind
+        self.secret_env = secret_env
+        self.transfer_timeout = float(transfer_timeout)
+        self.replica_lease = float(replica_lease)
+        self.idle = float(idle)
+        #: the node whose process made this store's config (hostname~boot)
+        self.node = node or (this_node().tag if node_local else None)
+        #: set in the node server itself (it never starts another one)
+        self.serving = False
+        self._client: Any = None
+        self._server: tuple[float, str] | None = None
         if not directory:
             raise ConfigError("The file connector needs a directory, e.g. 'file:///scratch/px'.")
         if not os.path.isabs(os.path.expanduser(directory)):
@@ -179,26 +228,75 @@ class FileConnector(BaseConnector):
         ensure_private_directory(self.path, create=create, parents=parents)
 
     def _file(self, key: str) -> str:
-        if not _KEY.fullmatch(key):
+        token = key.partition("@")[0]
+        if not _KEY.fullmatch(token):
             raise KeyError(f"{key!r} is not a key of a {self.type_name} connector.")
-        return os.path.join(self.path, key)
+        return os.path.join(self.path, token)
+
+    def path_of(self, key: str) -> str:
+        """The file that holds ``key``'s object on this node (or would hold its copy).
+
+        >>> import tempfile
+        >>> connector = FileConnector(tempfile.mkdtemp(), node_local=True)
+        >>> key = connector.put([b"x"])
+        >>> os.path.exists(connector.path_of(key)), key.count("@")
+        (True, 1)
+        """
+        return self._file(key)
+
+    def _where(self, key: str) -> tuple[str, str | None, str | None]:
+        """(token, holder node tag or None if it is this node, its server address)."""
+        token, _, rest = key.partition("@")
+        if not rest:
+            return token, None, None
+        holder, _, address = rest.partition("@")
+        if holder == this_node().tag:
+            return token, None, None
+        return token, holder, address or None
+
+    def describe_key(self, key: str) -> str:
+        """Where ``key``'s object lives, for error messages ("" if nothing to add)."""
+        _, holder, _ = self._where(key)
+        if holder is None:
+            return ""
+        return (f"It was stored in the node-local {self.type_name} store of host "
+                f"{holder.rpartition('~')[0]!r}, which no longer has it.")
+
+    def _elsewhere(self, key: str, holder: str, action: str) -> ObjectOnOtherHostError:
+        return ObjectOnOtherHostError(key, holder, this_node().tag, self.type_name, action)
+
+    def _local_token(self, key: str, action: str) -> str:
+        """The token of ``key`` if its object lives on this node, else raise."""
+        token, holder, _ = self._where(key)
+        if holder is not None:
+            raise self._elsewhere(key, holder, action)
+        return token
 
     def put(self, frames: Sequence[Buffer]) -> str:
-        key = new_token()
-        self._write(key, frames)
-        return key
+        token = new_token()
+        self._write(token, frames)
+        return self._key_for(token)
+
+    def _key_for(self, token: str) -> str:
+        if not self.node_local:
+            return token
+        if self.transfer:
+            return f"{token}@{this_node().tag}@{self.server_address()}"
+        return f"{token}@{this_node().tag}"
 
     def new_key(self, nbytes: int) -> str:  # type: ignore[override]
-        return new_token()
+        return self._key_for(new_token())
 
     def put_at(self, key: str, frames: Sequence[Buffer]) -> None:  # type: ignore[override]
-        self._file(key)  # a key of ours
-        self._write(key, frames)
+        token = self._local_token(key, "write")
+        self._file(token)  # a key of ours
+        self._write(token, frames)
 
     def replace(self, key: str, frames: Sequence[Buffer]) -> None:
-        if not self.exists(key):
+        token = self._local_token(key, "replace")
+        if not self.has_local(token):
             raise KeyError(key)
-        self._write(key, frames)
+        self._write(token, frames)
 
     def _write(self, key: str, frames: Sequence[Buffer]) -> None:
         final = os.path.join(self.path, key)
@@ -227,6 +325,40 @@ class FileConnector(BaseConnector):
             ) from exc
 
     def get(self, key: str) -> Buffer | None:
+        token, holder, address = self._where(key)
+        if holder is not None:
+            if not self.transfer or address is None:
+                raise self._elsewhere(key, holder, "read")
+            local = self._read(token)
+            if local is not None:
+                return local  # this node's copy
+            from pxexec.connectors.node_transfer import replicas
+
+            early = replicas.fresh(self, token)  # this process is writing that copy
+            if early is not None:
+                return early
+            fetched = self._pull(token, holder, address)
+            if fetched is not None:
+                return fetched[0] if fetched else None
+        return self._read(token)
+
+    def get_batch(self, keys: Sequence[str]) -> list[Buffer | None]:
+        """Like ``get`` for each key; objects of other nodes that this node lacks are
+        pulled with one pipelined connection per node (many small objects in a row)."""
+        missing: dict[tuple[str, str], list[str]] = {}
+        for key in keys:
+            token, holder, address = self._where(key)
+            if holder is not None and self.transfer and address is not None and not (
+                    self.has_local(token)):
+                missing.setdefault((holder, address), []).append(token)
+        if missing:
+            from pxexec.connectors.node_transfer import replicas
+
+            for (holder, address), tokens in missing.items():
+                replicas.pull_many(self, tokens, holder, address)
+        return [self.get(key) for key in keys]
+
+    def _read(self, key: str) -> Buffer | None:
         try:
             fd = os.open(self._file(key), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except KeyError:
@@ -248,18 +380,33 @@ class FileConnector(BaseConnector):
             os.close(fd)  # the mapping needs no descriptor
 
     def exists(self, key: str) -> bool:
-        try:
-            return stat.S_ISREG(os.lstat(self._file(key)).st_mode)
-        except (KeyError, FileNotFoundError):
-            return False
+        token, holder, address = self._where(key)
+        if holder is not None:
+            if not self.transfer or address is None:
+                raise self._elsewhere(key, holder, "check")
+            if self.has_local(token):
+                return True
+            return bool(self.transfer_client().has(holder, address, [token])[0])
+        return self.has_local(token)
 
     def evict(self, key: str) -> None:
+        token, holder, address = self._where(key)
+        if holder is None:
+            self.free_here(token)
+            return
+        if not self.transfer or address is None:
+            raise self._elsewhere(key, holder, "free")
+        self.drop_copy(token)
+        self.transfer_client().evict(holder, address, token, self.known_address())
+
+    def _evict_local(self, key: str) -> None:
         try:
             path = self._file(key)
         except KeyError:
             return
+        token = os.path.basename(path)
         for held in list(self._held.values()):
-            held.discard(key)
+            held.discard(token)
         if self.free_in_background:
             _unlink_later(path)
         else:
@@ -285,7 +432,10 @@ class FileConnector(BaseConnector):
     def adopt(self, owner: str, keys: Sequence[str]) -> None:
         if not self.tracks_owners:
             return
-        keys = [k for k in keys if _KEY.fullmatch(k)]
+        # records list tokens of this node's objects; objects of other nodes are held
+        # there (renew asks their node server to record this owner, see below)
+        keys = [t for t, holder, _ in map(self._where, keys)
+                if holder is None and _KEY.fullmatch(t)]
         if not keys:
             return
         with self._records_lock:
@@ -310,10 +460,43 @@ class FileConnector(BaseConnector):
         entry[0], entry[1] = _open_record(record, append=True), len(held)
 
     def renew(self, owner: str, keys: Sequence[str], seconds: float) -> None:
-        if self.lease is not None:
-            with self._records_lock:
-                self._record(owner)
-            os.utime(os.path.join(self.leases, owner), follow_symlinks=False)
+        if self.lease is None:
+            return
+        with self._records_lock:
+            self._record(owner)
+        os.utime(os.path.join(self.leases, owner), follow_symlinks=False)
+        if not self.transfer:
+            return
+        # objects of other nodes held by ``owner``: their node server records the owner
+        # there and renews its heartbeat, so that node's reaper spares them while the
+        # owner lives and reaps them once it stops (one round trip per node)
+        remote: dict[tuple[str, str], list[str]] = {}
+        for key in keys:
+            token, holder, address = self._where(key)
+            if holder is not None and address is not None:
+                remote.setdefault((holder, address), []).append(token)
+        failed = []
+        for (holder, address), tokens in remote.items():
+            try:
+                self.transfer_client().touch(holder, address, tokens, owner)
+            except ConnectionError as exc:
+                failed.append(str(exc))
+        if failed:
+            raise StoreIOError("Could not renew leases on other nodes: " + "; ".join(failed))
+
+    def hold_for(self, owner: str, tokens: Sequence[str]) -> list[bool]:
+        """(The node server's side of ``renew``.) Record ``owner``, a process on another
+        host, as holding ``tokens`` here and renew its heartbeat; whether each exists."""
+        found = [self.has_local(t) for t in tokens]
+        if self.lease is None or not OWNER.fullmatch(owner):
+            return found
+        with self._records_lock:
+            self._record(owner)
+            new = [t for t, ok in zip(tokens, found) if ok and t not in self._held[owner]]
+        if new:
+            self.adopt(owner, new)
+        os.utime(os.path.join(self.leases, owner), follow_symlinks=False)
+        return found
 
     def reap(self) -> int:
         """Delete the objects held by owners that are gone; return how many.
@@ -326,14 +509,31 @@ class FileConnector(BaseConnector):
 
     def reap_report(self) -> ReapReport:
         """Reap (see ``reap``) and say which objects, temporary files and owners went."""
-        return reap_store(self.path, self.lease)
+        report = reap_store(self.path, self.lease)
+        if self.node_local:  # keys as this store hands them out (naming this node)
+            suffix = self._suffix()
+            report.objects = [t + suffix for t in report.objects]
+        return report
+
+    def _suffix(self) -> str:
+        """What follows a token in the keys of this node's objects."""
+        suffix = f"@{this_node().tag}"
+        if self.transfer and not self.serving:
+            address = self.known_address()
+            suffix += f"@{address}" if address else ""
+        return suffix
 
     def keys(self) -> list[str]:
         """Keys of the objects currently stored in this namespace."""
         try:
-            return [n for n in os.listdir(self.path) if _KEY.fullmatch(n) and self.exists(n)]
+            tokens = [n for n in os.listdir(self.path)
+                      if _KEY.fullmatch(n) and self.has_local(n)]
         except FileNotFoundError:
             return []
+        if not self.node_local:
+            return tokens
+        suffix = self._suffix()
+        return [t + suffix for t in tokens]
 
     def __repr__(self) -> str:
         lease = f", lease={self.lease:g}" if self.lease is not None else ""
@@ -347,14 +547,26 @@ class FileConnector(BaseConnector):
             "fsync": self.fsync,
             "lease": self.lease,
             "track_owners": self.track_owners,
+            "node_local": self.node_local,
+            "transfer": self.transfer,
+            "bind": self.bind,
+            "secret_env": self.secret_env,
+            "transfer_timeout": self.transfer_timeout,
+            "replica_lease": self.replica_lease,
+            "idle": self.idle,
+            "node": self.node,
         }
 
     @classmethod
     def from_config(cls, config: ConnectorConfig) -> FileConnector:
-        options: dict[str, Any] = check_options(
-            cls.type_name, config, {"directory", "namespace", "fsync", "lease", "track_owners"}
-        )
+        options: dict[str, Any] = check_options(cls.type_name, config, OPTIONS)
         return cls(**options)
+
+
+OPTIONS = {
+    "directory", "namespace", "fsync", "lease", "track_owners", "create", "node_local",
+    "transfer", "bind", "secret_env", "transfer_timeout", "replica_lease", "idle", "node",
+}
 
 
 def _unlink(path: str) -> int:

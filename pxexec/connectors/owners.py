@@ -27,8 +27,9 @@ __all__ = ["ReapReport", "owner_alive", "process_owner", "read_record", "reap_st
 
 KEY = re.compile(r"[0-9a-f]{32}")
 OWNER = re.compile(r"([A-Za-z0-9._]+)-([0-9]+)-([0-9]+)-([0-9a-f]{8})")
-#: a writer's temporary file: ".<key>.<owner>.tmp"
-TEMP = re.compile(r"\.([0-9a-f]{32})\.([A-Za-z0-9._]+-[0-9]+-[0-9]+-[0-9a-f]{8})\.tmp")
+#: a writer's temporary file: ".<key>.<owner>.tmp" (a receiver's: ".<key>.<owner>.<thread>.tmp")
+TEMP = re.compile(
+    r"\.([0-9a-f]{32})\.([A-Za-z0-9._]+-[0-9]+-[0-9]+-[0-9a-f]{8})(?:\.[0-9]+)?\.tmp")
 LEASES = ".leases"
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 

@@ -9,8 +9,8 @@ over ``max_part`` bytes (Redis refuses strings over 512 MB) are split into parts
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from pxexec.connectors.base import BaseConnector, Buffer, ConnectorConfig, check_options, new_token
+from pxexec.connectors.nodeid import this_node
 from pxexec.errors import ConfigError, MissingDependencyError, StoreConnectionError, StoreIOError
 from pxexec.forking import on_fork_child
 from pxexec.serialize import alloc
@@ -29,6 +30,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise MissingDependencyError("redis", "redis", "The Redis connector") from exc
 
+log = logging.getLogger("pxexec")
 MAX_PART = 500 * 1024 * 1024  # under Redis' 512 MB proto-max-bulk-len default
 T = TypeVar("T")
 _RAW_MIN = 64 * 1024  # below this, plain redis-py commands are as fast
@@ -53,8 +55,16 @@ class RedisConnector(BaseConnector):
     ``url`` is a redis-py URL: ``redis://[user:password@]host:port/db``, ``rediss://``
     for TLS, or ``unix:///path/redis.sock``. ``password_env`` names an environment
     variable holding the password, so that configs and proxies never carry it.
-    ``ttl`` (seconds) makes every object expire on its own. ``retries`` retries
-    transient connection errors with exponential backoff.
+    ``ttl`` (seconds) makes every object expire on its own.
+
+    Waits are bounded by default: ``connect_timeout`` (2 s) to connect, ``timeout``
+    (5 s) for any one socket operation; a pooled connection idle for
+    ``health_check_interval`` seconds is checked (PING) before use. Every command is
+    idempotent (SET of a new random key, GET, DELETE, PEXPIRE), and a connection error
+    is retried ``retries`` times (default 1: a stale pooled connection after a server
+    restart or a network cut gets one fresh attempt) by redis-py's ``Retry`` with
+    exponential backoff; the raw streaming SET/GET use the same policy. Errors name
+    this host and the server address tried.
 
     >>> import os
     >>> url = os.environ.get("PXEXEC_DOCTEST_REDIS", "redis://localhost:6379/0")
@@ -73,11 +83,12 @@ class RedisConnector(BaseConnector):
         *,
         prefix: str = "pxexec",
         ttl: float | None = None,
-        connect_timeout: float = 5.0,
-        timeout: float = 60.0,
-        retries: int = 0,
+        connect_timeout: float = 2.0,
+        timeout: float = 5.0,
+        retries: int = 1,
         password_env: str | None = None,
         max_part: int = MAX_PART,
+        health_check_interval: float = 5.0,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss", "unix"):
@@ -106,6 +117,18 @@ class RedisConnector(BaseConnector):
             raise ConfigError(f"Redis key prefix {prefix!r} must be non-empty without ':'.")
         if max_part < 1024:
             raise ConfigError("max_part must be at least 1024 bytes.")
+        for name, value in (("connect_timeout", connect_timeout), ("timeout", timeout)):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(
+                    f"Redis {name} must be a positive number of seconds, got {value!r}: an "
+                    "unbounded wait would hang tasks when the server or network stalls."
+                )
+        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+            raise ConfigError(f"Redis retries must be a whole number >= 0, got {retries!r}.")
+        if not isinstance(health_check_interval, (int, float)) or health_check_interval < 0:
+            raise ConfigError("health_check_interval must be a number of seconds >= 0 "
+                              f"(0: never), got {health_check_interval!r}.")
+        self.health_check_interval = health_check_interval
         self.url = url
         self.prefix = prefix
         self.ttl = ttl
@@ -138,7 +161,8 @@ class RedisConnector(BaseConnector):
             options: dict[str, Any] = {
                 "socket_connect_timeout": self.connect_timeout,
                 "socket_timeout": self.timeout,
-                "retry": Retry(ExponentialBackoff(cap=2.0, base=0.05), self.retries),
+                "retry": self._retry(),
+                "health_check_interval": self.health_check_interval,
                 "protocol": 2,
             }
             if self.password_env:
@@ -179,6 +203,13 @@ class RedisConnector(BaseConnector):
                     f"(maxmemory-policy {self.eviction_policy}), which may have removed it.")
         return ""
 
+    def _retry(self) -> Any:
+        """The one retry policy of this connector (redis-py's ``Retry``)."""
+        # Connection errors only: a stale pooled connection (reset, broken pipe, closed)
+        # gets a fresh attempt; a timeout is not retried, so waits stay bounded by it.
+        return Retry(ExponentialBackoff(cap=2.0, base=0.05), self.retries,
+                     supported_errors=(redis.ConnectionError,))
+
     @contextlib.contextmanager
     def _errors(self, action: str) -> Iterator[None]:
         try:
@@ -190,10 +221,13 @@ class RedisConnector(BaseConnector):
                 "or send large objects to another store."
             ) from exc
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            host = this_node().hostname
             raise StoreConnectionError(
-                f"Redis at {self.address} could not {action}: {exc}. Check that the "
-                "server is running and reachable from this host, and that the URL, "
-                "password and TLS settings are right."
+                f"Redis at {self.address} could not {action} from host {host!r}: {exc}. "
+                f"Check that the server is running and reachable from {host!r}, and that "
+                "the URL, password and TLS settings are right (waits are bounded by "
+                f"connect_timeout={self.connect_timeout:g} s and timeout={self.timeout:g} s, "
+                f"with {self.retries} retry(ies))."
             ) from exc
 
     def _ex(self) -> list[bytes]:
@@ -253,6 +287,8 @@ class RedisConnector(BaseConnector):
             # The server may still apply a write we gave up on (a stalled server that
             # resumes): delete it once the server answers again, so nothing is orphaned.
             self._doubtful.extend(parts)
+            log.warning("pxexec: a write of %s to Redis at %s failed; it is deleted as soon "
+                        "as the server answers this process again", key, self.address)
             raise
 
     def _delete_doubtful(self) -> None:
@@ -279,21 +315,19 @@ class RedisConnector(BaseConnector):
         self._retrying(send)
 
     def _retrying(self, operation: Callable[[], T]) -> T:
-        """Run an idempotent raw operation, retrying connection errors with backoff.
+        """Run an idempotent raw operation under the client's retry policy (the raw
+        SET and GET that stream frames go around redis-py's commands)."""
 
-        redis-py retries its own commands (the client's ``retry``); the raw SET and GET
-        that stream frames go around it, so they retry here: ``retries`` times, waiting
-        0.1 s, 0.2 s, 0.4 s ... (at most 2 s) between attempts.
-        """
-        attempt = 0
-        while True:
+        def attempt() -> T:
             try:
                 return operation()
-            except (redis.ConnectionError, redis.TimeoutError, OSError):
-                if attempt >= self.retries:
-                    raise
-                attempt += 1
-                time.sleep(min(2.0, 0.05 * 2**attempt))
+            except TimeoutError as exc:  # a raw socket's: not retried
+                raise redis.TimeoutError(f"Timeout reading from the server: {exc}") from exc
+            except OSError as exc:  # reset, broken pipe: a fresh connection may work
+                raise redis.ConnectionError(f"Connection error: {exc}") from exc
+
+        result: T = self.client.get_retry().call_with_retry(attempt, lambda _exc: None)
+        return result
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[Any]:
@@ -430,13 +464,14 @@ class RedisConnector(BaseConnector):
             "retries": self.retries,
             "password_env": self.password_env,
             "max_part": self.max_part,
+            "health_check_interval": self.health_check_interval,
         }
 
     @classmethod
     def from_config(cls, config: ConnectorConfig) -> RedisConnector:
         allowed = {
             "url", "prefix", "ttl", "connect_timeout", "timeout", "retries", "password_env",
-            "max_part",
+            "max_part", "health_check_interval",
         }
         options: dict[str, Any] = check_options(cls.type_name, config, allowed)
         return cls(**options)

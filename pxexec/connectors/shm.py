@@ -1,7 +1,9 @@
 """Node-local shared memory, one file per object on /dev/shm (``shm-files``).
 
 ``shm`` names the node store (``pxexec.connectors.node.ShmConnector``), which is
-faster; this store stays for what needs one file per object.
+faster on one node; this store stays for what needs one file per object, and it is
+the store with direct node-to-node transfer (``SharedMemoryConnector(transfer=True)``,
+see docs/multi-node.md): its keys name the host that holds each object.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import os
 from typing import Any
 
 from pxexec.connectors.base import ConnectorConfig, check_options
-from pxexec.connectors.file import FileConnector
+from pxexec.connectors.file import OPTIONS, FileConnector
 
 __all__ = ["SharedMemoryConnector", "default_shm_directory"]
 
@@ -43,14 +45,16 @@ class SharedMemoryConnector(FileConnector):
 
     type_name = "shm-files"
     free_in_background = True
+    node_local_default = True
 
     def __init__(
         self, directory: str | None = None, *, namespace: str = "default", fsync: bool = False,
         lease: float | None = None, track_owners: bool = True, create: bool = True,
+        **node: Any,
     ) -> None:
         super().__init__(
             directory or default_shm_directory(), namespace=namespace, fsync=False, lease=lease,
-            track_owners=track_owners, create=create,
+            track_owners=track_owners, create=create, **node,
         )
 
     def _own_parents(self) -> list[str]:
@@ -60,7 +64,5 @@ class SharedMemoryConnector(FileConnector):
 
     @classmethod
     def from_config(cls, config: ConnectorConfig) -> SharedMemoryConnector:
-        options: dict[str, Any] = check_options(
-            cls.type_name, config, {"directory", "namespace", "fsync", "lease", "track_owners"}
-        )
+        options: dict[str, Any] = check_options(cls.type_name, config, OPTIONS)
         return cls(**options)

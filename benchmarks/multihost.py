@@ -1,0 +1,278 @@
+"""Across hosts on the simulated cluster (pxexec.testbed): plain Dask vs pxexec.
+
+Hosts: the head (this process: client and Dask scheduler), n1 and n2 (one Dask worker
+process each), store (redis-server). Arms, interleaved, first arm rotating:
+
+- ``dask``: plain Dask (the array is a task argument; the result is gathered);
+- ``pxexec-node``: StoreExecutor on node-local shared memory with direct transfer;
+- ``pxexec-redis``: StoreExecutor on Redis on the store host.
+
+Workloads: 100 MB round trip (worker on n1), fan-out (one 100 MB object, 4 tasks on 2
+hosts; plain Dask scatters it once), pipeline (make 100 MB on n1 -> 4 consumers on 2
+hosts -> reduce), each unshaped and at 10 Gbit/s; bytes per link end from the veth
+counters. Faults: the producer host's processes killed, the link down and up (time to
+a clear error, then whether the next tasks succeed). Finally, objects left per host.
+
+Run as root, under the bench lock:
+    flock /tmp/pxexec-bench.lock .venv/bin/python benchmarks/multihost.py --reps 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from pxexec import Store, StoreExecutor
+from pxexec.connectors.node_transfer.server import stop_server
+from pxexec.connectors.redis import RedisConnector
+from pxexec.connectors.shm import SharedMemoryConnector
+from pxexec.ownership import borrow
+from pxexec.policies import SizeAtLeast
+from pxexec.testbed import TestBed, can_build
+
+MB = 1 << 20
+HOSTS = ("n1", "n2")
+
+
+def double(x: Any) -> Any:
+    return x * 2
+
+
+def total(x: Any) -> float:
+    return float(np.asarray(x).sum())
+
+
+def make(nbytes: int, seed: int) -> Any:
+    return np.full(nbytes // 8, float(seed))
+
+
+def add_all(*values: float) -> float:
+    return float(sum(values))
+
+
+class Arms:
+    def __init__(self, client: Any, workers: dict[str, str], node: Store, redis: Store) -> None:
+        self.client = client
+        self.workers = workers
+        self.node = StoreExecutor(client, node, SizeAtLeast(MB), close_engine=False)
+        self.redis = StoreExecutor(client, redis, SizeAtLeast(MB), close_engine=False)
+
+    def executor(self, arm: str) -> StoreExecutor:
+        return self.node if arm == "pxexec-node" else self.redis
+
+    def at(self, arm: str, host: str) -> Any:
+        return self.executor(arm).options(workers=[self.workers[host]])
+
+    def roundtrip(self, arm: str, data: Any) -> None:
+        if arm == "dask":
+            out = self.client.submit(double, data, workers=[self.workers["n1"]],
+                                     pure=False).result()
+        else:
+            out = np.asarray(self.at(arm, "n1").submit(double, data).result())
+        assert out.shape == data.shape and out[-1] == data[-1] * 2
+
+    def fanout(self, arm: str, data: Any) -> None:
+        want = float(data.sum())
+        targets = ["n1", "n2", "n1", "n2"]
+        if arm == "dask":
+            shared = self.client.scatter(data, workers=[self.workers["n1"]])
+            futures = [self.client.submit(total, shared, workers=[self.workers[h]],
+                                          pure=False) for h in targets]
+            got = [f.result() for f in futures]
+            del shared, futures
+        else:
+            store = self.executor(arm).store
+            with store.owned_proxy(data) as owner:
+                futures = [self.at(arm, h).submit(total, borrow(owner)) for h in targets]
+                got = [f.result() for f in futures]
+                del futures
+        assert np.allclose(got, want), (arm, got, want)
+
+    def pipeline(self, arm: str, nbytes: int, seed: int) -> None:
+        targets = ["n1", "n2", "n1", "n2"]
+        if arm == "dask":
+            c, w = self.client, self.workers
+            made = c.submit(make, nbytes, seed, workers=[w["n1"]], pure=False)
+            parts = [c.submit(total, made, workers=[w[h]], pure=False) for h in targets]
+            result = c.submit(add_all, *parts, workers=[w["n1"]], pure=False).result()
+            del made, parts
+        else:
+            made = self.at(arm, "n1").submit(make, nbytes, seed)
+            parts = [self.at(arm, h).submit(total, made) for h in targets]
+            result = self.at(arm, "n1").submit(add_all, *parts).result()
+            del made, parts
+        assert result == 4 * seed * (nbytes // 8), (arm, result)
+
+    def settle(self) -> None:
+        self.node.flush()
+        self.redis.flush()
+
+
+def timed(fn: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def link_totals(bed: TestBed) -> dict[str, tuple[int, int]]:
+    return {h: bed.link_bytes(h) for h in (*HOSTS, "store")}
+
+
+def measure(bed: TestBed, arms: Arms, names: list[str], reps: int, nbytes: int,
+            label: str) -> list[str]:
+    rows = []
+    data = np.random.default_rng(1).random(nbytes // 8)
+    work: dict[str, Callable[[str, int], None]] = {
+        "roundtrip": lambda arm, rep: arms.roundtrip(arm, data),
+        "fan-out": lambda arm, rep: arms.fanout(arm, data),
+        "pipeline": lambda arm, rep: arms.pipeline(arm, nbytes, rep + 2),
+    }
+    for workload, run in work.items():
+        times: dict[str, list[float]] = {a: [] for a in names}
+        moved: dict[str, dict[str, list[float]]] = {a: {} for a in names}
+        for rep in range(-1, reps):  # one warm-up
+            order = names[rep % len(names):] + names[:rep % len(names)]
+            for arm in order:
+                time.sleep(0.1)
+                before = link_totals(bed)
+                elapsed = timed(lambda arm=arm, run=run, rep=rep: run(arm, rep))
+                after = link_totals(bed)
+                arms.settle()
+                if rep < 0:
+                    continue
+                times[arm].append(elapsed)
+                for host in after:
+                    rx = (after[host][0] - before[host][0]) / nbytes
+                    tx = (after[host][1] - before[host][1]) / nbytes
+                    moved[arm].setdefault(host, []).append(rx)
+                    moved[arm].setdefault(host + " out", []).append(tx)
+        base = statistics.median(times["dask"])
+        for arm in names:
+            med = statistics.median(times[arm])
+            links = ", ".join(f"{h} {statistics.median(v):.2f}" for h, v in moved[arm].items()
+                              if statistics.median(v) >= 0.05)
+            rows.append(f"{label:9} {workload:9} {arm:13} {med * 1000:8.1f} ms "
+                        f"{base / med:6.2f}x  link ends (x object): {links or '-'}")
+    return rows
+
+
+def faults(bed: TestBed, arms: Arms, scheduler: str, nbytes: int, env: dict[str, str]) -> list[str]:
+    from pxexec.errors import NodeUnreachableError
+
+    rows = []
+    for fault in ("producer host killed", "link down, then up"):
+        ex = arms.node
+        result = ex.options(workers=[arms.workers["n1"]]).submit(make, nbytes, 7).result()
+        if fault.startswith("producer"):
+            bed.kill_host("n1")
+        else:
+            bed.link("n1", False)
+        start = time.perf_counter()
+        try:
+            np.asarray(result).sum()
+            outcome = "no error (object was readable)"
+        except NodeUnreachableError as exc:
+            outcome = f"{type(exc).__name__} naming {exc.host!r}"
+        elapsed = time.perf_counter() - start
+        del result
+        if fault.startswith("producer"):
+            bed.start_dask_worker("n1", scheduler, env=env)
+            arms.client.wait_for_workers(2, timeout=60)
+            arms.workers.update(_workers(arms.client))
+        else:
+            bed.link("n1", True)
+        ok = total(np.asarray(ex.options(workers=[arms.workers["n1"]]).submit(
+            make, nbytes, 3).result())) == 3 * (nbytes // 8)
+        ex.flush()
+        rows.append(f"fault: {fault:22} error after {elapsed:5.2f} s: {outcome}; "
+                    f"next task {'succeeds' if ok else 'FAILS'}")
+    return rows
+
+
+def _workers(client: Any) -> dict[str, str]:
+    return {info["name"].split("-")[0]: addr
+            for addr, info in client.scheduler_info()["workers"].items()}
+
+
+def objects_left(bed: TestBed, path: str, redis: Store) -> str:
+    counts = {}
+    for host in ("head", *HOSTS):
+        if host == "head":
+            names = [n for sub in os.listdir(path) for n in os.listdir(os.path.join(path, sub))]
+        else:
+            names = bed.check_output(host, ["sh", "-c", f"ls {path}/* 2>/dev/null || true"]
+                                     ).split()
+        counts[host] = sum(1 for n in names if len(n) == 32)
+    counts["store (redis)"] = len(redis.connector.keys())
+    return "objects left: " + ", ".join(f"{h} {n}" for h, n in counts.items())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--mb", type=int, default=100)
+    parser.add_argument("--rates", nargs="*", default=["unshaped", "10gbit"])
+    parser.add_argument("--arms", nargs="*", default=["dask", "pxexec-node", "pxexec-redis"])
+    args = parser.parse_args()
+    reason = can_build()
+    if reason:
+        print(f"cannot run: {reason}", file=sys.stderr)
+        return 2
+    from distributed import Client
+
+    nbytes = args.mb * MB
+    bed = TestBed([*HOSTS, "store"]).up()
+    path = tempfile.mkdtemp(prefix="pxexec-bench-mh-", dir="/dev/shm")
+    network = bed.head_address.rsplit(".", 1)[0] + ".0/24"
+    rows: list[str] = []
+    try:
+        url = bed.start_redis("store")
+        scheduler = bed.start_dask_scheduler("head", port=18786)
+        env = bed.env()
+        for host in HOSTS:
+            bed.start_dask_worker(host, scheduler, env=env)
+        client = Client(scheduler, timeout=30)
+        client.wait_for_workers(2, timeout=60)
+        node = Store("bench-node", SharedMemoryConnector(path, namespace="node", transfer=True,
+                                                        bind=network, replica_lease=3))
+        redis = Store("bench-redis", RedisConnector(url, prefix="bench-mh"), cache_size=0)
+        arms = Arms(client, _workers(client), node, redis)
+        for rate in args.rates:
+            for host in (*HOSTS, "store"):
+                bed.shape(host, rate=None if rate == "unshaped" else rate)
+            rows += measure(bed, arms, args.arms, args.reps, nbytes, rate)
+            for row in rows[-3 * len(args.arms):]:
+                print(row, flush=True)
+        for host in (*HOSTS, "store"):
+            bed.shape(host)
+        for row in faults(bed, arms, scheduler, nbytes, env):
+            print(row, flush=True)
+        arms.settle()
+        start = time.monotonic()  # frees that failed during the faults are retried
+        clean = "objects left: head 0, n1 0, n2 0, store (redis) 0"
+        while objects_left(bed, path, redis) != clean and time.monotonic() - start < 40:
+            time.sleep(0.5)
+        print(objects_left(bed, path, redis) + f" ({time.monotonic() - start:.1f} s after "
+              "the last task)", flush=True)
+        client.close()
+    finally:
+        bed.down()
+        for sub in os.listdir(path):
+            stop_server(os.path.join(path, sub))
+        shutil.rmtree(path, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""What makes a file-per-object store a node-local store with direct transfer.
+
+``NodeTransfer`` is the part of ``FileConnector`` (and ``SharedMemoryConnector``) that
+implements the seam of ``pxexec.connectors.node_transfer`` (sealed objects as file
+ranges, new objects to receive into) and the handles the transfer needs (its client,
+this node's server address); ``IncomingFile`` is an object being received.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import mmap
+import os
+import stat
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from pxexec.connectors.owners import process_owner
+
+__all__ = ["IncomingFile", "NodeTransfer"]
+
+Buffer = Any
+
+
+class NodeTransfer:
+    """Mixed into FileConnector; relies on its ``path``, ``_file``, ``_write`` and
+    ``_evict_local`` (see the module doc).
+
+    >>> import tempfile
+    >>> from pxexec.connectors.file import FileConnector
+    >>> store = FileConnector(tempfile.mkdtemp(), node_local=True)
+    >>> isinstance(store, NodeTransfer), store.has_local("0" * 32)
+    (True, False)
+    """
+
+    path: str
+    bind: str | None
+    secret_env: str | None
+    transfer: bool
+    transfer_timeout: float
+    _client: Any
+    _server: tuple[float, str] | None
+
+    def _file(self, key: str) -> str:
+        raise NotImplementedError
+
+    def _write(self, key: str, frames: Sequence[Buffer]) -> None:
+        raise NotImplementedError
+
+    def _evict_local(self, key: str) -> None:
+        raise NotImplementedError
+
+    def transfer_secret(self) -> bytes | None:
+        if self.secret_env is None:
+            return None
+        value = os.environ.get(self.secret_env)
+        return value.encode() if value else None
+
+    def transfer_client(self) -> Any:
+        if self._client is None:
+            from pxexec.connectors.node_transfer import TransferClient
+
+            self._client = TransferClient(self.transfer_secret(), self.transfer_timeout)
+        return self._client
+
+    def server_address(self) -> str:
+        """This node's server address for this store (starting the server if needed)."""
+        cached = self._server
+        if cached is not None and time.monotonic() - cached[0] < 1.0:
+            return cached[1]
+        from pxexec.connectors.node_transfer.addresses import resolve_bind
+        from pxexec.connectors.node_transfer.server import ensure_server
+
+        address = ensure_server(self, resolve_bind(self.bind))
+        self._server = (time.monotonic(), address)
+        return address
+
+    def known_address(self) -> str:
+        """This node's server address if one runs (never starts one)."""
+        from pxexec.connectors.node_transfer.server import _alive, _read_state
+
+        state = _read_state(self.path)
+        return str(state["address"]) if state and _alive(int(state["pid"])) else ""
+
+    def _pull(self, token: str, holder: str, address: str) -> list[Buffer] | None:
+        from pxexec.connectors.node_transfer import replicas
+
+        return replicas.pull(self, token, holder, address)
+
+    def write_object(self, token: str, frames: Sequence[Buffer]) -> None:
+        """Publish ``frames`` as the object ``token`` (the seam's fast write)."""
+        self._file(token)  # validates the token
+        self._write(token, frames)
+
+    def sealed_file(self, token: str) -> tuple[int, int, int] | None:
+        """(fd, offset, length) of a stored object: a regular file, never a symlink."""
+        try:
+            fd = os.open(self._file(token), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except (KeyError, FileNotFoundError):
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # a symlink in place of an object: never follow
+                return None
+            raise
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            return None
+        return fd, 0, st.st_size
+
+    def new_object(self, token: str, nbytes: int) -> IncomingFile:
+        self._file(token)  # validates the token
+        return IncomingFile(self.path, token, nbytes)
+
+    def has_local(self, token: str) -> bool:
+        """Whether this node holds ``token`` (a regular file; a symlink is not one)."""
+        try:
+            return stat.S_ISREG(os.lstat(self._file(token)).st_mode)
+        except (KeyError, FileNotFoundError):
+            return False
+
+    def remove_local(self, token: str) -> bool:
+        existed = self.has_local(token)
+        self._evict_local(token)
+        return existed
+
+    def drop_copy(self, token: str) -> None:
+        """Remove this node's copy of another node's object (and its record)."""
+        from pxexec.connectors.node_transfer import replicas
+
+        replicas.drop_copy(self, token)
+
+    def free_here(self, token: str, skip: str = "") -> None:
+        """Free ``token`` on this node and, with transfer, every copy of it elsewhere."""
+        if not self.transfer:
+            self.remove_local(token)
+            return
+        from pxexec.connectors.node_transfer import replicas
+
+        replicas.free_here(self, token, skip)
+
+
+class IncomingFile:
+    """A received object: a private temporary file mapped writable, renamed into place.
+
+    The temporary file is named as a writer's (``.<token>.<owner>.<thread>.tmp``), so
+    that one a crashed receiver left is reaped like any writer's (owners.TEMP); it is
+    created exclusively and never through a symlink.
+
+    >>> import tempfile
+    >>> incoming = IncomingFile(tempfile.mkdtemp(), "1" * 32, 2)
+    >>> incoming.buffer[:] = b"ok"; incoming.seal()
+    >>> open(incoming.final, "rb").read()
+    b'ok'
+    """
+
+    def __init__(self, directory: str, token: str, nbytes: int) -> None:
+        self.final = os.path.join(directory, token)
+        self.temp = os.path.join(
+            directory, f".{token}.{process_owner()}.{threading.get_ident()}.tmp")
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            self.fd = os.open(self.temp, flags, 0o600)
+        except FileExistsError:  # left by an aborted receive of this thread
+            _unlink(self.temp)
+            self.fd = os.open(self.temp, flags, 0o600)
+        self._map: mmap.mmap | None = None
+        try:
+            if nbytes:
+                os.ftruncate(self.fd, nbytes)
+                self._map = mmap.mmap(self.fd, nbytes)
+                self.buffer = memoryview(self._map)
+            else:
+                self.buffer = memoryview(bytearray())
+        except BaseException:
+            self.abort()
+            raise
+
+    def _close(self) -> None:
+        self.buffer.release()
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def seal(self) -> None:
+        self._close()
+        os.replace(self.temp, self.final)
+
+    def abort(self) -> None:
+        with contextlib.suppress(AttributeError):
+            self._close()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        _unlink(self.temp)
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)

@@ -1,0 +1,210 @@
+"""The reading side of node-to-node transfer: pull, evict and check objects on a node.
+
+One ``TransferClient`` per connector and process keeps idle connections per node
+(a connection broken while idle in the pool is replaced and the idempotent request
+sent again, once). Every wait is bounded by ``timeout`` seconds; a node that does not
+answer in time raises ``NodeUnreachableError`` naming it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from pxexec.connectors.node_transfer import protocol as p
+from pxexec.connectors.node_transfer.seam import NodeLocalStore
+from pxexec.errors import NodeUnreachableError
+from pxexec.serialize import alloc
+
+__all__ = ["TransferClient"]
+
+#: bytes received per recv_into call (the object streams in pieces of this size)
+CHUNK = 4 << 20
+
+
+def _host(tag: str) -> str:
+    return tag.rpartition("~")[0] or tag
+
+
+class TransferClient:
+    """Talks to node servers of one store (see the package doc).
+
+    >>> client = TransferClient(secret=None, timeout=1.0)
+    >>> client.idle_connections()
+    0
+    """
+
+    def __init__(self, secret: bytes | None, timeout: float) -> None:
+        self.secret = secret
+        self.timeout = timeout
+        self._idle: dict[str, list[socket.socket]] = {}
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def idle_connections(self) -> int:
+        with self._lock:
+            return sum(len(v) for v in self._idle.values())
+
+    # -- connections ----------------------------------------------------------------
+
+    def _connect(self, address: str) -> socket.socket:
+        host, _, port = address.rpartition(":")
+        sock = socket.create_connection((host, int(port)), timeout=self.timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            p.handshake_client(sock, self.secret)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _take(self, address: str) -> tuple[socket.socket, bool]:
+        if self._pid != os.getpid():  # forked: the parent's connections are not ours
+            self._idle, self._lock, self._pid = {}, threading.Lock(), os.getpid()
+        with self._lock:
+            idle = self._idle.get(address)
+            if idle:
+                return idle.pop(), True
+        return self._connect(address), False
+
+    def _give_back(self, address: str, sock: socket.socket) -> None:
+        with self._lock:
+            self._idle.setdefault(address, []).append(sock)
+
+    @contextlib.contextmanager
+    def _session(self, holder: str, address: str, action: str) -> Iterator[Any]:
+        """Yields ``run(fn)``: ``fn(sock)`` on a pooled connection, retried once on a
+        fresh one if the pooled connection turns out broken; errors name the node."""
+
+        def run(fn: Any) -> Any:
+            for attempt in (0, 1):
+                try:
+                    sock, pooled = self._take(address)
+                except p.AuthError as exc:
+                    raise NodeUnreachableError(_host(holder), address, action, str(exc)
+                                               ) from exc
+                except OSError as exc:
+                    raise NodeUnreachableError(_host(holder), address, action,
+                                               _describe(exc, self.timeout)) from exc
+                try:
+                    result = fn(sock)
+                except (OSError, ConnectionError) as exc:
+                    sock.close()
+                    if pooled and attempt == 0 and not isinstance(exc, TimeoutError):
+                        continue  # a stale idle connection: once more on a new one
+                    raise NodeUnreachableError(_host(holder), address, action,
+                                               _describe(exc, self.timeout)) from exc
+                except BaseException:
+                    sock.close()
+                    raise
+                self._give_back(address, sock)
+                return result
+            raise AssertionError("unreachable")
+
+        yield run
+
+    # -- requests -------------------------------------------------------------------
+
+    def pull(self, holder: str, address: str, tokens: Sequence[str], into: NodeLocalStore,
+             reply_to: str) -> list[bool]:
+        """Copy ``tokens`` from the node at ``address`` into the local store ``into``
+        (requests pipelined on one connection); for each, whether it was there."""
+        what = f"fetch object {tokens[0]!r}" if len(tokens) == 1 else (
+            f"fetch {len(tokens)} objects")
+
+        def exchange(sock: socket.socket) -> list[bool]:
+            sock.sendall(b"".join(p.request(p.GET, t, reply_to) for t in tokens))
+            return [_receive(sock, token, into) for token in tokens]
+
+        with self._session(holder, address, what) as run:
+            found: list[bool] = run(exchange)
+            return found
+
+    def fetch(self, holder: str, address: str, token: str, reply_to: str
+              ) -> memoryview | None:
+        """Receive ``token`` from the node at ``address`` into fresh (huge-page)
+        memory; None if that node does not have it. For stores whose new objects
+        cost page faults to fill (one file per object), receiving here and writing
+        the node's copy off the reader's path is faster than ``recv_into`` the file."""
+        def exchange(sock: socket.socket) -> memoryview | None:
+            sock.sendall(p.request(p.GET, token, reply_to))
+            status, nbytes = p.ANSWER.unpack(p.read_exact(sock, p.ANSWER.size))
+            if status != p.OK:
+                return None
+            view = alloc(nbytes)
+            pos = 0
+            while pos < nbytes:
+                got = sock.recv_into(view[pos : pos + CHUNK])
+                if not got:
+                    raise ConnectionError("the node server closed the connection mid-object")
+                pos += got
+            return view
+
+        with self._session(holder, address, f"fetch object {token!r}") as run:
+            got: memoryview | None = run(exchange)
+            return got
+
+    def evict(self, holder: str, address: str, token: str, sender: str) -> bool:
+        """Free ``token`` on the node at ``address`` (which frees its copies too)."""
+        def exchange(sock: socket.socket) -> bool:
+            sock.sendall(p.request(p.EVICT, token, sender))
+            return p.read_exact(sock, 1)[0] == p.OK
+
+        with self._session(holder, address, f"free object {token!r}") as run:
+            done: bool = run(exchange)
+            return done
+
+    def touch(self, holder: str, address: str, tokens: Sequence[str], owner: str = ""
+              ) -> list[bool]:
+        """Record ``owner`` (a process here) as holding ``tokens`` on the node at
+        ``address`` and renew its heartbeat there (one round trip)."""
+        return self.has(holder, address, tokens, op=p.TOUCH, argument=owner)
+
+    def has(self, holder: str, address: str, tokens: Sequence[str], op: int = p.HAS,
+            argument: str = "") -> list[bool]:
+        """Whether the node at ``address`` still holds each of ``tokens``."""
+        def exchange(sock: socket.socket) -> list[bool]:
+            sock.sendall(b"".join(p.request(op, t, argument) for t in tokens))
+            return [p.read_exact(sock, 1)[0] == p.OK for _ in tokens]
+
+        with self._session(holder, address, f"check {len(tokens)} object(s)") as run:
+            found: list[bool] = run(exchange)
+            return found
+
+    def close(self) -> None:
+        with self._lock:
+            for socks in self._idle.values():
+                for sock in socks:
+                    sock.close()
+            self._idle.clear()
+
+
+def _receive(sock: socket.socket, token: str, into: NodeLocalStore) -> bool:
+    status, nbytes = p.ANSWER.unpack(p.read_exact(sock, p.ANSWER.size))
+    if status != p.OK:
+        return False
+    incoming = into.new_object(token, nbytes)
+    try:
+        view = incoming.buffer
+        pos = 0
+        while pos < nbytes:
+            got = sock.recv_into(view[pos : pos + CHUNK])
+            if not got:
+                raise ConnectionError("the node server closed the connection mid-object")
+            pos += got
+        del view
+        incoming.seal()
+    except BaseException:
+        incoming.abort()
+        raise
+    return True
+
+
+def _describe(exc: BaseException, timeout: float) -> str:
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return f"no answer within {timeout:g} s"
+    return str(exc) or type(exc).__name__

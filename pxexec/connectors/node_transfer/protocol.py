@@ -1,0 +1,95 @@
+"""The wire format of node-to-node transfer: a handshake, then length-prefixed requests.
+
+Handshake: the server sends ``b"PXT1"`` (a secret is required) or ``b"PXT0"`` and a
+16-byte nonce. With a secret the client answers HMAC-SHA256(secret, b"c" + nonce) and
+a nonce of its own; the server checks it (closing the connection if wrong) and
+answers HMAC-SHA256(secret, b"s" + client nonce), which the client checks.
+
+A request is ``op`` (1 byte), then two length-prefixed strings (u16 length each): a
+token and an argument (the requester's node-server address, or empty). Answers:
+``GET`` -> status (1 byte) and length (u64), then the object's bytes; ``EVICT``,
+``HAS``, ``PING``, ``TOUCH`` (renew the lease of an object an owner on another node
+holds) -> status (1 byte). Status 0 is yes/ok, 1 is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import socket
+import struct
+
+__all__ = ["AuthError", "handshake_client", "handshake_server", "read_exact", "request"]
+
+GET, EVICT, HAS, PING, TOUCH = 1, 2, 3, 4, 5
+OK, MISSING = 0, 1
+ANSWER = struct.Struct("!BQ")
+_STR = struct.Struct("!H")
+
+
+class AuthError(ConnectionError):
+    """The other end does not know the store secret (or demands one we lack)."""
+
+
+def read_exact(sock: socket.socket, n: int) -> bytes:
+    data = bytearray()
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("the connection was closed by the other end")
+        data += chunk
+    return bytes(data)
+
+
+def request(op: int, token: str, argument: str = "") -> bytes:
+    t, a = token.encode(), argument.encode()
+    return bytes([op]) + _STR.pack(len(t)) + t + _STR.pack(len(a)) + a
+
+
+def read_request(sock: socket.socket) -> tuple[int, str, str] | None:
+    """The next request, or None when the client closed the connection cleanly."""
+    head = sock.recv(1)
+    if not head:
+        return None
+    (tlen,) = _STR.unpack(read_exact(sock, 2))
+    token = read_exact(sock, tlen).decode()
+    (alen,) = _STR.unpack(read_exact(sock, 2))
+    return head[0], token, read_exact(sock, alen).decode()
+
+
+def _mac(secret: bytes, side: bytes, nonce: bytes) -> bytes:
+    return hmac.new(secret, side + nonce, hashlib.sha256).digest()
+
+
+def handshake_server(sock: socket.socket, secret: bytes | None) -> None:
+    nonce = os.urandom(16)
+    sock.sendall((b"PXT1" if secret else b"PXT0") + nonce)
+    if secret is None:
+        return
+    answer = read_exact(sock, 48)
+    if not hmac.compare_digest(answer[:32], _mac(secret, b"c", nonce)):
+        raise AuthError("a client failed authentication")
+    sock.sendall(_mac(secret, b"s", answer[32:]))
+
+
+def handshake_client(sock: socket.socket, secret: bytes | None) -> None:
+    hello = read_exact(sock, 20)
+    kind, nonce = hello[:4], hello[4:]
+    if kind == b"PXT0":
+        return
+    if kind != b"PXT1":
+        raise ConnectionError("the other end is not a pxexec node server")
+    if secret is None:
+        raise AuthError(
+            "the node server requires the store secret, and this process has none: set "
+            "the connector's secret_env variable to the same value on every host"
+        )
+    mine = os.urandom(16)
+    sock.sendall(_mac(secret, b"c", nonce) + mine)
+    try:
+        proof = read_exact(sock, 32)
+    except ConnectionError:
+        raise AuthError("the node server refused this process's secret") from None
+    if not hmac.compare_digest(proof, _mac(secret, b"s", mine)):
+        raise AuthError("the node server does not know the store secret")
