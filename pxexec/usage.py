@@ -164,14 +164,15 @@ def _file_objects(connector: Any, lease: float | None) -> list[StoredObject]:
     listed = connector.keys()
     for key in listed:
         try:
-            st = os.stat(os.path.join(connector.path, key))
+            st = os.stat(connector.path_of(key))
         except FileNotFoundError:
             continue  # evicted meanwhile
+        token = key.partition("@")[0]  # owner records list this host's tokens
         expires = None
         if lease is not None:
-            expires = deadline.get(key, st.st_mtime + lease) - now
+            expires = deadline.get(token, st.st_mtime + lease) - now
         found.append(StoredObject(key, st.st_size, now - st.st_mtime,
-                                  tuple(sorted(holders.get(key, ()))), expires,
+                                  tuple(sorted(holders.get(token, ()))), expires,
                                   connector.namespace))
     return found
 

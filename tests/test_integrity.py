@@ -32,7 +32,7 @@ def test_a_corrupted_large_frame_is_refused(payload: Any, shm_dir: str) -> None:
     connector = SharedMemoryConnector(shm_dir, namespace="integrity")
     with Store("integrity", connector, cache_size=0) as store:
         key = store.put(payload)
-        _corrupt_middle(os.path.join(connector.path, key))
+        _corrupt_middle(connector.path_of(key))
         with pytest.raises(DeserializationError, match="XXH3"):
             store.get(key)
         store.evict(key)

@@ -24,7 +24,7 @@ def test_file_objects_have_sizes_ages_owners_and_leases(shm_dir: str) -> None:
         loose = store.put(bytes(1_000))
         found = {o.key: o for o in stored_objects(connector)}
         held = found[owner.__px_factory__.key]
-        assert held.nbytes == os.path.getsize(os.path.join(connector.path, held.key))
+        assert held.nbytes == os.path.getsize(connector.path_of(held.key))
         assert held.nbytes >= 3_000_000 and held.namespace == "leased"
         assert len(held.owners) == 1 and str(os.getpid()) in held.owners[0]
         assert held.age is not None and 0 <= held.age < 60
@@ -129,8 +129,8 @@ def test_connectors_have_readable_reprs(shm_dir: str) -> None:
 def test_ls_with_a_lease_never_deletes(shm_dir: str, capsys: Any) -> None:
     connector = SharedMemoryConnector(shm_dir, namespace="old")
     key = connector.put([bytes(100)])
-    past = os.path.getmtime(os.path.join(connector.path, key)) - 3600
-    os.utime(os.path.join(connector.path, key), (past, past))
+    past = os.path.getmtime(connector.path_of(key)) - 3600
+    os.utime(connector.path_of(key), (past, past))
     assert main(["ls", f"shm-files://{shm_dir}", "--lease", "60", "--json"]) == 0
     (listed,) = json.loads(capsys.readouterr().out)
     assert listed["lease"].startswith("expired") and connector.exists(key)
