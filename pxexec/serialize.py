@@ -315,8 +315,13 @@ def deserialize(data: Any) -> Any:
     else:
         codec, meta, frames, writable = _parse_buffer(data)
     _check_frames(meta, frames)
+    return _decoding(codec, lambda: _decode(codec, meta, frames, writable))
+
+
+def _decoding(codec: int, decode: Callable[[], Any]) -> Any:
+    """Run ``decode``; any failure becomes a DeserializationError that says why."""
     try:
-        return _decode(codec, meta, frames, writable)
+        return decode()
     except DeserializationError:
         raise
     except ModuleNotFoundError as exc:
@@ -512,23 +517,9 @@ def deserialize_views(data: Any) -> Any:
     if codec not in (NDARRAY, PICKLE, CLOUDPICKLE):
         return deserialize(data)
     _check_frames(meta, frames)
-    try:
-        if codec == NDARRAY:
-            return _view_ndarray(meta, frames)
-        return pickle.loads(frames[0], buffers=frames[1:])
-    except DeserializationError:
-        raise
-    except ModuleNotFoundError as exc:
-        raise DeserializationError(
-            f"The stored object needs module {exc.name!r}, which this process cannot "
-            "import. Install it where the object is resolved."
-        ) from exc
-    except Exception as exc:
-        raise DeserializationError(
-            f"Stored {CODEC_NAMES.get(codec, '?')} payload could not be decoded "
-            f"({type(exc).__name__}: {exc}); it is corrupted or was written by "
-            "an incompatible serializer."
-        ) from exc
+    if codec == NDARRAY:
+        return _decoding(codec, lambda: _view_ndarray(meta, frames))
+    return _decoding(codec, lambda: pickle.loads(frames[0], buffers=frames[1:]))
 
 
 def _view_ndarray(meta: dict[str, Any], frames: list[memoryview]) -> Any:

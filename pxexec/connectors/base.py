@@ -14,7 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 Buffer = Any  # bytes, bytearray, memoryview (an mmap-backed view is fine)
 ConnectorConfig = dict[str, Any]
 
-__all__ = ["BaseConnector", "Connector", "check_options", "new_token"]
+__all__ = ["BaseConnector", "Connector", "check_directory_options", "check_options", "new_token"]
 
 
 @runtime_checkable
@@ -169,3 +169,39 @@ def check_options(kind: str, config: ConnectorConfig, allowed: set[str]) -> dict
             f"{sorted(allowed)}."
         )
     return options
+
+
+def check_directory_options(kind: str, directory: str | None, namespace: str,
+                            lease: Any) -> None:
+    """Validate what every directory-backed store takes (before any I/O).
+
+    The directory must be absolute (every process must find the same store, whatever
+    its working directory), the namespace a plain name, the lease positive seconds.
+
+    >>> check_directory_options("file", "/scratch/px", "run-1", 60)
+    >>> try:
+    ...     check_directory_options("file", "relative/px", "run-1", None)
+    ... except ValueError as exc:
+    ...     print(type(exc).__name__)
+    ConfigError
+    """
+    import os
+    import re
+
+    from pxexec.errors import ConfigError
+
+    if directory is not None and not os.path.isabs(os.path.expanduser(directory)):
+        raise ConfigError(
+            f"The {kind} connector's directory {directory!r} is a relative path; give an "
+            "absolute one (e.g. 'file:///scratch/px'), so that every process finds the "
+            "same store whatever its working directory."
+        )
+    if not isinstance(namespace, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", namespace) \
+            or namespace in (".", ".."):
+        raise ConfigError(
+            f"Namespace {namespace!r} is not a plain name: use letters, digits, '_', "
+            "'-' or '.'."
+        )
+    if lease is not None and (isinstance(lease, bool) or not isinstance(lease, (int, float))
+                              or not lease > 0 or lease == float("inf")):
+        raise ConfigError(f"lease must be a positive number of seconds, got {lease!r}.")

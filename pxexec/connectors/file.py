@@ -14,7 +14,14 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from pxexec.connectors.base import BaseConnector, Buffer, ConnectorConfig, check_options, new_token
+from pxexec.connectors.base import (
+    BaseConnector,
+    Buffer,
+    ConnectorConfig,
+    check_directory_options,
+    check_options,
+    new_token,
+)
 from pxexec.connectors.node_local import NodeTransfer
 from pxexec.connectors.nodeid import this_node
 from pxexec.connectors.owners import LEASES, OWNER, ReapReport, process_owner, reap_store
@@ -169,20 +176,7 @@ class FileConnector(NodeTransfer, BaseConnector):
         self._server: tuple[float, str] | None = None
         if not directory:
             raise ConfigError("The file connector needs a directory, e.g. 'file:///scratch/px'.")
-        if not os.path.isabs(os.path.expanduser(directory)):
-            raise ConfigError(
-                f"The {self.type_name} connector's directory {directory!r} is a relative "
-                "path; give an absolute one (e.g. 'file:///scratch/px'), so that every "
-                "process finds the same store whatever its working directory."
-            )
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", namespace) or namespace in (".", ".."):
-            raise ConfigError(
-                f"Namespace {namespace!r} is not a plain name: use letters, digits, '_', "
-                "'-' or '.'."
-            )
-        if lease is not None and (isinstance(lease, bool) or not isinstance(lease, (int, float))
-                                  or not lease > 0 or lease == float("inf")):
-            raise ConfigError(f"lease must be a positive number of seconds, got {lease!r}.")
+        check_directory_options(self.type_name, directory, namespace, lease)
         self.directory = os.path.normpath(os.path.abspath(os.path.expanduser(directory)))
         self.namespace = namespace
         self.fsync = fsync

@@ -10,7 +10,14 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
-from pxexec.connectors.base import BaseConnector, Buffer, ConnectorConfig, check_options, new_token
+from pxexec.connectors.base import (
+    BaseConnector,
+    Buffer,
+    ConnectorConfig,
+    check_directory_options,
+    check_options,
+    new_token,
+)
 from pxexec.connectors.node.arena import Arena, Slot
 from pxexec.connectors.node.liveness import alive, this_process
 from pxexec.errors import ConfigError, StoreIOError
@@ -88,30 +95,12 @@ class NodeConnector(BaseConnector):
         reads: str = "view",
         create: bool = True,
     ) -> None:
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", namespace) or namespace in (".", ".."):
-            raise ConfigError(
-                f"Namespace {namespace!r} is not a plain name: use letters, digits, '_', "
-                "'-' or '.'."
-            )
+        check_directory_options(self.type_name, directory, namespace, lease)
         if reads not in READS:
             raise ConfigError(f"reads must be one of {READS}, got {reads!r}.")
-        if lease is not None and (isinstance(lease, bool) or not isinstance(lease, (int, float))
-                                  or not lease > 0 or lease == float("inf")):
-            raise ConfigError(f"lease must be a positive number of seconds, got {lease!r}.")
         for name, value in (("capacity", capacity), ("chunk", chunk)):
             if value is not None and (not isinstance(value, int) or value <= 0):
                 raise ConfigError(f"{name} must be a positive number of bytes, got {value!r}.")
-        if directory is not None and not os.path.isabs(os.path.expanduser(directory)):
-            raise ConfigError(
-                f"The node store's directory {directory!r} is a relative path; give an "
-                "absolute one (e.g. 'shm:///dev/shm/px'), so that every process finds the "
-                "same store whatever its working directory."
-            )
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", namespace) or namespace in (".", ".."):
-            raise ConfigError(
-                f"Namespace {namespace!r} is not a plain name: use letters, digits, '_', "
-                "'-' or '.'."
-            )
         self.directory = os.path.abspath(os.path.expanduser(directory or default_node_directory()))
         self.namespace = namespace
         self.path = os.path.join(self.directory, namespace)
