@@ -731,7 +731,9 @@ class StoreExecutor(cf.Executor):
                     yield result
         finally:
             for f in futures:  # abandoned, timed out or failed: nobody reads these
-                f.abandoned = True
+                f.abandoned = True  # completing, it frees what it stored (_finish)
+                if self._engine.cancel_may_drop_results and not f.done():
+                    continue
                 if not f.cancel() and f.done() and not f.cancelled() and f.exception() is None:
                     self._free_unread(f)
 

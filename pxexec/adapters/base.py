@@ -39,6 +39,10 @@ class Engine:
     keeps_tracebacks = True
     #: futures complete without anyone blocking in ``wait`` (false for TaskVine)
     completes_futures = True
+    #: a cancel that succeeds on the client may come after the task ran and stored its
+    #: result (Dask: the worker finished before the cancel reached it): futures nobody
+    #: will read are then left to complete and freed, not cancelled
+    cancel_may_drop_results = False
 
     def __init__(self, executor: Any) -> None:
         self.executor = executor

@@ -197,6 +197,7 @@ class DaskEngine(Engine):
     option_names = frozenset({"workers", "resources", "retries", "priority", "key",
                               "allow_other_workers", "fifo_timeout"})
     native_futures = True
+    cancel_may_drop_results = True
     #: closing the client ends its tasks: their callbacks never come
     close_cancels_tasks = True
     #: results stored by a task Dask then discards are freed on the worker
