@@ -136,12 +136,7 @@ class TransferClient:
             if status != p.OK:
                 return None
             view = alloc(nbytes)
-            pos = 0
-            while pos < nbytes:
-                got = sock.recv_into(view[pos : pos + CHUNK])
-                if not got:
-                    raise ConnectionError("the node server closed the connection mid-object")
-                pos += got
+            _receive_into(sock, view)
             return view
 
         with self._session(holder, address, f"fetch object {token!r}") as run:
@@ -190,12 +185,7 @@ def _receive(sock: socket.socket, token: str, into: NodeLocalStore) -> bool:
     incoming = into.new_object(token, nbytes)
     try:
         view = incoming.buffer
-        pos = 0
-        while pos < nbytes:
-            got = sock.recv_into(view[pos : pos + CHUNK])
-            if not got:
-                raise ConnectionError("the node server closed the connection mid-object")
-            pos += got
+        _receive_into(sock, view)
         del view
         incoming.seal()
     except BaseException:
@@ -208,3 +198,13 @@ def _describe(exc: BaseException, timeout: float) -> str:
     if isinstance(exc, (socket.timeout, TimeoutError)):
         return f"no answer within {timeout:g} s"
     return str(exc) or type(exc).__name__
+
+
+def _receive_into(sock: Any, view: memoryview) -> None:
+    """Fill ``view`` from ``sock`` in chunks (recv_into: no intermediate copy)."""
+    pos, nbytes = 0, view.nbytes
+    while pos < nbytes:
+        got = sock.recv_into(view[pos : pos + CHUNK])
+        if not got:
+            raise ConnectionError("the node server closed the connection mid-object")
+        pos += got
