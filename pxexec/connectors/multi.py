@@ -166,6 +166,8 @@ class MultiConnector(BaseConnector):
         self.routes = list(routes)
         self.default = default
         self._by_name = {r.name: r for r in self.routes}
+        #: connectors of dormant routes with transfer, made on first use (see _reader)
+        self._readers: dict[str, Any] = {}
         # the order in which routes are tried: priority first, then as written
         order = sorted(range(len(self.routes)), key=lambda i: (-self.routes[i].priority, i))
         self._order = [self.routes[i] for i in order]
@@ -206,11 +208,32 @@ class MultiConnector(BaseConnector):
                 f"have (routes: {sorted(self._by_name)}). Use the configuration that wrote it."
             )
         if not route.active:
-            raise ConfigError(
-                f"Key {key!r} lives in backend {name!r}, which exists only on hosts matching "
-                f"{route.host!r}; this host is {socket.gethostname()!r}."
-            )
+            return self._reader(route, key), inner
         return route.connector, inner
+
+    def _reader(self, route: Route, key: str) -> Any:
+        """The connector that reads and frees keys of a route dormant on this host.
+
+        A node-local backend with direct transfer (its keys name the node that holds
+        the object) serves them on every host: its connector is made here on first
+        use, for reads (a copy pulled into this node's store) and frees (which reach
+        the holder and every copy). Other dormant backends cannot be reached here.
+        """
+        reader = self._readers.get(route.name)
+        if reader is not None:
+            return reader
+        config = route.connector if isinstance(route.connector, dict) else {}
+        if not config.get("transfer"):
+            raise ConfigError(
+                f"Key {key!r} lives in backend {route.name!r}, which exists only on hosts "
+                f"matching {route.host!r}; this host is {socket.gethostname()!r}. Give that "
+                "backend direct transfer (a node-local store with transfer=True) to read and "
+                "free its objects from other hosts, or route them to a store every host reaches."
+            )
+        from pxexec.connectors import connector_from_config
+
+        reader = self._readers[route.name] = connector_from_config(config)
+        return reader
 
     # -- objects ----------------------------------------------------------------------
 
@@ -355,6 +378,8 @@ class MultiConnector(BaseConnector):
         for route in self.routes:
             if route.active and not isinstance(route.connector, dict):
                 route.connector.close()
+        for reader in self._readers.values():
+            reader.close()
 
 
 ROUTE_KEYS = {"name", "connector", "min_size", "max_size", "types", "tags", "host", "priority"}

@@ -19,10 +19,12 @@ from pxexec.connectors.base import (
     new_token,
 )
 from pxexec.connectors.node.arena import Arena, Slot
+from pxexec.connectors.node.hosts import TRANSFER_OPTIONS, HostKeys
 from pxexec.connectors.node.liveness import alive, this_process
 from pxexec.errors import ConfigError, StoreIOError
 
-__all__ = ["NodeConnector", "ShmConnector", "default_capacity", "default_node_directory"]
+__all__ = ["ArenaConnector", "NodeConnector", "ShmConnector", "default_capacity",
+           "default_node_directory"]
 
 _KEY = re.compile(r"[0-9a-f]{32}")
 CHUNK = 256 << 20
@@ -56,7 +58,7 @@ def default_capacity(directory: str) -> int:
     return info.f_blocks * info.f_frsize // 2
 
 
-class NodeConnector(BaseConnector):
+class ArenaConnector(BaseConnector):
     """Every process of a node shares pre-mapped segments; a get is a zero-copy view.
 
     ``capacity`` (bytes; default half of /dev/shm) bounds the segments, grown
@@ -314,10 +316,11 @@ class NodeConnector(BaseConnector):
         }
 
     @classmethod
-    def from_config(cls, config: ConnectorConfig) -> NodeConnector:
+    def from_config(cls, config: ConnectorConfig) -> ArenaConnector:
         options: dict[str, Any] = check_options(
             cls.type_name, config,
-            {"directory", "namespace", "capacity", "chunk", "spill_directory", "lease", "reads"},
+            {"directory", "namespace", "capacity", "chunk", "spill_directory", "lease", "reads"}
+            | TRANSFER_OPTIONS,
         )
         return cls(**options)
 
@@ -330,6 +333,23 @@ class NodeConnector(BaseConnector):
         if slots is None:
             slots = self.__dict__["_pending"] = {}
         return slots
+
+
+class NodeConnector(HostKeys, ArenaConnector):
+    """The node store (``node``): the arena behind keys that name their node.
+
+    Keys are ``token@hostname~boot``; ``transfer=True`` (with ``bind``, ``secret_env``,
+    ``transfer_timeout``, ``replica_lease``, ``idle``, as for the shm-files store)
+    pulls objects of other nodes into this node's arena (see ``node.hosts``).
+
+    >>> import tempfile
+    >>> from pxexec.connectors.nodeid import this_node
+    >>> connector = NodeConnector(tempfile.mkdtemp(), chunk=1 << 20)
+    >>> key = connector.put([b"x" * 10])
+    >>> key.partition("@")[2] == this_node().tag
+    True
+    >>> connector.evict(key)
+    """
 
 
 class ShmConnector(NodeConnector):
@@ -367,17 +387,18 @@ class ShmConnector(NodeConnector):
         reads: str = "private",
         fsync: bool = False,
         create: bool = True,
+        **transfer: Any,
     ) -> None:
         super().__init__(directory, namespace=namespace, capacity=capacity, chunk=chunk,
                          spill_directory=spill_directory, lease=lease, reads=reads,
-                         create=create)
+                         create=create, **transfer)
 
     @classmethod
     def from_config(cls, config: ConnectorConfig) -> ShmConnector:
         options: dict[str, Any] = check_options(
             cls.type_name, config,
             {"directory", "namespace", "capacity", "chunk", "spill_directory", "lease", "reads",
-             "fsync"},
+             "fsync"} | TRANSFER_OPTIONS,
         )
         return cls(**options)
 
@@ -388,7 +409,7 @@ def _beat(db: Any, owner: str) -> None:
                (owner, pid, start, time.time(), time.time()))
 
 
-_OPEN: weakref.WeakSet[NodeConnector] = weakref.WeakSet()
+_OPEN: weakref.WeakSet[ArenaConnector] = weakref.WeakSet()
 
 
 @atexit.register

@@ -165,19 +165,25 @@ class NodeServer:
 
     def _answer(self, conn: socket.socket, op: int, token: str, argument: str) -> None:
         if op == p.GET:
-            sealed = self.store.sealed_file(token)
+            ranged = getattr(self.store, "sealed_range", None)  # (fd, offset, length, hold)
+            sealed = ranged(token) if ranged is not None else self.store.sealed_file(token)
             if sealed is None:
                 conn.sendall(p.ANSWER.pack(p.MISSING, 0))
                 return
-            fd, offset, length = sealed
+            fd, offset, length = sealed[:3]
             try:
                 if argument and argument != self.address:
                     _append_line(os.path.join(self.store.path, COPIES, token), argument)
                 conn.sendall(p.ANSWER.pack(p.OK, length))
+                if fd < 0:  # a small object, copied out of the store: its bytes
+                    conn.sendall(sealed[3])
+                    return
                 with os.fdopen(fd, "rb", closefd=False) as f:
                     conn.sendfile(f, offset, length)
             finally:
-                os.close(fd)
+                if fd >= 0:
+                    os.close(fd)
+                del sealed  # unpins the range (an arena's hold)
         elif op == p.EVICT:
             self.store.free_here(token, skip=argument)
             conn.sendall(bytes([p.OK]))

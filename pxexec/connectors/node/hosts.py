@@ -1,0 +1,326 @@
+"""Host identity in the node store's keys, and direct node-to-node transfer.
+
+``HostKeys`` sits in front of the arena store (``connector.ArenaConnector``): a key is
+``token@hostname~boot`` (``@ip:port`` of the node's server added with ``transfer``).
+A key of this node goes straight to the arena (a string split and compare, no
+system call, no server). A key of another node raises ``ObjectOnOtherHostError``
+naming that host, or with ``transfer=True`` is pulled from that node's server once
+into this node's arena (``recv_into`` reserved arena space, then sealed; spilled like
+any object when the arena is full); every later reader on this node maps that copy.
+The node's server (``pxexec.connectors.node_transfer.server``) serves objects with
+``sendfile`` straight from the segment file at the object's offset, while a pin keeps
+the range from being reused.
+
+Transfer is off by default: turning it on starts a server on each node that stores
+an object (a daemon process) and puts its address into keys; a single-node run needs
+neither.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from pxexec.connectors.base import Buffer, ConnectorConfig
+from pxexec.connectors.node.arena import Arena, Slot
+from pxexec.connectors.node_local import NodeTransfer
+from pxexec.connectors.nodeid import this_node
+from pxexec.errors import ConfigError, ObjectOnOtherHostError, StoreIOError
+
+__all__ = ["TRANSFER_OPTIONS", "ArenaIncoming", "HostKeys"]
+
+#: constructor options of the transfer (in configs only when ``transfer`` is on)
+TRANSFER_OPTIONS = {"transfer", "bind", "secret_env", "transfer_timeout", "replica_lease",
+                    "idle"}
+
+
+class ArenaIncoming:
+    """An object being received into the arena: reserved space, sealed under ``token``.
+
+    >>> import tempfile
+    >>> from pxexec.connectors.node import NodeConnector
+    >>> store = NodeConnector(tempfile.mkdtemp(), chunk=1 << 20)
+    >>> incoming = store.new_object("2" * 32, 3)
+    >>> incoming.buffer[:] = b"abc"; incoming.seal()
+    >>> store.has_local("2" * 32), bytes(store.arena.open("2" * 32))
+    (True, b'abc')
+    >>> store.remove_local("2" * 32)
+    True
+    """
+
+    def __init__(self, arena: Arena, token: str, nbytes: int) -> None:
+        self.arena = arena
+        self.token = token
+        self.slot: Slot = arena.reserve(None, nbytes)
+        try:
+            self.buffer: memoryview = (arena.writable(self.slot) if nbytes
+                                       else memoryview(bytearray()))
+        except BaseException:
+            arena.abort(self.slot.obj)
+            raise
+
+    def seal(self) -> None:
+        self.buffer.release()
+        try:
+            sealed = self.arena.seal(self.slot.obj, key=self.token)
+        except sqlite3.IntegrityError:  # another reader here sealed its copy first
+            sealed = False
+        if not sealed:
+            self.arena.abort(self.slot.obj)
+
+    def abort(self) -> None:
+        self.buffer.release()
+        self.arena.abort(self.slot.obj)
+
+
+class HostKeys(NodeTransfer):
+    """Keys that name their node, and transfer between nodes (see the module doc).
+
+    Mixed in before the arena store: relies on its ``arena``, ``path``, ``lease`` and
+    its methods taking bare tokens.
+    """
+
+    arena: Arena
+    path: str
+    lease: float | None
+    #: received objects go straight into arena space (``recv_into``)
+    receive_in_place = True
+
+    def __init__(self, directory: str | None = None, *, transfer: bool = False,
+                 bind: str | None = None, secret_env: str | None = None,
+                 transfer_timeout: float = 5.0, replica_lease: float = 30.0,
+                 idle: float = 60.0, **options: Any) -> None:
+        for name, value in (("transfer_timeout", transfer_timeout),
+                            ("replica_lease", replica_lease), ("idle", idle)):
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not value > 0):
+                raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}.")
+        if transfer and secret_env is not None and not os.environ.get(secret_env):
+            raise ConfigError(
+                f"The transfer secret variable {secret_env!r} is not set in this process; set "
+                "it to the same value on every host (or leave secret_env out)."
+            )
+        self.transfer = bool(transfer)
+        self.bind = bind
+        self.secret_env = secret_env
+        self.transfer_timeout = float(transfer_timeout)
+        self.replica_lease = float(replica_lease)
+        self.idle = float(idle)
+        self.serving = False  # set in the node server itself
+        self._client: Any = None
+        self._server: tuple[float, str] | None = None
+        #: this node (a connector is made anew on each host: from_config, unpickling)
+        self._here = this_node().tag
+        super().__init__(directory, **options)
+
+    # -- keys -------------------------------------------------------------------------
+
+    def _where(self, key: str) -> tuple[str, str | None, str | None]:
+        """(token, holder node tag or None if it is this node, its server address)."""
+        token, _, rest = key.partition("@")
+        if not rest:
+            return token, None, None
+        holder, _, address = rest.partition("@")
+        if holder == self._here:
+            return token, None, None
+        return token, holder, address or None
+
+    def _key_for(self, token: str) -> str:
+        if self.transfer:
+            return f"{token}@{self._here}@{self.server_address()}"
+        return f"{token}@{self._here}"
+
+    def _suffix(self) -> str:
+        suffix = f"@{self._here}"
+        if self.transfer and not self.serving:
+            address = self.known_address()
+            suffix += f"@{address}" if address else ""
+        return suffix
+
+    def _elsewhere(self, key: str, holder: str, action: str) -> ObjectOnOtherHostError:
+        return ObjectOnOtherHostError(key, holder, self._here, getattr(self, "type_name", "node"),
+                                      action)
+
+    def _remote(self, key: str, action: str) -> tuple[str, str | None, str | None]:
+        token, holder, address = self._where(key)
+        if holder is not None and (not self.transfer or address is None):
+            raise self._elsewhere(key, holder, action)
+        return token, holder, address
+
+    def _local_token(self, key: str, action: str) -> str:
+        token, holder, _ = self._where(key)
+        if holder is not None:
+            raise self._elsewhere(key, holder, action)
+        return token
+
+    def describe_key(self, key: str) -> str:
+        """Where ``key``'s object lived, for error messages ("" if nothing to add)."""
+        _, holder, _ = self._where(key)
+        if holder is None:
+            return ""
+        return (f"It was stored in the node-local {getattr(self, 'type_name', 'node')} store "
+                f"of host {holder.rpartition('~')[0]!r}, which no longer has it.")
+
+    # -- the connector contract, keys in and out ---------------------------------------
+
+    def put(self, frames: Sequence[Buffer]) -> str:
+        return self._key_for(super().put(frames))  # type: ignore[misc]
+
+    def get(self, key: str) -> Buffer | None:
+        token, holder, address = self._remote(key, "read")
+        if holder is not None and address is not None and not self.has_local(token):
+            from pxexec.connectors.node_transfer import replicas
+
+            fetched = replicas.pull(self, token, holder, address)
+            if fetched:
+                return fetched[0]
+        got: Buffer | None = super().get(token)  # type: ignore[misc]
+        return got
+
+    def get_batch(self, keys: Sequence[str]) -> list[Buffer | None]:
+        """Like ``get`` for each key; objects of other nodes that this node lacks are
+        pulled over one pipelined connection per node."""
+        missing: dict[tuple[str, str], list[str]] = {}
+        for key in keys:
+            token, holder, address = self._remote(key, "read")
+            if holder is not None and address is not None and not self.has_local(token):
+                missing.setdefault((holder, address), []).append(token)
+        if missing:
+            from pxexec.connectors.node_transfer import replicas
+
+            for (holder, address), tokens in missing.items():
+                replicas.pull_many(self, tokens, holder, address)
+        return [self.get(key) for key in keys]
+
+    def exists(self, key: str) -> bool:
+        token, holder, address = self._remote(key, "check")
+        if self.has_local(token) or holder is None or address is None:
+            return self.has_local(token)
+        return bool(self.transfer_client().has(holder, address, [token])[0])
+
+    def evict(self, key: str) -> None:
+        self.evict_batch([key])
+
+    def evict_batch(self, keys: Sequence[str]) -> None:
+        local, remote = [], []
+        for key in keys:
+            token, holder, address = self._remote(key, "free")
+            if holder is None:
+                local.append(token)
+            else:
+                remote.append((token, holder, address))
+        if not self.transfer:
+            super().evict_batch(local)  # type: ignore[misc]
+        else:
+            for token in local:
+                self.free_here(token)
+        failed = []
+        for token, holder, address in remote:
+            self.drop_copy(token)
+            try:
+                self.transfer_client().evict(holder, address, token, self.known_address())
+            except ConnectionError as exc:
+                failed.append(exc)
+        if failed:
+            raise failed[0]
+
+    def replace(self, key: str, frames: Sequence[Buffer]) -> None:
+        super().replace(self._local_token(key, "replace"), frames)  # type: ignore[misc]
+
+    def allocate(self, nbytes: int) -> tuple[str, Any]:
+        token, buffer = super().allocate(nbytes)  # type: ignore[misc]
+        return self._key_for(token), buffer
+
+    def seal(self, key: str) -> None:
+        super().seal(self._local_token(key, "seal"))  # type: ignore[misc]
+
+    def locate(self, key: str) -> tuple[str, int, int] | None:
+        where: tuple[str, int, int] | None = super().locate(  # type: ignore[misc]
+            self._local_token(key, "locate"))
+        return where
+
+    def path_of(self, key: str) -> str:
+        """The segment or spill file that holds ``key``'s object on this node ("" if none)."""
+        where = self.locate(key)
+        return where[0] if where else ""
+
+    def keys(self) -> list[str]:
+        suffix = self._suffix()
+        return [t + suffix for t in super().keys()]  # type: ignore[misc]
+
+    # -- leases across nodes ----------------------------------------------------------
+
+    def adopt(self, owner: str, keys: Sequence[str]) -> None:
+        # objects of other nodes are held there (renew records the owner on that node)
+        tokens = [t for t, holder, _ in map(self._where, keys) if holder is None]
+        super().adopt(owner, tokens)  # type: ignore[misc]
+
+    def renew(self, owner: str, keys: Sequence[str], seconds: float) -> None:
+        super().renew(owner, keys, seconds)  # type: ignore[misc]
+        if self.lease is None or not self.transfer:
+            return
+        remote: dict[tuple[str, str], list[str]] = {}
+        for key in keys:
+            token, holder, address = self._where(key)
+            if holder is not None and address is not None:
+                remote.setdefault((holder, address), []).append(token)
+        failed = []
+        for (holder, address), tokens in remote.items():
+            try:
+                self.transfer_client().touch(holder, address, tokens, owner)
+            except ConnectionError as exc:
+                failed.append(str(exc))
+        if failed:
+            raise StoreIOError("Could not renew leases on other nodes: " + "; ".join(failed))
+
+    def hold_for(self, owner: str, tokens: Sequence[str]) -> list[bool]:
+        """(The node server's side of ``renew``.) Record ``owner``, a process on another
+        host, as holding ``tokens`` here, alive while its heartbeat (renewed by each
+        call) is younger than the lease; whether each object exists."""
+        found = [self.has_local(t) for t in tokens]
+        if self.lease is not None:
+            super().adopt(owner, [t for t, ok in zip(tokens, found) if ok])  # type: ignore[misc]
+        return found
+
+    # -- the transfer seam (pxexec.connectors.node_transfer.seam) ----------------------
+
+    def has_local(self, token: str) -> bool:
+        exists: bool = super().exists(token)  # type: ignore[misc]
+        return exists
+
+    def remove_local(self, token: str) -> bool:
+        existed = self.has_local(token)
+        super().evict_batch([token])  # type: ignore[misc]
+        return existed
+
+    def new_object(self, token: str, nbytes: int) -> ArenaIncoming:  # type: ignore[override]
+        if len(token) != 32 or token.strip("0123456789abcdef"):
+            raise KeyError(f"{token!r} is not a token of a node store.")
+        return ArenaIncoming(self.arena, token, nbytes)
+
+    def sealed_file(self, token: str) -> tuple[int, int, int] | None:
+        raise NotImplementedError("the node store serves through sealed_range")
+
+    def sealed_range(self, token: str) -> tuple[int, int, int, Any] | None:
+        """(fd, offset, length, hold) of a sealed object, for ``sendfile``: ``hold``
+        pins the range until dropped. ``fd`` is -1 for a small object: send ``hold``."""
+        view = self.arena.open(token) if not token.strip("0123456789abcdef") else None
+        if view is None:
+            return None
+        if isinstance(view, bytearray):
+            return -1, 0, len(view), view
+        where = super().locate(token)  # type: ignore[misc]
+        if where is None:  # evicted since: what the pinned view holds is still whole
+            return -1, 0, memoryview(view).nbytes, view
+        path, offset, length = where
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC), offset, length, view
+
+    def config(self) -> ConnectorConfig:
+        config: ConnectorConfig = super().config()  # type: ignore[misc]
+        if self.transfer:
+            config.update(transfer=True, bind=self.bind, secret_env=self.secret_env,
+                          transfer_timeout=self.transfer_timeout,
+                          replica_lease=self.replica_lease, idle=self.idle)
+        return config

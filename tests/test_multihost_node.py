@@ -1,0 +1,281 @@
+"""The node store (``shm``/``node``: arena segments) across hosts, on the test bed.
+
+Keys name their node; with ``transfer=True`` a reader on another node pulls the
+object once into its own arena (the holder's server sends it from the segment),
+later readers there map that copy, and freeing anywhere frees every replica. Every
+test leaves no object on any host (counted in each host's index).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pxexec import Store, StoreExecutor
+from pxexec.connectors.multi import MultiConnector, Route
+from pxexec.connectors.node import ShmConnector
+from pxexec.connectors.node.connector import ArenaConnector
+from pxexec.connectors.node_transfer.server import stop_server
+from pxexec.errors import NodeUnreachableError, ObjectOnOtherHostError
+from pxexec.policies import SizeAtLeast
+
+MB = 1 << 20
+
+_COUNT = (
+    "import os, sqlite3, sys\n"
+    "n = 0\n"
+    "for sub in (os.listdir(sys.argv[1]) if os.path.isdir(sys.argv[1]) else []):\n"
+    "    p = os.path.join(sys.argv[1], sub, 'index.sqlite')\n"
+    "    if os.path.exists(p):\n"
+    "        db = sqlite3.connect(p, timeout=30)\n"
+    "        n += db.execute('SELECT COUNT(*) FROM objects').fetchone()[0]\n"
+    "        db.close()\n"
+    "print(n)\n"
+)
+
+
+def objects_on(bed: Any, host: str, path: str) -> int:
+    """Objects (any state) in every node store namespace under ``path`` on ``host``."""
+    return int(bed.check_output(host, [sys.executable, "-c", _COUNT, path]))
+
+
+def wait_until(check: Any, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def network(bed: Any) -> str:
+    return bed.head_address.rsplit(".", 1)[0] + ".0/24"
+
+
+def total(x: Any) -> float:
+    return float(np.asarray(x).sum())
+
+
+def double(x: Any) -> Any:
+    return x * 2
+
+
+@pytest.fixture
+def store_dir(bed: Any) -> Iterator[str]:
+    """A node store directory, the same path on every host (each in its own /dev/shm)."""
+    path = tempfile.mkdtemp(prefix="pxexec-mhn-", dir="/dev/shm")
+    yield path
+    for sub in os.listdir(path) if os.path.isdir(path) else []:
+        stop_server(os.path.join(path, sub))
+    shutil.rmtree(path, ignore_errors=True)
+    for host in bed.names:  # node servers there stop once their directory is gone
+        bed.check_output(host, ["rm", "-rf", path])
+
+
+def node_store(bed: Any, store_dir: str, namespace: str, **options: Any) -> ShmConnector:
+    options.setdefault("transfer", True)
+    if options["transfer"]:
+        options.setdefault("bind", network(bed))
+    return ShmConnector(store_dir, namespace=namespace, chunk=16 * MB,
+                        spill_directory=os.path.join(store_dir, "spill"), **options)
+
+
+def put_on(bed: Any, host: str, store: Store, expr: str) -> str:
+    """Store ``expr`` from a process on ``host`` (which exits); the key."""
+    code = (
+        "import json, numpy as np\n"
+        "from pxexec.store import get_or_create_store\n"
+        f"s = get_or_create_store(json.loads({json.dumps(store.config())!r}))\n"
+        f"print(s.put({expr}))\n"
+    )
+    return bed.python(host, code)
+
+
+def test_a_node_store_key_names_its_host_and_a_read_elsewhere_says_so(
+    bed: Any, store_dir: str, caplog: Any,
+) -> None:
+    store = Store("mhn-plain", node_store(bed, store_dir, "plain", transfer=False))
+    key = put_on(bed, "n1", store, "np.ones(100_000)")
+    assert "@n1~" in key
+    with pytest.raises(ObjectOnOtherHostError, match=r"host 'n1'.*transfer=True"):
+        store.get(key)
+    with caplog.at_level(logging.ERROR, logger="pxexec"):
+        store.free([key])  # from the wrong host: logged and counted, never silent
+    assert store.metrics.evict_failures == 1 and "n1" in caplog.text
+    assert objects_on(bed, "n1", store_dir) == 1
+    code = (
+        "import json\n"
+        "from pxexec.store import get_or_create_store\n"
+        f"s = get_or_create_store(json.loads({json.dumps(store.config())!r}))\n"
+        f"s.evict({key!r})\n"
+    )
+    bed.python("n1", code)
+    assert objects_on(bed, "n1", store_dir) == 0
+
+
+def test_a_read_on_another_host_lands_in_its_arena_once_and_a_free_frees_every_replica(
+    bed: Any, store_dir: str,
+) -> None:
+    connector = node_store(bed, store_dir, "rt")
+    store = Store("mhn-rt", connector)
+    key = put_on(bed, "n1", store, "np.arange(10 * 2**20 // 8, dtype=np.float64)")
+    assert "@n1~" in key and key.count("@") == 2  # token@host~boot@ip:port
+    expected = float(np.arange(10 * MB // 8, dtype=np.float64).sum())
+    sent_before = bed.link_bytes("n1")[1]
+    assert total(store.get(key)) == expected  # the producer exited: n1's server serves
+    token = key.partition("@")[0]
+    place = ArenaConnector.locate(connector, token)
+    assert place is not None and os.path.basename(place[0]).startswith("seg-")  # the arena
+    # a second reader on this host maps the local copy: nothing more crosses n1's link
+    reader = (
+        "import json\n"
+        "from pxexec.store import get_or_create_store\n"
+        f"s = get_or_create_store(json.loads({json.dumps(store.config())!r}))\n"
+        f"print(float(s.get({key!r}).sum()))\n"
+    )
+    assert float(bed.python("head", reader)) == expected
+    sent = bed.link_bytes("n1")[1] - sent_before
+    assert 10 * MB <= sent < 11 * MB, sent
+    # n2 pulls its own replica; one free from the head frees n1's object and both copies
+    assert float(bed.python("n2", reader)) == expected
+    assert objects_on(bed, "n2", store_dir) == 1
+    store.evict(key)
+    for host in ("head", "n1", "n2"):
+        assert wait_until(lambda h=host: objects_on(bed, h, store_dir) == 0), host
+
+
+def test_a_full_arena_spills_what_it_receives(bed: Any, store_dir: str) -> None:
+    connector = ShmConnector(store_dir, namespace="spill", chunk=MB, capacity=MB,
+                             spill_directory=os.path.join(store_dir, "spill"), transfer=True,
+                             bind=network(bed))
+    store = Store("mhn-spill", connector)
+    key = put_on(bed, "n1", store, "np.ones(4 * 2**20 // 8)")
+    assert total(store.get(key)) == 4 * MB / 8
+    assert connector.stats()["spilled_objects_now"] == 1
+    store.evict(key)
+    for host in ("head", "n1"):
+        assert wait_until(lambda h=host: objects_on(bed, h, store_dir) == 0), host
+
+
+def test_many_small_objects_come_over_one_connection(bed: Any, store_dir: str) -> None:
+    store = Store("mhn-batch", node_store(bed, store_dir, "batch"))
+    code = (
+        "import json\n"
+        "from pxexec.store import get_or_create_store\n"
+        f"s = get_or_create_store(json.loads({json.dumps(store.config())!r}))\n"
+        "print(' '.join(s.put_batch([{'i': i} for i in range(200)])))\n"
+    )
+    keys = bed.python("n1", code).split()
+    assert store.get_batch(keys) == [{"i": i} for i in range(200)]
+    assert objects_on(bed, "head", store_dir) == 200  # copies, in this node's arena
+    assert store.connector.transfer_client().idle_connections() == 1
+    store.evict_batch(keys)
+    for host in ("head", "n1"):
+        assert wait_until(lambda h=host: objects_on(bed, h, store_dir) == 0), host
+
+
+def test_dask_round_trip_and_fan_out_cross_each_link_once(
+    bed: Any, store_dir: str,
+) -> None:
+    from distributed import Client
+
+    scheduler = bed.start_dask_scheduler("head", port=19786 + os.getpid() % 1000)
+    for host in ("n1", "n2"):
+        bed.start_dask_worker(host, scheduler)
+    client = Client(scheduler, timeout=30)
+    try:
+        client.wait_for_workers(2, timeout=60)
+        workers = {info["name"].split("-")[0]: addr
+                   for addr, info in client.scheduler_info()["workers"].items()}
+        store = Store("mhn-dask", node_store(bed, store_dir, "dask"))
+        data = np.random.default_rng(0).random(10 * MB // 8)
+        with StoreExecutor(client, store, SizeAtLeast(MB), close_engine=False) as ex:
+            before = bed.link_bytes("n1")
+            result = ex.options(workers=[workers["n1"]]).submit(double, data).result()
+            assert np.array_equal(np.asarray(result), data * 2)
+            after = bed.link_bytes("n1")
+            assert 10 * MB <= after[0] - before[0] < 11.5 * MB  # the argument, once in
+            assert 10 * MB <= after[1] - before[1] < 11.5 * MB  # the result, once out
+            del result
+            ex.flush()
+            from pxexec.ownership import borrow
+
+            owner = store.owned_proxy(data)
+            before2 = {h: bed.link_bytes(h) for h in ("n1", "n2")}
+            futures = [ex.options(workers=[workers[h]]).submit(total, borrow(owner))
+                       for h in ("n1", "n2", "n1", "n2")]
+            assert {f.result() for f in futures} == {float(data.sum())}
+            for h in ("n1", "n2"):  # each worker host's link carries it once
+                got = bed.link_bytes(h)[0] - before2[h][0]
+                assert 10 * MB <= got < 11.5 * MB, (h, got)
+            del futures
+            owner.free()
+            ex.flush()
+    finally:
+        client.close()
+    for host in ("head", "n1", "n2"):
+        assert wait_until(lambda h=host: objects_on(bed, h, store_dir) == 0), host
+
+
+def test_link_down_and_producer_killed_give_a_clear_error_then_tasks_succeed(
+    bed: Any, store_dir: str,
+) -> None:
+    connector = node_store(bed, store_dir, "gone", transfer_timeout=2, replica_lease=1.5)
+    store = Store("mhn-gone", connector)
+    copied = put_on(bed, "n1", store, "np.ones(100_000)")
+    lost = put_on(bed, "n1", store, "np.zeros(100_000)")
+    assert total(store.get(copied)) == 100_000.0  # the head now holds a replica
+    bed.link("n1", False)
+    start = time.monotonic()
+    with pytest.raises(NodeUnreachableError, match=r"host 'n1' at 10\.") as info:
+        store.get(lost)
+    assert time.monotonic() - start < 10 and isinstance(info.value, ConnectionError)
+    # the replica of an object whose origin cannot be reached expires (replica_lease)
+    assert wait_until(lambda: objects_on(bed, "head", store_dir) == 0, timeout=10)
+    bed.link("n1", True)
+    assert total(store.get(lost)) == 0.0  # link back: the next read succeeds
+    store.evict(lost)
+    bed.kill_host("n1")  # the producer host's processes (its node server too) die
+    start = time.monotonic()
+    with pytest.raises(NodeUnreachableError, match="'n1'"):
+        store.get(copied)
+    assert time.monotonic() - start < 10
+    fresh = put_on(bed, "n2", store, "np.full(100_000, 2.0)")  # next tasks succeed
+    assert total(store.get(fresh)) == 200_000.0
+    store.evict(fresh)
+    for host in ("head", "n2"):
+        assert wait_until(lambda h=host: objects_on(bed, h, store_dir) == 0), host
+    bed.check_output("n1", ["rm", "-rf", store_dir])  # n1's memory, like a hung node's
+    assert objects_on(bed, "n1", store_dir) == 0
+
+
+def test_a_host_route_serves_data_that_leaves_its_host_and_frees_it_from_elsewhere(
+    bed: Any, store_dir: str,
+) -> None:
+    node = node_store(bed, store_dir, "route").config()
+    routes = [Route("workers", node, host=r"n[0-9]+", min_size=1000),
+              Route("small", {"type": "local"})]
+    multi = MultiConnector(routes, default="small")
+    assert not routes[0].active  # dormant on the head
+    store = Store("mhn-route", multi)
+    key = put_on(bed, "n1", store, "np.ones(200_000)")
+    assert key.startswith("workers:") and "@n1~" in key
+    assert total(store.get(key)) == 200_000.0  # read here, through the transfer
+    store.evict(key)  # freed from the head: n1's object and the head's copy go
+    for host in ("head", "n1"):
+        assert wait_until(lambda h=host: objects_on(bed, h, store_dir) == 0), host
+    plain = [Route("workers", {**node, "transfer": False}, host=r"n[0-9]+", min_size=1000),
+             Route("small", {"type": "local"})]
+    no_transfer = Store("mhn-route-plain", MultiConnector(plain, default="small"))
+    with pytest.raises(Exception, match="direct transfer"):
+        no_transfer.get(key)
