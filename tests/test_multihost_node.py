@@ -263,8 +263,8 @@ def test_a_host_route_serves_data_that_leaves_its_host_and_frees_it_from_elsewhe
     bed: Any, store_dir: str,
 ) -> None:
     node = node_store(bed, store_dir, "route").config()
-    routes = [Route("workers", node, host=r"n[0-9]+", min_size=1000),
-              Route("small", {"type": "local"})]
+    small = {"type": "shm", "directory": store_dir, "namespace": "small"}
+    routes = [Route("workers", node, host=r"n[0-9]+", min_size=1000), Route("small", small)]
     multi = MultiConnector(routes, default="small")
     assert not routes[0].active  # dormant on the head
     store = Store("mhn-route", multi)
