@@ -4,7 +4,11 @@ Hosts: the head (this process: client and Dask scheduler), n1 and n2 (one Dask w
 process each), store (redis-server). Arms, interleaved, first arm rotating:
 
 - ``dask``: plain Dask (the array is a task argument; the result is gathered);
-- ``pxexec-node``: StoreExecutor on node-local shared memory with direct transfer;
+- ``pxexec-node``: StoreExecutor on the file-per-object store (``shm-files``) with
+  direct transfer (each received object lands in a new tmpfs file);
+- ``pxexec-arena``: StoreExecutor on the node store (``shm``: pre-mapped arena
+  segments) with direct transfer (served with sendfile from the segment, received
+  with recv_into reserved arena space);
 - ``pxexec-redis``: StoreExecutor on Redis on the store host.
 
 Workloads: 100 MB round trip (worker on n1), fan-out (one 100 MB object, 4 tasks on 2
@@ -34,6 +38,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pxexec import Store, StoreExecutor
+from pxexec.connectors.node import ShmConnector
 from pxexec.connectors.node_transfer.server import stop_server
 from pxexec.connectors.redis import RedisConnector
 from pxexec.connectors.shm import SharedMemoryConnector
@@ -62,14 +67,14 @@ def add_all(*values: float) -> float:
 
 
 class Arms:
-    def __init__(self, client: Any, workers: dict[str, str], node: Store, redis: Store) -> None:
+    def __init__(self, client: Any, workers: dict[str, str], stores: dict[str, Store]) -> None:
         self.client = client
         self.workers = workers
-        self.node = StoreExecutor(client, node, SizeAtLeast(MB), close_engine=False)
-        self.redis = StoreExecutor(client, redis, SizeAtLeast(MB), close_engine=False)
+        self.executors = {arm: StoreExecutor(client, store, SizeAtLeast(MB), close_engine=False)
+                          for arm, store in stores.items()}
 
     def executor(self, arm: str) -> StoreExecutor:
-        return self.node if arm == "pxexec-node" else self.redis
+        return self.executors[arm]
 
     def at(self, arm: str, host: str) -> Any:
         return self.executor(arm).options(workers=[self.workers[host]])
@@ -115,8 +120,8 @@ class Arms:
         assert result == 4 * seed * (nbytes // 8), (arm, result)
 
     def settle(self) -> None:
-        self.node.flush()
-        self.redis.flush()
+        for ex in self.executors.values():
+            ex.flush()
 
 
 def timed(fn: Callable[[], None]) -> float:
@@ -167,12 +172,13 @@ def measure(bed: TestBed, arms: Arms, names: list[str], reps: int, nbytes: int,
     return rows
 
 
-def faults(bed: TestBed, arms: Arms, scheduler: str, nbytes: int, env: dict[str, str]) -> list[str]:
+def faults(bed: TestBed, arms: Arms, scheduler: str, nbytes: int, env: dict[str, str],
+           arm: str) -> list[str]:
     from pxexec.errors import NodeUnreachableError
 
     rows = []
     for fault in ("producer host killed", "link down, then up"):
-        ex = arms.node
+        ex = arms.executor(arm)
         result = ex.options(workers=[arms.workers["n1"]]).submit(make, nbytes, 7).result()
         if fault.startswith("producer"):
             bed.kill_host("n1")
@@ -195,7 +201,7 @@ def faults(bed: TestBed, arms: Arms, scheduler: str, nbytes: int, env: dict[str,
         ok = total(np.asarray(ex.options(workers=[arms.workers["n1"]]).submit(
             make, nbytes, 3).result())) == 3 * (nbytes // 8)
         ex.flush()
-        rows.append(f"fault: {fault:22} error after {elapsed:5.2f} s: {outcome}; "
+        rows.append(f"fault ({arm}): {fault:22} error after {elapsed:5.2f} s: {outcome}; "
                     f"next task {'succeeds' if ok else 'FAILS'}")
     return rows
 
@@ -205,15 +211,26 @@ def _workers(client: Any) -> dict[str, str]:
             for addr, info in client.scheduler_info()["workers"].items()}
 
 
+_ARENA_OBJECTS = (
+    "import os, sqlite3, sys\n"
+    "p = os.path.join(sys.argv[1], 'index.sqlite')\n"
+    "n = 0\n"
+    "if os.path.exists(p):\n"
+    "    db = sqlite3.connect(p, timeout=30)\n"
+    "    n = db.execute('SELECT COUNT(*) FROM objects').fetchone()[0]\n"
+    "print(n)\n"
+)
+
+
 def objects_left(bed: TestBed, path: str, redis: Store) -> str:
     counts = {}
     for host in ("head", *HOSTS):
-        if host == "head":
-            names = [n for sub in os.listdir(path) for n in os.listdir(os.path.join(path, sub))]
-        else:
-            names = bed.check_output(host, ["sh", "-c", f"ls {path}/* 2>/dev/null || true"]
-                                     ).split()
-        counts[host] = sum(1 for n in names if len(n) == 32)
+        names = bed.check_output(host, ["sh", "-c", f"ls {path}/node 2>/dev/null || true"]
+                                 ).split()
+        files = sum(1 for n in names if len(n) == 32)
+        arena = int(bed.check_output(host, [sys.executable, "-c", _ARENA_OBJECTS,
+                                            os.path.join(path, "arena")]))
+        counts[host] = files + arena
     counts["store (redis)"] = len(redis.connector.keys())
     return "objects left: " + ", ".join(f"{h} {n}" for h, n in counts.items())
 
@@ -223,7 +240,9 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--mb", type=int, default=100)
     parser.add_argument("--rates", nargs="*", default=["unshaped", "10gbit"])
-    parser.add_argument("--arms", nargs="*", default=["dask", "pxexec-node", "pxexec-redis"])
+    parser.add_argument("--arms", nargs="*",
+                        default=["dask", "pxexec-arena", "pxexec-node", "pxexec-redis"])
+    parser.add_argument("--fault-arms", nargs="*", default=["pxexec-arena", "pxexec-node"])
     args = parser.parse_args()
     reason = can_build()
     if reason:
@@ -247,7 +266,11 @@ def main() -> int:
         node = Store("bench-node", SharedMemoryConnector(path, namespace="node", transfer=True,
                                                         bind=network, replica_lease=3))
         redis = Store("bench-redis", RedisConnector(url, prefix="bench-mh"), cache_size=0)
-        arms = Arms(client, _workers(client), node, redis)
+        arena = Store("bench-arena", ShmConnector(
+            path, namespace="arena", transfer=True, bind=network, replica_lease=3,
+            spill_directory=os.path.join(path, "spill")))  # /var/tmp is shared on the bed
+        stores = {"pxexec-arena": arena, "pxexec-node": node, "pxexec-redis": redis}
+        arms = Arms(client, _workers(client), {a: stores[a] for a in args.arms if a in stores})
         for rate in args.rates:
             for host in (*HOSTS, "store"):
                 bed.shape(host, rate=None if rate == "unshaped" else rate)
@@ -256,8 +279,10 @@ def main() -> int:
                 print(row, flush=True)
         for host in (*HOSTS, "store"):
             bed.shape(host)
-        for row in faults(bed, arms, scheduler, nbytes, env):
-            print(row, flush=True)
+        for arm in args.fault_arms:
+            if arm in arms.executors:
+                for row in faults(bed, arms, scheduler, nbytes, env, arm):
+                    print(row, flush=True)
         arms.settle()
         start = time.monotonic()  # frees that failed during the faults are retried
         clean = "objects left: head 0, n1 0, n2 0, store (redis) 0"
