@@ -8,7 +8,8 @@ process each), store (redis-server). Arms, interleaved, first arm rotating:
   direct transfer (each received object lands in a new tmpfs file);
 - ``pxexec-arena``: StoreExecutor on the node store (``shm``: pre-mapped arena
   segments) with direct transfer (served with sendfile from the segment, received
-  with recv_into reserved arena space);
+  with recv_into reserved arena space), whose reads are private copy-on-write maps;
+- ``pxexec-view``: the same with read-only views (``node``: ``reads="view"``);
 - ``pxexec-redis``: StoreExecutor on Redis on the store host.
 
 Workloads: 100 MB round trip (worker on n1), fan-out (one 100 MB object, 4 tasks on 2
@@ -38,7 +39,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pxexec import Store, StoreExecutor
-from pxexec.connectors.node import ShmConnector
+from pxexec.connectors.node import NodeConnector, ShmConnector
 from pxexec.connectors.node_transfer.server import stop_server
 from pxexec.connectors.redis import RedisConnector
 from pxexec.connectors.shm import SharedMemoryConnector
@@ -228,8 +229,9 @@ def objects_left(bed: TestBed, path: str, redis: Store) -> str:
         names = bed.check_output(host, ["sh", "-c", f"ls {path}/node 2>/dev/null || true"]
                                  ).split()
         files = sum(1 for n in names if len(n) == 32)
-        arena = int(bed.check_output(host, [sys.executable, "-c", _ARENA_OBJECTS,
-                                            os.path.join(path, "arena")]))
+        arena = sum(int(bed.check_output(host, [sys.executable, "-c", _ARENA_OBJECTS,
+                                                os.path.join(path, ns)]))
+                    for ns in ("arena", "view"))
         counts[host] = files + arena
     counts["store (redis)"] = len(redis.connector.keys())
     return "objects left: " + ", ".join(f"{h} {n}" for h, n in counts.items())
@@ -241,7 +243,8 @@ def main() -> int:
     parser.add_argument("--mb", type=int, default=100)
     parser.add_argument("--rates", nargs="*", default=["unshaped", "10gbit"])
     parser.add_argument("--arms", nargs="*",
-                        default=["dask", "pxexec-arena", "pxexec-node", "pxexec-redis"])
+                        default=["dask", "pxexec-arena", "pxexec-view", "pxexec-node",
+                                 "pxexec-redis"])
     parser.add_argument("--fault-arms", nargs="*", default=["pxexec-arena", "pxexec-node"])
     args = parser.parse_args()
     reason = can_build()
@@ -269,7 +272,11 @@ def main() -> int:
         arena = Store("bench-arena", ShmConnector(
             path, namespace="arena", transfer=True, bind=network, replica_lease=3,
             spill_directory=os.path.join(path, "spill")))  # /var/tmp is shared on the bed
-        stores = {"pxexec-arena": arena, "pxexec-node": node, "pxexec-redis": redis}
+        view = Store("bench-view", NodeConnector(
+            path, namespace="view", transfer=True, bind=network, replica_lease=3,
+            spill_directory=os.path.join(path, "spill-view")))
+        stores = {"pxexec-arena": arena, "pxexec-view": view, "pxexec-node": node,
+                  "pxexec-redis": redis}
         arms = Arms(client, _workers(client), {a: stores[a] for a in args.arms if a in stores})
         for rate in args.rates:
             for host in (*HOSTS, "store"):

@@ -279,3 +279,48 @@ def test_a_host_route_serves_data_that_leaves_its_host_and_frees_it_from_elsewhe
     no_transfer = Store("mhn-route-plain", MultiConnector(plain, default="small"))
     with pytest.raises(Exception, match="direct transfer"):
         no_transfer.get(key)
+
+
+def test_an_owner_on_another_node_keeps_the_lease_alive(bed: Any, store_dir: str) -> None:
+    from pxexec.lease import keeper
+
+    store = Store("mhn-lease", node_store(bed, store_dir, "lease", lease=1.5))
+    # the writer on n1 holds both objects, waits until the head's owner is recorded on
+    # n1 too (in n1's index, with the heartbeat its renewals bring), then dies
+    code = (
+        "import json, os, time, numpy as np\n"
+        "from pxexec.lease import keeper\n"
+        "from pxexec.store import get_or_create_store\n"
+        f"s = get_or_create_store(json.loads({json.dumps(store.config())!r}))\n"
+        "keys = [s.put(np.ones(1000)), s.put(np.zeros(1000))]\n"
+        "keeper().hold(s, keys)\n"
+        "print(*keys, flush=True)\n"
+        "deadline = time.monotonic() + 60\n"
+        "def owners():\n"
+        "    with s.connector.arena.index.transaction() as db:\n"
+        "        return db.execute('SELECT COUNT(*) FROM owners').fetchone()[0]\n"
+        "while time.monotonic() < deadline and owners() < 2:\n"
+        "    time.sleep(0.05)\n"
+        "os._exit(0)\n"
+    )
+    writer = bed.spawn("n1", [sys.executable, "-c", code], label="lease-writer-node")
+    assert wait_until(lambda: len(bed.log("n1", "lease-writer-node").split()) == 2, timeout=60)
+    held, orphan = bed.log("n1", "lease-writer-node").split()
+    keeper().hold(store, [held])  # the owner is here, on the head: recorded on n1 as well
+    try:
+        writer.wait(timeout=60)
+        # n1's node server reaps what only the dead writer held; the head's owner keeps
+        # ``held`` while it renews
+        assert wait_until(lambda: objects_on(bed, "n1", store_dir) == 1, timeout=10)
+        time.sleep(3)
+        assert objects_on(bed, "n1", store_dir) == 1
+        assert float(store.get(held).sum()) == 1000.0
+        with pytest.raises(Exception, match="n1"):
+            store.get(orphan)
+    finally:
+        keeper().forget(store, [held])
+    # the owner lets go: its heartbeat on n1 stops, the lease runs out there, and the
+    # copy here goes with its origin
+    assert wait_until(lambda: objects_on(bed, "n1", store_dir) == 0, timeout=15)
+    store.evict(held)
+    assert wait_until(lambda: objects_on(bed, "head", store_dir) == 0)

@@ -113,7 +113,7 @@ class HostKeys(NodeTransfer):
         self._server: tuple[float, str] | None = None
         #: this node (a connector is made anew on each host: from_config, unpickling)
         self._here = this_node().tag
-        super().__init__(directory, **options)
+        super().__init__(directory, **options)  # type: ignore[call-arg]
 
     # -- keys -------------------------------------------------------------------------
 
@@ -248,7 +248,8 @@ class HostKeys(NodeTransfer):
 
     def keys(self) -> list[str]:
         suffix = self._suffix()
-        return [t + suffix for t in super().keys()]  # type: ignore[misc]
+        tokens: list[str] = super().keys()  # type: ignore[misc]
+        return [t + suffix for t in tokens]
 
     # -- leases across nodes ----------------------------------------------------------
 
