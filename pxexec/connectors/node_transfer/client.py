@@ -56,6 +56,7 @@ class TransferClient:
         sock = socket.create_connection((host, int(port)), timeout=self.timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
+            p.kernel_timeouts(sock, self.timeout)
             p.handshake_client(sock, self.secret)
         except BaseException:
             sock.close()
@@ -94,7 +95,7 @@ class TransferClient:
                     result = fn(sock)
                 except (OSError, ConnectionError) as exc:
                     sock.close()
-                    if pooled and attempt == 0 and not isinstance(exc, TimeoutError):
+                    if pooled and attempt == 0 and not _timed_out(exc):
                         continue  # a stale idle connection: once more on a new one
                     raise NodeUnreachableError(_host(holder), address, action,
                                                _describe(exc, self.timeout)) from exc
@@ -194,8 +195,13 @@ def _receive(sock: socket.socket, token: str, into: NodeLocalStore) -> bool:
     return True
 
 
+def _timed_out(exc: BaseException) -> bool:
+    # BlockingIOError: a kernel timeout (SO_RCVTIMEO/SO_SNDTIMEO) ran out
+    return isinstance(exc, (socket.timeout, TimeoutError, BlockingIOError))
+
+
 def _describe(exc: BaseException, timeout: float) -> str:
-    if isinstance(exc, (socket.timeout, TimeoutError)):
+    if _timed_out(exc):
         return f"no answer within {timeout:g} s"
     return str(exc) or type(exc).__name__
 

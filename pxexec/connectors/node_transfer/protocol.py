@@ -20,7 +20,8 @@ import os
 import socket
 import struct
 
-__all__ = ["AuthError", "handshake_client", "handshake_server", "read_exact", "request"]
+__all__ = ["AuthError", "handshake_client", "handshake_server", "kernel_timeouts", "read_exact",
+           "request", "send_range"]
 
 GET, EVICT, HAS, PING, TOUCH = 1, 2, 3, 4, 5
 OK, MISSING = 0, 1
@@ -30,6 +31,28 @@ _STR = struct.Struct("!H")
 
 class AuthError(ConnectionError):
     """The other end does not know the store secret (or demands one we lack)."""
+
+
+def kernel_timeouts(sock: socket.socket, seconds: float) -> None:
+    """Bound every send and receive on ``sock`` by ``seconds`` in the kernel
+    (SO_RCVTIMEO/SO_SNDTIMEO) and make it blocking: Python's own socket timeouts poll
+    before each call, which costs much on an object received in hundreds of pieces.
+    A wait that runs out raises ``BlockingIOError`` (EAGAIN)."""
+    sock.settimeout(None)
+    whole = int(seconds)
+    value = struct.pack("ll", whole, int((seconds - whole) * 1e6))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+
+
+def send_range(sock: socket.socket, fd: int, offset: int, length: int) -> None:
+    """Send ``length`` bytes of file ``fd`` from ``offset`` with ``os.sendfile``."""
+    sent = 0
+    while sent < length:
+        n = os.sendfile(sock.fileno(), fd, offset + sent, length - sent)
+        if n == 0:
+            raise ConnectionError("the object's file ended before its length")
+        sent += n
 
 
 def read_exact(sock: socket.socket, n: int) -> bytes:

@@ -149,7 +149,7 @@ class NodeServer:
             self.active += 1
         try:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn.settimeout(600)
+            p.kernel_timeouts(conn, 600)
             p.handshake_server(conn, self.secret)
             while True:
                 req = p.read_request(conn)
@@ -178,8 +178,7 @@ class NodeServer:
                 if fd < 0:  # a small object, copied out of the store: its bytes
                     conn.sendall(sealed[3])
                     return
-                with os.fdopen(fd, "rb", closefd=False) as f:
-                    conn.sendfile(f, offset, length)
+                p.send_range(conn, fd, offset, length)
             finally:
                 if fd >= 0:
                     os.close(fd)
