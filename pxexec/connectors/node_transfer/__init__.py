@@ -22,10 +22,14 @@ each connection starts with a mutual HMAC-SHA256 challenge. Requests on one
 connection are answered in order, so many small objects are pipelined.
 
 **The seam to the local store** (what a node-local connector provides; the
-file-per-object ``shm``/``file`` connectors do, an arena store can):
+file-per-object ``shm-files``/``file`` connectors do, and so does the node store
+``shm``/``node``, see ``pxexec.connectors.node.hosts``):
 
 - ``sealed_file(token) -> (fd, offset, length) | None``: a sealed object's bytes as a
-  file range (for ``sendfile``); the caller closes ``fd``;
+  file range (for ``sendfile``); the caller closes ``fd``. Or, preferred when present,
+  ``sealed_range(token) -> (fd, offset, length, hold) | None``: the same plus ``hold``,
+  which keeps the range from being reused until dropped (an arena's pin); ``fd`` -1
+  means: send ``hold``'s bytes (a small object copied out);
 - ``new_object(token, nbytes) -> Incoming``: a writable buffer of ``nbytes``
   (``Incoming.buffer``) to ``recv_into``, then ``Incoming.seal()`` publishes it under
   ``token`` atomically (for files: a temporary file renamed into place) or
