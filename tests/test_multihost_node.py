@@ -324,3 +324,26 @@ def test_an_owner_on_another_node_keeps_the_lease_alive(bed: Any, store_dir: str
     assert wait_until(lambda: objects_on(bed, "n1", store_dir) == 0, timeout=15)
     store.evict(held)
     assert wait_until(lambda: objects_on(bed, "head", store_dir) == 0)
+
+
+def test_on_one_node_keys_name_it_and_no_server_starts(tmp_path: Any) -> None:
+    # runs anywhere (no test bed): the same-node path stays as it was
+    from pxexec.connectors.nodeid import this_node
+
+    directory = tempfile.mkdtemp(prefix="pxexec-mhn-one-", dir="/dev/shm")
+    try:
+        connector = ShmConnector(directory, chunk=MB, spill_directory=str(tmp_path))
+        key = connector.put([b"x" * 100_000])
+        assert key == key.partition("@")[0] + "@" + this_node().tag
+        assert bytes(connector.get(key)) == b"x" * 100_000
+        assert not os.path.exists(os.path.join(connector.path, ".node-server.json"))
+        elsewhere = key.partition("@")[0] + "@n9~00000000"
+        with pytest.raises(ObjectOnOtherHostError, match="host 'n9'"):
+            connector.get(elsewhere)
+        with pytest.raises(ObjectOnOtherHostError, match="cannot free"):
+            connector.evict(elsewhere)
+        assert connector.keys() == [key]
+        connector.evict(key)
+        assert connector.keys() == [] and connector.stats()["objects"] == 0
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
