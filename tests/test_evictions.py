@@ -16,7 +16,6 @@ from pxexec.connectors.redis import RedisConnector
 from pxexec.ownership import owned
 
 
-@pytest.mark.flaky(reruns=2)  # timing-dependent under load: known, to be made deterministic
 def test_a_free_that_fails_while_the_server_is_down_is_retried(caplog: Any) -> None:
     server = RedisServer()
     port = server.port

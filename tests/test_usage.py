@@ -162,7 +162,6 @@ def _hold_big(n: int) -> Any:
     return np.ones(n)
 
 
-@pytest.mark.flaky(reruns=2)  # timing-dependent under load: known, to be made deterministic
 def test_dask_workers_report_stored_bytes(dask_cluster: Any, shm_dir: str) -> None:
     import time
 
