@@ -58,6 +58,23 @@ def _client(shm_dir: str, tmp_path: Any, engine: str, *extra: str) -> subprocess
     return proc
 
 
+def _opened(path: str) -> bool:
+    """On a worker: whether this process opened the store in ``path`` (and reaped it)."""
+    from pxexec.store import registered_stores
+
+    return any(getattr(s.connector, "path", None) == path for s in registered_stores())
+
+
+def _wait_until_every_worker_opened(scheduler: str, path: str, timeout: float = 60.0) -> None:
+    from distributed import Client
+
+    deadline = time.monotonic() + timeout
+    with Client(scheduler) as client:
+        while not all(client.run(_opened, path).values()):
+            assert time.monotonic() < deadline, "the workers did not start their tasks"
+            time.sleep(0.05)
+
+
 def _next_process_reaps(shm_dir: str) -> int:
     code = ("import sys\nfrom pxexec.connectors.shm import SharedMemoryConnector\n"
             "print(SharedMemoryConnector(sys.argv[1], namespace='crash').reaped_on_start)\n")
@@ -73,9 +90,11 @@ def test_sigkilled_clients_objects_are_reaped_by_the_next_process(
     proc = _client(shm_dir, tmp_path, engine, *extra)
     try:
         assert len(_objects(shm_dir)) == TASKS
+        if engine == "dask":  # a worker opening the store after the kill would reap first
+            _wait_until_every_worker_opened(extra[0], os.path.join(shm_dir, "crash"))
         proc.kill()
-        proc.communicate(timeout=60)
-        assert len(_objects(shm_dir)) == TASKS  # a SIGKILL frees nothing by itself
+        _, err = proc.communicate(timeout=60)
+        assert len(_objects(shm_dir)) == TASKS, err  # a SIGKILL frees nothing by itself
         assert _next_process_reaps(shm_dir) == TASKS
         assert _objects(shm_dir) == []
     finally:
