@@ -191,12 +191,20 @@ def test_a_reaper_finds_nothing_to_reap_in_a_store_directory_removed_meanwhile(
     import logging
     import shutil
 
+    from pxexec import Store
     from pxexec.connectors.file import FileConnector
+    from pxexec.lease import keeper, reset_keeper
 
     for connector in (SharedMemoryConnector(shm_dir, namespace="gone", lease=5.0),
                       FileConnector(os.path.join(shm_dir, "gone-files"), lease=5.0)):
+        key = connector.put([b"held"])
+        keeper().hold(Store("gone", connector), [key])  # renewed and reaped by the keeper
         shutil.rmtree(connector.path)
         with caplog.at_level(logging.WARNING, logger="pxexec"):
             assert connector.reap() == 0
             assert connector.reap_report().objects == []
+            connector.renew(keeper().owner, [key], 5.0)
+            keeper().renew_now()
+            keeper()._reap()
+    reset_keeper()
     assert not caplog.records
