@@ -183,7 +183,7 @@ class CancelNotices:
         if start:
             try:
                 self._client.loop.add_callback(self._send)
-            except RuntimeError:  # the client's loop is closed: its tasks are gone
+            except (RuntimeError, AttributeError):  # the client's loop is gone, and its tasks
                 with self._lock:
                     self._keys.clear()
                     self._scheduled = False
