@@ -47,6 +47,7 @@ class FailedEvictions:
         self._seq = 0
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._retrying = 0  # retries taken from the queue and not finished yet
 
     def pending(self) -> int:
         """Keys waiting for a retry."""
@@ -86,23 +87,34 @@ class FailedEvictions:
                     wait = self._queue[0][0] - time.monotonic() if self._queue else None
                     self._cond.wait(wait)
                 _, _, key, attempt = heapq.heappop(self._queue)
-            self.store._count(evict_retries=1)
+                self._retrying += 1
             try:
-                self.store.connector.evict(key)
-            except Exception as exc:
-                self.failed(key, exc, attempt + 1)
-            else:
-                self.store._count(evictions=1)
-                discard = getattr(self.store, "_evicted_on_retry", None)
-                if discard is not None:
-                    discard(key)
-                log.info("pxexec: freed %r in %r on retry %d", key, self.store, attempt + 1)
+                self._retry(key, attempt)
+            finally:
+                with self._cond:
+                    self._retrying -= 1
+
+    def _retry(self, key: str, attempt: int) -> None:
+        self.store._count(evict_retries=1)
+        try:
+            self.store.connector.evict(key)
+        except Exception as exc:
+            self.failed(key, exc, attempt + 1)
+        else:
+            self.store._count(evictions=1)
+            discard = getattr(self.store, "_evicted_on_retry", None)
+            if discard is not None:
+                discard(key)
+            log.info("pxexec: freed %r in %r on retry %d", key, self.store, attempt + 1)
 
     def wait(self, timeout: float) -> bool:
-        """Wait until no retry is pending (or ``timeout`` seconds); True if none is."""
+        """Wait until no retry is pending or under way (or ``timeout`` seconds); True if
+        none is."""
         deadline = time.monotonic() + timeout
-        while self.pending():
+        while True:
+            with self._cond:
+                if not self._queue and not self._retrying:
+                    return True
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.02)
-        return True

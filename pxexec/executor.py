@@ -129,10 +129,13 @@ class StoreFuture(cf.Future):  # type: ignore[type-arg]
 
     def cancel(self) -> bool:
         engine_future = self.engine_future
-        if engine_future is not None and not self._px_executor._engine.cancel(engine_future):
+        engine = self._px_executor._engine
+        if engine_future is not None and not engine.cancel(engine_future):
             return False
         if not super().cancel():
             return False
+        if engine_future is not None:  # its result, if the task stored one, is nobody's
+            engine.discard([engine_future])
         with self._condition:
             if self._state == "CANCELLED":  # wake up wait()/as_completed() waiters
                 self.set_running_or_notify_cancel()
@@ -755,13 +758,17 @@ class StoreExecutor(cf.Executor):
         if wait:
             self.flush()
         if self.close_engine:
-            self._engine.shutdown(wait, cancel_futures)
+            unread: list[StoreFuture] = []
             if not wait and getattr(self._engine, "close_cancels_tasks", False):
-                # the engine's tasks ended with it: no completion will come to free
-                # what their submissions stored
-                for f in pending:
-                    if f._claim():
-                        self._finish(f, True, None, None)
+                # The engine's tasks end with it: no completion will come to free what
+                # their submissions stored. Claimed first, so that none completes
+                # meanwhile: the engine frees what their tasks stored (``discard``).
+                unread = [f for f in pending if f._claim()]
+                self._engine.discard([f.engine_future for f in unread
+                                      if f.engine_future is not None])
+            self._engine.shutdown(wait, cancel_futures)
+            for f in unread:
+                self._finish(f, True, None, None)
         else:
             self._engine.release()
 

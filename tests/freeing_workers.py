@@ -68,3 +68,9 @@ def materialize(x: Any) -> Any:
     from pxexec import extract
 
     return extract(x)
+
+
+def held_result(nbytes: int) -> bytes:
+    """A result the policy stores (``tests.dask_hold.HoldAtMemory`` holds its worker)."""
+    return b"h" * nbytes
+

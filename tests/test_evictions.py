@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-import pytest
 
 from pxexec import Store
 from pxexec.bench.redis_server import RedisServer
@@ -16,7 +18,25 @@ from pxexec.connectors.redis import RedisConnector
 from pxexec.ownership import owned
 
 
-@pytest.mark.flaky(reruns=2)  # timing-dependent under load: known, to be made deterministic
+@contextmanager
+def _retries_held(store: Store, timeout: float = 30.0) -> Iterator[None]:
+    """Hold the store's retry thread: entered once the failed key waits in the retry
+    queue (not in the middle of a retry), left when the block ends."""
+    retries = store.failed_evictions
+    deadline = time.monotonic() + timeout
+    while True:
+        retries._cond.acquire()  # the retry thread takes it to start a retry
+        if retries.pending():
+            break
+        retries._cond.release()
+        assert time.monotonic() < deadline, "the failed eviction was not queued again"
+        time.sleep(0.01)
+    try:
+        yield
+    finally:
+        retries._cond.release()
+
+
 def test_a_free_that_fails_while_the_server_is_down_is_retried(caplog: Any) -> None:
     server = RedisServer()
     port = server.port
@@ -30,9 +50,12 @@ def test_a_free_that_fails_while_the_server_is_down_is_retried(caplog: Any) -> N
             owner.free()  # from an owner: cannot raise, must not be lost either
         assert store.metrics.evict_failures >= 1
         assert key in caplog.text and "retrying" in caplog.text
-        server = RedisServer(port=port)  # the server is back (empty: a real restart)
-        writer = RedisConnector(server.url, prefix="rf")
-        writer.client.set(key, b"still here")  # as if it had survived
+        # The server comes back (empty: a real restart) and the key is written back, as
+        # if it had survived, while no retry can run: the next retry must free it.
+        with _retries_held(store):
+            server = RedisServer(port=port)
+            writer = RedisConnector(server.url, prefix="rf")
+            writer.client.set(key, b"still here")
         assert store.failed_evictions.wait(timeout=20)
         assert store.metrics.evict_retries >= 1
         assert writer.client.exists(key) == 0

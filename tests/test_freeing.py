@@ -6,6 +6,7 @@ import gc
 import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import pytest
@@ -210,9 +211,6 @@ def test_dropin_client_holds_leases_of_queued_inputs(dask_cluster: Any, shm_dir:
     reset_keeper()  # its heartbeat lives in shm_dir, removed after the test
 
 
-# Known open race (issue 13): a Dask cancel that reaches the worker just after the task
-# stored its result leaves that result (about 1 run in 4 here); rerun until it is fixed.
-@pytest.mark.flaky(reruns=2)
 def test_store_executor_on_dask_cancel_and_shutdown_free_everything(
         dask_cluster: Any, dask_store: Store) -> None:
     from distributed import Client as DaskClient
@@ -230,6 +228,82 @@ def test_store_executor_on_dask_cancel_and_shutdown_free_everything(
     del pending, running
     time.sleep(0.6)  # the cancelled tasks end on their workers
     assert _empty(dask_store)
+
+
+def _wait_for(condition: Any, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen in {timeout} s"
+        time.sleep(0.01)
+
+
+def _given_up(future: Any) -> bool:
+    return bool(future.cancelled() or future._finishing)
+
+
+@pytest.mark.parametrize("how", ["cancel", "shutdown_cancel_futures", "shutdown_nowait"])
+def test_a_cancel_that_reaches_the_worker_after_the_task_ended_frees_its_result(
+        dask_cluster: Any, dask_store: Store, tmp_path: Any, how: str) -> None:
+    # The bad ordering, forced: the task stored its result and ended on its worker,
+    # which is held before it tells the scheduler; the client gives the future up then
+    # (still pending there), and the release reaches the worker with the key in memory.
+    import threading
+
+    from distributed import Client as DaskClient
+
+    from tests.dask_hold import HoldAtMemory
+
+    reached, go = tmp_path / "reached", tmp_path / "go"
+    with DaskClient(dask_cluster) as admin:
+        admin.register_plugin(HoldAtMemory(str(reached), str(go)))
+        ex = StoreExecutor(DaskClient(dask_cluster), dask_store,
+                           should_proxy=SizeAtLeast(10_000))
+        try:
+            future = ex.submit(fw.held_result, 20_000)
+            _wait_for(reached.exists, "the task's end")
+            assert len(dask_store.connector.keys()) == 1  # stored; its worker is held
+            assert not future.engine_future.done()
+            if how == "cancel":
+                act = future.cancel
+            elif how == "shutdown_cancel_futures":
+                def act() -> None:
+                    ex.shutdown(wait=False, cancel_futures=True)
+            else:
+                def act() -> None:
+                    ex.shutdown(wait=False)
+            # a shutdown waits for the held worker (its notices): let the worker go
+            # once the future is given up, no sooner
+            giving_up = threading.Thread(target=act)
+            giving_up.start()
+            _wait_for(partial(_given_up, future), "the give-up")
+            go.touch()
+            giving_up.join(60)
+            assert future.cancelled()
+            del future
+            assert _empty(dask_store), dask_store.connector.keys()
+        finally:
+            go.touch()
+            ex.shutdown(wait=False)
+            admin.unregister_worker_plugin(HoldAtMemory.name)
+
+
+def test_a_received_result_survives_a_late_cancel_and_the_release(
+        dask_cluster: Any, dask_store: Store) -> None:
+    # What the client received stays, whatever the worker then sees: a cancel of a
+    # finished future (no notice), a release from memory, the grace period.
+    from distributed import Client as DaskClient
+
+    with StoreExecutor(DaskClient(dask_cluster), dask_store,
+                       should_proxy=SizeAtLeast(10_000)) as ex:
+        kept = ex.submit(fw.held_result, 20_000)
+        result = kept.result()
+        assert not kept.cancel()
+        del kept
+        gc.collect()
+        time.sleep(0.5)
+        assert bytes(result) == b"h" * 20_000
+        del result
+        assert _empty(dask_store)
 
 
 @pytest.mark.parametrize("make", ["writable_memoryview", "readonly_memoryview",

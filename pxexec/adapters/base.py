@@ -40,8 +40,8 @@ class Engine:
     #: futures complete without anyone blocking in ``wait`` (false for TaskVine)
     completes_futures = True
     #: a cancel that succeeds on the client may come after the task ran and stored its
-    #: result (Dask: the worker finished before the cancel reached it): futures nobody
-    #: will read are then left to complete and freed, not cancelled
+    #: result, and ``discard`` cannot free it: futures nobody will read are then left
+    #: to complete and freed, not cancelled
     cancel_may_drop_results = False
 
     def __init__(self, executor: Any) -> None:
@@ -91,6 +91,12 @@ class Engine:
             return bool(future.cancel())
         except Exception:
             return False
+
+    def discard(self, futures: list[Any]) -> None:
+        """StoreExecutor will never read these futures' results (cancelled, or left by a
+        shutdown that ends their tasks). An engine whose tasks may have stored their
+        results already (Dask: the cancel reached the worker after the task ended)
+        frees them here; nothing to do where a result reaches the client anyway."""
 
     def wait(self, future: Any, timeout: float | None) -> tuple[bool, BaseException | None, Any]:
         """Block until ``future`` is done; return its outcome like ``outcome``.

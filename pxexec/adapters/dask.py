@@ -31,6 +31,7 @@ try:
     from dask.utils import funcname
 
     from pxexec.adapters.dask_results import (
+        CancelNotices,
         as_key,
         install_result_cleanup,
         record_created,
@@ -197,7 +198,6 @@ class DaskEngine(Engine):
     option_names = frozenset({"workers", "resources", "retries", "priority", "key",
                               "allow_other_workers", "fifo_timeout"})
     native_futures = True
-    cancel_may_drop_results = True
     #: closing the client ends its tasks: their callbacks never come
     close_cancels_tasks = True
     #: results stored by a task Dask then discards are freed on the worker
@@ -208,6 +208,10 @@ class DaskEngine(Engine):
         self._watcher: _Watcher | None = None
         self._watcher_lock = threading.Lock()
         self._releaser = _Releaser(executor)
+        self._notices = CancelNotices(executor)
+        # futures with a key the caller chose: such a key may be submitted again, so a
+        # late cancel notice could reach the new task; their results are not noticed
+        self._named: weakref.WeakSet[Any] = weakref.WeakSet()
         install_result_cleanup(executor)
 
     def add_done_callback(self, future: Any, callback: Callable[[Any], None],
@@ -225,6 +229,8 @@ class DaskEngine(Engine):
             future = self.executor.submit(fn, *args, pure=False, **options, **kwargs)
         else:  # the function's own keywords named like Dask's options reach the function
             future = self.executor.submit(_call, fn, args, kwargs, pure=False, **options)
+        if "key" in options:
+            self._named.add(future)
         self._releaser.release()  # futures dropped meanwhile: in the same batch
         return future
 
@@ -261,8 +267,14 @@ class DaskEngine(Engine):
             pass
         return True
 
+    def discard(self, futures: list[Any]) -> None:
+        # The task may have ended, and stored its result, before the cancel reached its
+        # worker: the worker frees it when told (dask_results.CancelNotices).
+        self._notices.add([f.key for f in futures if f not in self._named])
+
     def shutdown(self, wait: bool, cancel_futures: bool) -> None:
         self.release()
+        self._notices.flush()  # before the close: the notices would be lost with it
         self.executor.close()
 
     def release(self) -> None:

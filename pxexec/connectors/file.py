@@ -456,9 +456,14 @@ class FileConnector(NodeTransfer, BaseConnector):
     def renew(self, owner: str, keys: Sequence[str], seconds: float) -> None:
         if self.lease is None:
             return
-        with self._records_lock:
-            self._record(owner)
-        os.utime(os.path.join(self.leases, owner), follow_symlinks=False)
+        try:
+            with self._records_lock:
+                self._record(owner)
+            os.utime(os.path.join(self.leases, owner), follow_symlinks=False)
+        except (FileNotFoundError, StoreIOError):
+            if not os.path.lexists(self.path):  # removed, and what it held with it
+                return
+            raise
         if not self.transfer:
             return
         # objects of other nodes held by ``owner``: their node server records the owner

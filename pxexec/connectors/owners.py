@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 
 from pxexec.connectors.private_dir import open_private_directory
+from pxexec.errors import StoreIOError
 
 __all__ = ["ReapReport", "owner_alive", "process_owner", "read_record", "reap_store"]
 
@@ -176,10 +177,17 @@ def reap_store(path: str, lease: float | None) -> ReapReport:
     >>> import tempfile
     >>> reap_store(tempfile.mkdtemp(), None).objects
     []
+    >>> reap_store(os.path.join(tempfile.mkdtemp(), "removed"), None).objects
+    []
     """
     report = ReapReport(path)
     now = time.time()
-    store_fd = open_private_directory(path, create=False)
+    try:
+        store_fd = open_private_directory(path, create=False)
+    except StoreIOError:
+        if not os.path.lexists(path):  # removed meanwhile (a store torn down): nothing left
+            return report
+        raise
     try:
         try:
             leases_fd = os.open(LEASES, _DIR, dir_fd=store_fd)
