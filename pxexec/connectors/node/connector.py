@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import os
 import re
+import threading
 import time
 import weakref
 from collections.abc import Sequence
@@ -123,7 +124,7 @@ class NodeConnector(BaseConnector):
             self.path, capacity=capacity or default_capacity(self.directory), chunk=chunk,
             spill=self.spill_directory, reads=reads,
         )
-        _OPEN.add(self)
+        _opened(self)
         #: objects that dead processes left, freed when this connector was created
         self.swept_on_start = self.sweep()
         #: objects reaped when this connector was created (owners that died meanwhile)
@@ -389,9 +390,21 @@ def _beat(db: Any, owner: str) -> None:
 
 
 _OPEN: weakref.WeakSet[NodeConnector] = weakref.WeakSet()
+_EXIT_HOOK = threading.Lock()  # held while the exit hook is registered (first connector)
+_exit_hook_set = False
 
 
-@atexit.register
+def _opened(connector: NodeConnector) -> None:
+    """Remember an open connector; the first one registers the exit hook (not the import)."""
+    global _exit_hook_set
+    _OPEN.add(connector)
+    if not _exit_hook_set:
+        with _EXIT_HOOK:
+            if not _exit_hook_set:
+                atexit.register(_trim_all)
+                _exit_hook_set = True
+
+
 def _trim_all() -> None:
     # at exit, empty stores give their segments' memory back
     for connector in list(_OPEN):
