@@ -90,3 +90,20 @@ print("ok")
         done = subprocess.run([sys.executable, "-c", probe, shm, sp], capture_output=True,
                               text=True, timeout=120, env={**os.environ})
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_the_run_checks_its_own_node_directory(node_dirs: tuple[str, str]) -> None:
+    from pxexec.connectors import connector_from_url
+    from tests.node_leftovers import leftovers
+
+    run_dir = os.environ["PXEXEC_NODE_DIR"]  # set by conftest for the whole run
+    assert run_dir != f"/dev/shm/pxexec-node-{os.getuid()}" and os.path.isdir(run_dir)
+    assert connector_from_url("node").directory == run_dir  # stores without a directory
+    left = make(node_dirs, "leaky")
+    key = left.put([bytes(1000)])
+    clean = make(node_dirs, "clean")
+    clean.evict(clean.put([bytes(10)]))
+    found = leftovers(node_dirs[0])
+    assert list(found) == ["leaky"] and found["leaky"]["objects"] == 1
+    left.evict(key)
+    assert leftovers(node_dirs[0]) == {}

@@ -26,17 +26,20 @@ from pxexec.errors import ConfigError, StoreIOError
 __all__ = ["NodeConnector", "ShmConnector", "default_capacity", "default_node_directory"]
 
 _KEY = re.compile(r"[0-9a-f]{32}")
+#: the environment variable naming the default directory (a test run's own, say)
+ENV_DIR = "PXEXEC_NODE_DIR"
 CHUNK = 256 << 20
 READS = ("view", "private")
 
 
 def default_node_directory() -> str:
-    """Where node stores live by default: a per-user directory in /dev/shm.
+    """Where node stores live by default: ``$PXEXEC_NODE_DIR``, else a per-user
+    directory in /dev/shm.
 
-    >>> default_node_directory().startswith("/dev/shm/pxexec-node-")
+    >>> default_node_directory().startswith("/dev/shm/pxexec-node-") or ENV_DIR in os.environ
     True
     """
-    return f"/dev/shm/pxexec-node-{os.getuid()}"
+    return os.environ.get(ENV_DIR) or f"/dev/shm/pxexec-node-{os.getuid()}"
 
 
 def default_spill_directory() -> str:
