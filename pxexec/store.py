@@ -156,6 +156,9 @@ class Store:
             if deserializer is None and getattr(connector, "readonly_views", False)
             else self.deserializer
         )
+        #: a connector whose keys say which backend's views are read-only (MultiConnector)
+        self._views_per_key = deserializer is None and callable(
+            getattr(connector, "readonly_views_for", None))
         #: arrays handed out by ``empty`` and not sealed yet: data address -> allocation
         self._building: dict[int, tuple[str, int, int, Any]] = {}
         self._metrics = StoreMetrics()
@@ -345,7 +348,7 @@ class Store:
                     raise MissingKeyError(key, self.name, self._missing_detail(key))
                 return default
             buffer = self._remember(key, self._verify(key, buffer))
-        obj = self._decode(buffer)
+        obj = self._decoder(key)(buffer)
         self._count(
             gets=1,
             cache_hits=int(hit),
@@ -353,6 +356,12 @@ class Store:
             get_seconds=time.perf_counter() - start,
         )
         return obj
+
+    def _decoder(self, key: str) -> Deserializer:
+        """How to decode ``key``'s buffer: zero-copy views where its backend's are immutable."""
+        if self._views_per_key and self.connector.readonly_views_for(key):
+            return deserialize_views
+        return self._decode
 
     def get_batch(self, keys: Sequence[str], default: Any = _MISSING) -> list[Any]:
         """The objects under ``keys``, fetched in one batched backend call if possible."""
@@ -364,7 +373,7 @@ class Store:
                     raise MissingKeyError(key, self.name, self._missing_detail(key))
                 result.append(default)
                 continue
-            result.append(self._decode(self._remember(key, self._verify(key, buffer))))
+            result.append(self._decoder(key)(self._remember(key, self._verify(key, buffer))))
         self._count(gets=len(result), bytes_got=sum(memoryview(b).nbytes for b in buffers if b))
         return result
 

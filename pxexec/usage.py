@@ -3,8 +3,8 @@
 ``stored_objects(connector)`` lists the objects of one connector (for a MultiConnector,
 of each active route); ``usage(objects)`` adds them up. ``pxexec ls`` and ``pxexec du``
 print the same, per namespace, in human form or as JSON. Nothing here reads an object's
-data: sizes come from file sizes (file, shm), ``STRLEN`` (Redis) or the stored bytes
-(local).
+data: sizes come from the index (node, shm), file sizes (file, shm-files), ``STRLEN``
+(Redis) or the stored bytes (local).
 
 >>> from pxexec import Store
 >>> from pxexec.connectors.local import LocalConnector
@@ -114,8 +114,11 @@ def stored_objects(connector: Any, lease: float | None = None) -> list[StoredObj
     from pxexec.connectors.file import FileConnector
     from pxexec.connectors.local import LocalConnector
     from pxexec.connectors.multi import MultiConnector
+    from pxexec.connectors.node import NodeConnector
     from pxexec.connectors.redis import RedisConnector
 
+    if isinstance(connector, NodeConnector):
+        return _node_objects(connector, connector.lease if lease is None else lease)
     if isinstance(connector, FileConnector):
         return _file_objects(connector, connector.lease if lease is None else lease)
     if isinstance(connector, RedisConnector):
@@ -173,6 +176,35 @@ def _file_objects(connector: Any, lease: float | None) -> list[StoredObject]:
             expires = deadline.get(token, st.st_mtime + lease) - now
         found.append(StoredObject(key, st.st_size, now - st.st_mtime,
                                   tuple(sorted(holders.get(token, ()))), expires,
+                                  connector.namespace))
+    return found
+
+
+def _node_objects(connector: Any, lease: float | None) -> list[StoredObject]:
+    """The node store's sealed objects from its index: lengths, ages, holders, leases.
+
+    A held object expires a lease after its newest holder's heartbeat, one nobody
+    holds a lease after it was written (as ``NodeConnector.reap`` decides).
+    """
+    now = time.time()
+    with connector.arena.index.transaction() as db:
+        rows = db.execute("SELECT key, length, created FROM objects "
+                          "WHERE state = 'sealed' AND key IS NOT NULL").fetchall()
+        holds = db.execute("SELECT holds.key, holds.owner, owners.beat FROM holds "
+                           "LEFT JOIN owners ON owners.owner = holds.owner").fetchall()
+    holders: dict[str, list[str]] = {}
+    beats: dict[str, float] = {}
+    for key, owner, beat in holds:
+        holders.setdefault(key, []).append(owner)
+        if beat is not None:
+            beats[key] = max(beats.get(key, 0.0), float(beat))
+    found = []
+    for key, length, created in rows:
+        expires = None
+        if lease is not None:
+            expires = beats.get(key, float(created)) + lease - now
+        found.append(StoredObject(key, int(length), now - float(created),
+                                  tuple(sorted(holders.get(key, ()))), expires,
                                   connector.namespace))
     return found
 

@@ -42,6 +42,7 @@ def connectors(args: argparse.Namespace) -> list[Any]:
     from pxexec.config_io import ENV_CONFIG
     from pxexec.connectors import connector_from_url
     from pxexec.connectors.file import FileConnector
+    from pxexec.connectors.node import NodeConnector
 
     if args.config or (not args.connector and os.environ.get(ENV_CONFIG)):
         from pxexec.config import load
@@ -56,13 +57,12 @@ def connectors(args: argparse.Namespace) -> list[Any]:
     if args.namespace:
         return [connector_from_url(url, namespace=args.namespace)]
     probe = connector_from_url(url)
-    if not isinstance(probe, FileConnector):
+    if isinstance(probe, NodeConnector):  # its namespaces: folders holding an index
+        names = _folders(probe.directory, "index.sqlite")
+    elif isinstance(probe, FileConnector):
+        names = _folders(probe.directory)
+    else:
         return [probe]
-    try:
-        names = sorted(n for n in os.listdir(probe.directory)
-                       if os.path.isdir(os.path.join(probe.directory, n)))
-    except FileNotFoundError:
-        names = []
     found = [probe if n == probe.namespace else connector_from_url(url, namespace=n)
              for n in names]
     return found or [probe]
@@ -102,6 +102,16 @@ def disk_usage(args: argparse.Namespace) -> int:
             _table([title, "objects", "size"],
                    [[k, str(n), format_bytes(b)] for k, (n, b) in sorted(table.items())])
     return 0
+
+
+def _folders(directory: str, holding: str | None = None) -> list[str]:
+    """The folders in ``directory`` (those with a file named ``holding``), sorted."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if os.path.isdir(os.path.join(directory, n))
+                  and (holding is None or os.path.exists(os.path.join(directory, n, holding))))
 
 
 def _where(conns: list[Any]) -> str:

@@ -18,6 +18,24 @@ from pxexec.store import clear_registry
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 os.environ["PYTHONPATH"] = _ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")
+# Node stores made without a directory live in this run's own directory, which every
+# process the tests start inherits and nobody else writes to: after the run it must be
+# empty (see tests/node_leftovers.py).
+_NODE_DIR = tempfile.mkdtemp(prefix=f"pxexec-node-{os.getuid()}-test-", dir="/dev/shm")
+os.environ["PXEXEC_NODE_DIR"] = _NODE_DIR
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _node_stores_left_empty() -> Iterator[None]:
+    """After the whole run (torn down last): zero objects and arena bytes in use."""
+    yield
+    from tests.node_leftovers import leftovers
+
+    try:
+        left = leftovers(_NODE_DIR)
+    finally:
+        shutil.rmtree(_NODE_DIR, ignore_errors=True)
+    assert not left, f"the test run left objects in its node stores: {left}"
 
 
 @pytest.fixture(scope="session")

@@ -69,6 +69,18 @@ def test_a_wrong_task_fails_the_run(monkeypatch: Any) -> None:
             cholesky.run([Arm(sess)], n=120, block=30)
 
 
+@pytest.mark.parametrize("url", ["shm", "node", "shm-files"])
+def test_bench_stores_have_a_namespace_of_their_own(url: str) -> None:
+    # another run's objects in the same directory must not count as this run's
+    with stores([url]) as named:
+        (store,) = named.values()
+        connector = store.connector
+        assert connector.namespace == f"bench-{os.getpid()}"
+        assert os.path.isdir(connector.path)
+        connector.put([bytes(100)])  # left behind, as by an interrupted run
+    assert not os.path.exists(connector.path)
+
+
 def test_apps_on_threads_with_every_arm(tmp_path: Any) -> None:
     pytest.importorskip("proxystore")
     with stores(["shm"]) as named, session("thread", 2) as sess, \

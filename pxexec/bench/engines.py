@@ -114,6 +114,11 @@ def _ignore_interrupts() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+#: directory stores that get a namespace of their own for each run: what another run
+#: (or a test) keeps in the same directory is neither counted nor freed by this one
+PRIVATE_NAMESPACE = ("shm", "file", "node", "shm-files")
+
+
 @contextmanager
 def stores(urls: list[str]) -> Iterator[dict[str, Store]]:
     """A store per connector URL; ``redis`` alone starts a private redis-server.
@@ -133,7 +138,7 @@ def stores(urls: list[str]) -> Iterator[dict[str, Store]]:
                 server = RedisServer()
                 stack.callback(server.stop)
                 url = server.url
-            elif label in ("shm", "file"):
+            elif label in PRIVATE_NAMESPACE:
                 options["namespace"] = f"bench-{os.getpid()}"
             connector = connector_from_url(url, **options)
             store = Store(f"bench-{label}", connector)
@@ -145,8 +150,14 @@ def stores(urls: list[str]) -> Iterator[dict[str, Store]]:
 
 
 def _empty(connector: Any) -> None:
-    """Evict everything left in a connector private to this run, and remove its folder."""
+    """Evict everything left in a connector private to this run, and remove its folder
+    (and a node store's spill folder)."""
     keys = connector.keys()
     for key in keys:
         connector.evict(key)
+    if callable(getattr(connector, "trim", None)):
+        connector.trim()
     shutil.rmtree(connector.path, ignore_errors=True)
+    spill = getattr(connector, "spill_directory", None)
+    if isinstance(spill, str):
+        shutil.rmtree(spill, ignore_errors=True)

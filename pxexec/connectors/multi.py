@@ -249,6 +249,12 @@ class MultiConnector(BaseConnector):
         reserve = getattr(route.connector, "new_key", None)
         return f"{route.name}:{reserve(nbytes)}" if callable(reserve) else None
 
+    def readonly_views_for(self, key: str) -> bool:
+        """Whether ``key``'s backend returns read-only views of immutable memory (the node
+        store): the store decodes those without copying, as it would from that backend."""
+        target = self._backend(key)
+        return target is not None and bool(getattr(target[0], "readonly_views", False))
+
     def binds_keys(self, key: str) -> bool:
         """Whether the backend of ``key`` writes under keys chosen first (signed stores)."""
         target = self._backend(key)

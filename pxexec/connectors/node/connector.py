@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import os
 import re
+import threading
 import time
 import weakref
 from collections.abc import Sequence
@@ -27,17 +28,20 @@ __all__ = ["ArenaConnector", "NodeConnector", "ShmConnector", "default_capacity"
            "default_node_directory"]
 
 _KEY = re.compile(r"[0-9a-f]{32}")
+#: the environment variable naming the default directory (a test run's own, say)
+ENV_DIR = "PXEXEC_NODE_DIR"
 CHUNK = 256 << 20
 READS = ("view", "private")
 
 
 def default_node_directory() -> str:
-    """Where node stores live by default: a per-user directory in /dev/shm.
+    """Where node stores live by default: ``$PXEXEC_NODE_DIR``, else a per-user
+    directory in /dev/shm.
 
-    >>> default_node_directory().startswith("/dev/shm/pxexec-node-")
+    >>> default_node_directory().startswith("/dev/shm/pxexec-node-") or ENV_DIR in os.environ
     True
     """
-    return f"/dev/shm/pxexec-node-{os.getuid()}"
+    return os.environ.get(ENV_DIR) or f"/dev/shm/pxexec-node-{os.getuid()}"
 
 
 def default_spill_directory() -> str:
@@ -125,7 +129,7 @@ class ArenaConnector(BaseConnector):
             self.path, capacity=capacity or default_capacity(self.directory), chunk=chunk,
             spill=self.spill_directory, reads=reads,
         )
-        _OPEN.add(self)
+        _opened(self)
         #: objects that dead processes left, freed when this connector was created
         self.swept_on_start = self.sweep()
         #: objects reaped when this connector was created (owners that died meanwhile)
@@ -410,9 +414,21 @@ def _beat(db: Any, owner: str) -> None:
 
 
 _OPEN: weakref.WeakSet[ArenaConnector] = weakref.WeakSet()
+_EXIT_HOOK = threading.Lock()  # held while the exit hook is registered (first connector)
+_exit_hook_set = False
 
 
-@atexit.register
+def _opened(connector: ArenaConnector) -> None:
+    """Remember an open connector; the first one registers the exit hook (not the import)."""
+    global _exit_hook_set
+    _OPEN.add(connector)
+    if not _exit_hook_set:
+        with _EXIT_HOOK:
+            if not _exit_hook_set:
+                atexit.register(_trim_all)
+                _exit_hook_set = True
+
+
 def _trim_all() -> None:
     # at exit, empty stores give their segments' memory back
     for connector in list(_OPEN):
