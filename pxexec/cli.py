@@ -314,9 +314,7 @@ def _require(module: str, extra: str, feature: str) -> None:
 
 def _check_connector(url: str) -> None:
     """Refuse an unknown connector URL before anything starts (no I/O)."""
-    from urllib.parse import urlsplit
-
-    from pxexec.connectors import connector_class
+    from pxexec.connectors import config_from_url
 
     if url == "redis":  # a private redis-server, started by the benchmark
         _require("redis", "redis", "--connector redis")
@@ -324,16 +322,7 @@ def _check_connector(url: str) -> None:
             raise ConfigError("--connector redis starts a private redis-server, but none is "
                               "on PATH: install it (e.g. apt-get install redis-server).")
         return
-    if "://" not in url:
-        connector_class(url)
-        return
-    parts = urlsplit(url)
-    if parts.scheme in ("redis", "rediss", "unix"):
-        connector_class("redis")
-    elif parts.scheme == "file" and not parts.path:
-        raise ConfigError(f"File URL {url!r} needs a path, e.g. 'file:///scratch/pxexec'.")
-    elif parts.scheme not in ("file", "shm"):
-        connector_class(parts.scheme)
+    config_from_url(url)  # the connector the URL names parses it (imports, never connects)
 
 
 def _preflight(workload: str, engine: str, args: argparse.Namespace) -> None:
