@@ -69,6 +69,8 @@ def node(node_dirs: tuple[str, str]) -> Iterator[NodeConnector]:
 
 
 class TestNodeConformance(ConnectorConformance):
+    expected_capabilities = {"AllocatesInPlace", "Leases", "ListsKeys", "Replaces"}
+
     @pytest.fixture(params=["view", "private"])
     def connector(self, request: Any, node_dirs: tuple[str, str]) -> Iterator[Any]:
         connector = make(node_dirs, reads=request.param)

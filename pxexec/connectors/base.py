@@ -119,6 +119,12 @@ class ChoosesKeys(Protocol):
     ``put_at(key, frames)`` stores a new object under it. A signed Store binds the key
     into the signature, so an object copied under another key is refused. (A connector
     that chooses keys for some objects only also says so per key: ``binds_keys(key)``.)
+
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> connector = LocalConnector()
+    >>> key = connector.new_key(2)
+    >>> connector.put_at(key, [b"hi"]); bytes(connector.get(key))
+    b'hi'
     """
 
     def new_key(self, nbytes: int) -> str | None: ...
@@ -132,6 +138,14 @@ class Replaces(Protocol):
 
     ``replace(key, frames)`` raises ``MissingKeyError`` (a ``KeyError``) naming the
     key and the store when ``key`` holds no object: it never creates one.
+
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> connector = LocalConnector()
+    >>> try:
+    ...     connector.replace("local:gone", [b"x"])
+    ... except KeyError as exc:
+    ...     print(type(exc).__name__, exc.key)
+    MissingKeyError local:gone
     """
 
     def replace(self, key: str, frames: Sequence[Buffer]) -> None: ...
@@ -147,6 +161,13 @@ class Leases(Protocol):
     as holding ``keys``; ``renew(owner, keys, seconds)`` extends its lease on them
     (one batched call); ``reap()`` deletes what owners that are gone held and returns
     how many objects went. Objects a live owner holds are never reaped.
+
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> from pxexec.connectors.shm import SharedMemoryConnector
+    >>> isinstance(SharedMemoryConnector(namespace="lease-doc"), Leases)
+    True
+    >>> isinstance(LocalConnector(), Leases)   # its objects die with its process
+    False
     """
 
     @property
@@ -164,7 +185,14 @@ class Leases(Protocol):
 
 @runtime_checkable
 class ListsKeys(Protocol):
-    """Lists the keys it stores (``keys()``; for usage reports, tools and tests)."""
+    """Lists the keys it stores (``keys()``; for usage reports, tools and tests).
+
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> connector = LocalConnector()
+    >>> key = connector.put([b"x"])
+    >>> connector.keys() == [key]
+    True
+    """
 
     def keys(self) -> list[str]: ...
 
@@ -175,6 +203,13 @@ class RoutesObjects(Protocol):
 
     ``route_for(size, obj_type, tags)`` names the route an object takes; ``put`` (and
     ``new_key``, if it chooses keys) take the keywords ``obj_type`` and ``tags``.
+
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> from pxexec.connectors.multi import MultiConnector, Route
+    >>> routed = MultiConnector([Route("tagged", LocalConnector(), tags={"big"}),
+    ...                          Route("rest", LocalConnector())])
+    >>> isinstance(routed, RoutesObjects), routed.route_for(10, bytes, ["big"]).name
+    (True, 'tagged')
     """
 
     def route_for(self, size: int, obj_type: type[Any] | None = None,
@@ -185,7 +220,18 @@ class RoutesObjects(Protocol):
 class AllocatesInPlace(Protocol):
     """Builds objects in place: ``allocate(nbytes)`` returns a key and a writable
     buffer, ``seal(key)`` publishes the filled buffer (a ``KeyError`` for a key that
-    is not an unsealed allocation of this process). Nobody sees it before."""
+    is not an unsealed allocation of this process). Nobody sees it before; a buffer
+    dropped before ``seal`` gives its space back.
+
+    >>> import tempfile
+    >>> from pxexec.connectors.node import NodeConnector
+    >>> connector = NodeConnector(tempfile.mkdtemp(), chunk=1 << 20)
+    >>> key, buffer = connector.allocate(3)
+    >>> memoryview(buffer).cast("B")[:] = b"abc"
+    >>> connector.seal(key); bytes(connector.get(key))
+    b'abc'
+    >>> connector.evict(key); del buffer
+    """
 
     def allocate(self, nbytes: int) -> tuple[str, Any]: ...
 

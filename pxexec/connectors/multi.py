@@ -302,7 +302,12 @@ class MultiConnector(BaseConnector):
         if target is None:
             raise MissingKeyError(key, f"multi ({', '.join(self._by_name)})",
                                   "The key names no route of this MultiConnector.")
-        require(target[0], Replaces, "replace objects").replace(target[1], frames)
+        backend = require(target[0], Replaces, "replace objects")
+        try:
+            backend.replace(target[1], frames)
+        except MissingKeyError as exc:  # name the key as the caller knows it
+            route = key.partition(":")[0]
+            raise MissingKeyError(key, f"route {route!r}: {exc.store}", exc.detail) from None
 
     def _group(self, keys: Sequence[str]) -> list[tuple[Any, list[str]]]:
         groups: dict[int, tuple[Any, list[str]]] = {}

@@ -1,9 +1,15 @@
-"""A connector conformance suite for pytest, shipped for third-party connectors.
+"""The connector conformance suite for pytest, shipped for third-party connectors.
 
 Subclass ``ConnectorConformance`` in a test module and provide a ``connector``
-fixture that yields a fresh connector; every test below then runs against it::
+fixture that yields a fresh connector; every test below then runs against it. The
+required tests run on every connector; each capability's tests run where the
+connector has that capability (``pxexec.connectors.base``) and are skipped where
+it has not. Set ``expected_capabilities`` to the names you mean to have, so that
+losing one fails (rather than skips)::
 
     class TestMyConnector(ConnectorConformance):
+        expected_capabilities = {"ChoosesKeys", "ListsKeys"}
+
         @pytest.fixture
         def connector(self):
             yield MyConnector(...)
@@ -11,13 +17,29 @@ fixture that yields a fresh connector; every test below then runs against it::
 
 from __future__ import annotations
 
+import os
 import pickle
 import threading
-from typing import Any
+from typing import Any, ClassVar
 
-from pxexec.connectors import connector_from_config
-from pxexec.connectors.base import Buffer, ConnectorConfig
-from pxexec.connectors.shm import SharedMemoryConnector
+import pytest
+
+from pxexec.connectors.base import (
+    CAPABILITIES,
+    FLAGS,
+    AllocatesInPlace,
+    ChoosesKeys,
+    Connector,
+    Leases,
+    ListsKeys,
+    Replaces,
+    RoutesObjects,
+    capabilities,
+    flag,
+)
+from pxexec.connectors.owners import process_owner
+from pxexec.connectors.registry import connector_from_config
+from pxexec.errors import MissingKeyError
 from pxexec.serialize import deserialize, serialize
 
 LARGE = 8 * 1024 * 1024 + 13
@@ -27,7 +49,12 @@ def _payload(obj: Any) -> list[Any]:
     return serialize(obj)
 
 
-__all__ = ["ConnectorConformance", "CountingConnector"]
+def _needs(connector: Any, capability: type[Any]) -> None:
+    if not isinstance(connector, capability):
+        pytest.skip(f"{type(connector).__name__} has no {capability.__name__} capability")
+
+
+__all__ = ["ConnectorConformance"]
 
 
 class ConnectorConformance:
@@ -130,44 +157,123 @@ class ConnectorConformance:
         assert connector.exists("not-a-key-of-this-connector") is False
         connector.evict("not-a-key-of-this-connector")
 
+    # -- the contract itself -----------------------------------------------------------
 
-class CountingConnector(SharedMemoryConnector):
-    """A shared-memory connector that logs every ``get`` (pid and key) to a file.
+    #: the capability names the connector under test must have (None: not checked)
+    expected_capabilities: ClassVar[set[str] | None] = None
 
-    The log lives beside the objects, so gets made in worker processes are counted
-    too: ``CountingConnector.gets(config)`` reads them back.
+    def test_is_a_connector(self, connector: Any) -> None:
+        assert isinstance(connector, Connector), (
+            f"{type(connector).__name__} lacks methods of the Connector protocol")
 
-    >>> import os, tempfile
-    >>> from pxexec import Store
-    >>> store = Store("counting-demo", CountingConnector(tempfile.mkdtemp()))
-    >>> key = store.put(b"x")
-    >>> _ = store.connector.get(key)
-    >>> store.connector.gets() == [(os.getpid(), key)]
-    True
-    """
+    def test_declared_capabilities(self, connector: Any) -> None:
+        expected = self.expected_capabilities
+        if expected is None:
+            pytest.skip("set the class attribute 'expected_capabilities' to check them")
+        unknown = set(expected) - set(CAPABILITIES)
+        assert not unknown, f"unknown capability names {sorted(unknown)}"
+        assert capabilities(connector) == frozenset(expected)
 
-    type_name = "pxexec.testing:CountingConnector"
+    def test_flags_are_booleans(self, connector: Any) -> None:
+        for name in FLAGS:
+            assert isinstance(getattr(connector, name, FLAGS[name]), bool), name
+        if flag(connector, "readonly_views"):
+            key = connector.put([bytes(1 << 20)])  # large: small objects may be copied out
+            assert memoryview(connector.get(key)).readonly
+            connector.evict(key)
 
-    @property
-    def log_path(self) -> str:
-        return f"{self.path}.gets"
+    # -- ChoosesKeys -------------------------------------------------------------------
 
-    def get(self, key: str) -> Buffer | None:
-        import os
+    def test_chooses_keys(self, connector: Any) -> None:
+        _needs(connector, ChoosesKeys)
+        key = connector.new_key(5)
+        if key is None:
+            pytest.skip("this connector chooses no key for this object")
+        assert isinstance(key, str) and key != connector.new_key(5)
+        assert not connector.exists(key)
+        connector.put_at(key, [b"ab", b"cde"])
+        assert connector.exists(key)
+        assert bytes(connector.get(key)) == b"abcde"
+        connector.evict(key)
+        assert connector.get(key) is None
 
-        with open(self.log_path, "a") as f:
-            f.write(f"{os.getpid()} {key}\n")
-        return super().get(key)
+    # -- Replaces ----------------------------------------------------------------------
 
-    def gets(self) -> list[tuple[int, str]]:
-        """Every get so far, as (pid, key), from every process."""
-        try:
-            with open(self.log_path) as f:
-                return [(int(p), k) for p, k in (line.split() for line in f)]
-        except FileNotFoundError:
-            return []
+    def test_replace_overwrites(self, connector: Any) -> None:
+        _needs(connector, Replaces)
+        key = connector.put(_payload("old value"))
+        connector.replace(key, _payload("new value"))
+        assert deserialize(connector.get(key)) == "new value"
+        connector.evict(key)
 
-    @classmethod
-    def from_config(cls, config: ConnectorConfig) -> CountingConnector:
-        options = {k: v for k, v in config.items() if k != "type"}
-        return cls(**options)
+    def test_replace_of_a_missing_key_raises_missing_key_error(self, connector: Any) -> None:
+        _needs(connector, Replaces)
+        key = connector.put(_payload("gone"))
+        connector.evict(key)
+        with pytest.raises(MissingKeyError) as info:
+            connector.replace(key, _payload("new"))
+        assert isinstance(info.value, KeyError)
+        assert info.value.key == key and key in str(info.value) and info.value.store
+        assert not connector.exists(key)  # nothing was created
+
+    # -- Leases ------------------------------------------------------------------------
+
+    def test_lease_attributes(self, connector: Any) -> None:
+        _needs(connector, Leases)
+        lease = connector.lease_seconds
+        assert lease is None or (isinstance(lease, float | int) and lease > 0)
+        assert isinstance(connector.tracks_owners, bool)
+
+    def test_held_objects_survive_reaping(self, connector: Any) -> None:
+        _needs(connector, Leases)
+        owner = process_owner()
+        keys = [connector.put(_payload(i)) for i in range(3)]
+        connector.adopt(owner, keys)
+        connector.renew(owner, keys, connector.lease_seconds or 60.0)
+        reaped = connector.reap()
+        assert isinstance(reaped, int) and reaped >= 0
+        assert all(connector.exists(k) for k in keys)
+        connector.evict_batch(keys)
+        connector.adopt(owner, [])
+        connector.renew(owner, [], connector.lease_seconds or 60.0)
+
+    # -- ListsKeys ---------------------------------------------------------------------
+
+    def test_lists_keys(self, connector: Any) -> None:
+        _needs(connector, ListsKeys)
+        keys = [connector.put(_payload(i)) for i in range(3)]
+        listed = connector.keys()
+        assert isinstance(listed, list) and set(keys) <= set(listed)
+        connector.evict(keys[0])
+        listed = connector.keys()
+        assert keys[0] not in listed
+        connector.evict_batch(keys)
+
+    # -- RoutesObjects -----------------------------------------------------------------
+
+    def test_routes_by_type_and_tags(self, connector: Any) -> None:
+        _needs(connector, RoutesObjects)
+        frames = _payload(b"routed")
+        size = sum(memoryview(f).nbytes for f in frames)
+        assert connector.route_for(size, bytes, ()) is not None
+        key = connector.put(frames, obj_type=bytes, tags=())
+        assert deserialize(connector.get(key)) == b"routed"
+        if isinstance(connector, ChoosesKeys):
+            chosen = connector.new_key(size, obj_type=bytes, tags=())
+            assert chosen is None or isinstance(chosen, str)
+        connector.evict(key)
+
+    # -- AllocatesInPlace --------------------------------------------------------------
+
+    def test_allocate_then_seal(self, connector: Any) -> None:
+        _needs(connector, AllocatesInPlace)
+        data = os.urandom(100_000)
+        key, buffer = connector.allocate(len(data))
+        assert isinstance(key, str) and not connector.exists(key)
+        memoryview(buffer).cast("B")[:] = data
+        connector.seal(key)  # (the buffer is held until sealed: dropped, it is given back)
+        del buffer
+        assert connector.exists(key) and bytes(connector.get(key)) == data
+        with pytest.raises(KeyError):
+            connector.seal(key)  # sealed once
+        connector.evict(key)
