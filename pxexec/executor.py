@@ -394,7 +394,7 @@ class StoreExecutor(cf.Executor):
                 containers=self.proxy_containers or isinstance(fn, _Chunk),
                 box_result=True,
                 note_traceback=not self._engine.keeps_tracebacks,
-                on_created=getattr(self._engine, "on_created", None),
+                on_created=self._engine.on_created,
             )
             try:
                 with self._tasks_lock:
@@ -756,7 +756,7 @@ class StoreExecutor(cf.Executor):
             self.flush()
         if self.close_engine:
             self._engine.shutdown(wait, cancel_futures)
-            if not wait and getattr(self._engine, "close_cancels_tasks", False):
+            if not wait and self._engine.close_cancels_tasks:
                 # the engine's tasks ended with it: no completion will come to free
                 # what their submissions stored
                 for f in pending:

@@ -9,5 +9,6 @@ pytest (and numpy for the connector suite).
 from __future__ import annotations
 
 from pxexec.testing.connectors import ConnectorConformance
+from pxexec.testing.engines import EngineConformance
 
-__all__ = ["ConnectorConformance"]
+__all__ = ["ConnectorConformance", "EngineConformance"]
