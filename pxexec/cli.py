@@ -240,7 +240,7 @@ def collect(args: argparse.Namespace) -> int:
     if args.config:
         from pxexec.config import load
 
-        connector = load(args.config).store.connector
+        connector: Any = load(args.config).store.connector  # gc uses each store's extras
     elif args.connector:
         options: dict[str, Any] = {}
         if args.namespace:

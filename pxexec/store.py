@@ -150,7 +150,7 @@ class Store:
         if cache_size < 0:
             raise ConfigError("cache_size must be zero or positive.")
         self.name = name
-        self.connector: Any = connector  # backends add methods (keys, adopt, routes...)
+        self.connector: Connector = connector
         self.serializer: Serializer = serializer or serialize
         self.deserializer: Deserializer = deserializer or deserialize
         self.cache_size = cache_size
@@ -241,7 +241,7 @@ class Store:
             put_key: str = self.connector.put(signed, **route)
             return put_key, signed
         signed = [self._signer.sign(frames, store=self.name, key=key, version=1), *frames]
-        self.connector.put_at(key, signed)
+        require(self.connector, ChoosesKeys, "write under a chosen key").put_at(key, signed)
         return key, signed
     def empty(self, shape: int | Sequence[int], dtype: Any = "float64") -> Any:
         """A new writable numpy array that already lives in the store.
@@ -313,7 +313,7 @@ class Store:
             bound = _binds_keys(self.connector, key)
             buffer[:sig] = memoryview(self._signer.sign(
                 [body], store=self.name, key=key if bound else "", version=1, bound=bound))
-        self.connector.seal(key)
+        require(self.connector, AllocatesInPlace, "seal objects").seal(key)
         arr.flags.writeable = False  # sealed objects are immutable
         self._count(puts=1, bytes_put=buffer.nbytes, put_seconds=time.perf_counter() - start)
         return key
