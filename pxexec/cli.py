@@ -234,7 +234,7 @@ def _interrupted(command: str) -> int:
 
 
 def collect(args: argparse.Namespace) -> int:
-    from pxexec.connectors import connector_from_url
+    from pxexec.connectors import config_from_url, connector_from_url
     from pxexec.lease import lease_of
 
     if args.config:
@@ -245,10 +245,11 @@ def collect(args: argparse.Namespace) -> int:
         options: dict[str, Any] = {}
         if args.namespace:
             options["namespace"] = args.namespace
-        node_store = not args.connector.startswith(("redis", "unix"))
+        kind = config_from_url(args.connector)["type"]  # parsed by the connector it names
+        node_store = kind != "redis"
         if args.lease is not None and node_store:
             options["lease"] = args.lease
-        if node_store and args.connector.split(":")[0] in ("file", "shm", "shm-files"):
+        if kind in ("file", "shm", "shm-files"):
             options["create"] = False  # gc never makes a store that is not there
         connector = connector_from_url(args.connector, **options)
     else:
