@@ -31,6 +31,10 @@ The contract has three parts; ``pxexec.testing.ConnectorConformance`` checks eac
   already local memory) and ``readonly_views`` (default False: ``get`` returns
   read-only views of shared memory, so a Store decodes them without a copy).
 
+URLs: a connector parses its own (the classmethod ``options_from_url`` returns
+constructor options, or raises ``ConfigError`` before any I/O); the registry
+(``pxexec.connectors.registry``) only maps a name or scheme to the class.
+
 Two optional methods only improve messages: ``missing_detail(key)`` and
 ``describe_key(key)`` say why or where a missing key may have gone.
 
