@@ -336,8 +336,10 @@ class MultiConnector(BaseConnector):
 
     @property
     def tracks_owners(self) -> bool:
-        """Whether any active backend records holders."""
-        return any(c.tracks_owners for c in self._leasing())
+        """Holders are recorded through a MultiConnector only where a backend has a lease
+        (as before the contract named this; backends that track owners without a lease
+        are not told of holders through it)."""
+        return self.lease_seconds is not None
 
     def _leasing(self) -> list[Leases]:
         return [r.connector for r in self.routes
