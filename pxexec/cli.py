@@ -234,21 +234,22 @@ def _interrupted(command: str) -> int:
 
 
 def collect(args: argparse.Namespace) -> int:
-    from pxexec.connectors import connector_from_url
+    from pxexec.connectors import config_from_url, connector_from_url
     from pxexec.lease import lease_of
 
     if args.config:
         from pxexec.config import load
 
-        connector = load(args.config).store.connector
+        connector: Any = load(args.config).store.connector  # gc uses each store's extras
     elif args.connector:
         options: dict[str, Any] = {}
         if args.namespace:
             options["namespace"] = args.namespace
-        node_store = not args.connector.startswith(("redis", "unix"))
+        kind = config_from_url(args.connector)["type"]  # parsed by the connector it names
+        node_store = kind != "redis"
         if args.lease is not None and node_store:
             options["lease"] = args.lease
-        if node_store and args.connector.split(":")[0] in ("file", "shm", "shm-files"):
+        if kind in ("file", "shm", "shm-files"):
             options["create"] = False  # gc never makes a store that is not there
         connector = connector_from_url(args.connector, **options)
     else:
@@ -314,9 +315,7 @@ def _require(module: str, extra: str, feature: str) -> None:
 
 def _check_connector(url: str) -> None:
     """Refuse an unknown connector URL before anything starts (no I/O)."""
-    from urllib.parse import urlsplit
-
-    from pxexec.connectors import connector_class
+    from pxexec.connectors import config_from_url
 
     if url == "redis":  # a private redis-server, started by the benchmark
         _require("redis", "redis", "--connector redis")
@@ -324,16 +323,7 @@ def _check_connector(url: str) -> None:
             raise ConfigError("--connector redis starts a private redis-server, but none is "
                               "on PATH: install it (e.g. apt-get install redis-server).")
         return
-    if "://" not in url:
-        connector_class(url)
-        return
-    parts = urlsplit(url)
-    if parts.scheme in ("redis", "rediss", "unix"):
-        connector_class("redis")
-    elif parts.scheme == "file" and not parts.path:
-        raise ConfigError(f"File URL {url!r} needs a path, e.g. 'file:///scratch/pxexec'.")
-    elif parts.scheme not in ("file", "shm"):
-        connector_class(parts.scheme)
+    config_from_url(url)  # the connector the URL names parses it (imports, never connects)
 
 
 def _preflight(workload: str, engine: str, args: argparse.Namespace) -> None:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from pxexec.config_io import ENV_CONFIG, config_path, env_overrides, merged, policy_table, to_toml
 from pxexec.connectors import connector_from_config, connector_from_url
@@ -44,12 +44,45 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+
+
+class StoreTable(TypedDict, total=False):
+    """The ``[store]`` table: the store's name, its connector and options.
+
+    >>> table: StoreTable = {"name": "run-1", "connector": "shm", "cache_size": 8}
+    >>> sorted(table)
+    ['cache_size', 'connector', 'name']
+    """
+
+    name: str
+    #: a URL (``"redis://host:6379/0"``) or a connector table (``{type = "file", ...}``)
+    connector: str | dict[str, Any]
+    cache_size: int
+    secret_env: str
+
+
+class ExecutorOptions(TypedDict, total=False):
+    """The ``[executor]`` table: StoreExecutor options (all true/false but ``engine``).
+
+    >>> options: ExecutorOptions = {"ownership": True, "engine": "dask"}
+    >>> sorted(options)
+    ['engine', 'ownership']
+    """
+
+    ownership: bool
+    proxy_containers: bool
+    proxy_results: bool
+    close_engine: bool
+    #: the engine's name, for an executor whose type does not tell
+    engine: str
+
+
 SECTIONS = {"store", "policy", "executor"}
-STORE_KEYS = {"name", "connector", "cache_size", "secret_env"}
-EXECUTOR_KEYS = {"ownership", "proxy_containers", "proxy_results", "close_engine", "engine"}
+STORE_KEYS = set(StoreTable.__annotations__)
+EXECUTOR_KEYS = set(ExecutorOptions.__annotations__)
 
 
-__all__ = ["Config", "from_dict", "load"]
+__all__ = ["Config", "ExecutorOptions", "StoreTable", "from_dict", "load"]
 
 
 @dataclass
@@ -64,7 +97,7 @@ class Config:
 
     store: Store
     policy: Any
-    executor_options: dict[str, Any] = field(default_factory=dict)
+    executor_options: ExecutorOptions = field(default_factory=lambda: ExecutorOptions())
     #: the tables it was built from (after environment overrides)
     data: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -160,7 +193,7 @@ def from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
     store_table = data.get("store")
     if not isinstance(store_table, dict):
         raise ConfigError(f"{source}: a [store] table with 'name' and 'connector' is required.")
-    store = _store(store_table, source)
+    store = _store(cast(StoreTable, store_table), source)  # its keys are checked there
     policy_value = data.get("policy")
     policy = (
         SizeAtLeast(DEFAULT_THRESHOLD) if policy_value is None
@@ -178,10 +211,10 @@ def from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
     for key, value in options.items():
         if key != "engine" and not isinstance(value, bool):
             raise ConfigError(f"{source}: [executor].{key} must be true or false, got {value!r}.")
-    return Config(store, policy, dict(options), dict(data))
+    return Config(store, policy, cast(ExecutorOptions, dict(options)), dict(data))
 
 
-def _store(table: dict[str, Any], source: str) -> Store:
+def _store(table: StoreTable, source: str) -> Store:
     bad = set(table) - STORE_KEYS
     if bad:
         raise ConfigError(

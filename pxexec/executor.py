@@ -397,7 +397,7 @@ class StoreExecutor(cf.Executor):
                 containers=self.proxy_containers or isinstance(fn, _Chunk),
                 box_result=True,
                 note_traceback=not self._engine.keeps_tracebacks,
-                on_created=getattr(self._engine, "on_created", None),
+                on_created=self._engine.on_created,
             )
             try:
                 with self._tasks_lock:
@@ -759,7 +759,7 @@ class StoreExecutor(cf.Executor):
             self.flush()
         if self.close_engine:
             unread: list[StoreFuture] = []
-            if not wait and getattr(self._engine, "close_cancels_tasks", False):
+            if not wait and self._engine.close_cancels_tasks:
                 # The engine's tasks end with it: no completion will come to free what
                 # their submissions stored. Claimed first, so that none completes
                 # meanwhile: the engine frees what their tasks stored (``discard``).

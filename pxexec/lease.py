@@ -24,6 +24,7 @@ import threading
 import time
 from typing import Any
 
+from pxexec.connectors.base import Leases
 from pxexec.connectors.owners import process_owner
 from pxexec.forking import on_fork_child
 
@@ -43,7 +44,7 @@ def lease_of(connector: Any) -> float | None:
     >>> lease_of(SharedMemoryConnector(namespace="lease-demo", lease=30))
     30.0
     """
-    value = getattr(connector, "lease_seconds", None)
+    value = connector.lease_seconds if isinstance(connector, Leases) else None
     return float(value) if value else None
 
 
@@ -56,7 +57,8 @@ def tracks_owners(connector: Any) -> bool:
     >>> tracks_owners(LocalConnector()), tracks_owners(SharedMemoryConnector(namespace="t"))
     (False, True)
     """
-    return lease_of(connector) is not None or bool(getattr(connector, "tracks_owners", False))
+    return isinstance(connector, Leases) and (lease_of(connector) is not None
+                                              or connector.tracks_owners)
 
 
 class LeaseKeeper:

@@ -19,6 +19,14 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pxexec.connectors import connector_from_config
+from pxexec.connectors.base import (
+    AllocatesInPlace,
+    ChoosesKeys,
+    Replaces,
+    RoutesObjects,
+    flag,
+    require,
+)
 from pxexec.errors import ConfigError, MissingKeyError, SignatureError
 from pxexec.evictions import FailedEvictions
 from pxexec.factory import StoreFactory
@@ -142,18 +150,18 @@ class Store:
         if cache_size < 0:
             raise ConfigError("cache_size must be zero or positive.")
         self.name = name
-        self.connector: Any = connector  # backends add methods (keys, adopt, routes...)
+        self.connector: Connector = connector
         self.serializer: Serializer = serializer or serialize
         self.deserializer: Deserializer = deserializer or deserialize
         self.cache_size = cache_size
         self.secret_env = secret_env
         self._signer = Signer(_read_secret(secret_env)) if secret_env else None
         self._cache = _LRU(cache_size) if cache_size and _cacheable(connector) else None
-        self._routes = bool(getattr(connector, "routes_objects", False))
+        self._routes = isinstance(connector, RoutesObjects)
         #: decodes buffers: zero-copy read-only views where the connector's are immutable
         self._decode: Deserializer = (
             deserialize_views
-            if deserializer is None and getattr(connector, "readonly_views", False)
+            if deserializer is None and flag(connector, "readonly_views")
             else self.deserializer
         )
         #: a connector whose keys say which backend's views are read-only (MultiConnector)
@@ -228,7 +236,7 @@ class Store:
     def _put_signed(self, frames: Any, route: dict[str, Any]) -> tuple[str, Any]:
         """Write a signed object, binding its key when the connector lets one choose it."""
         assert self._signer is not None
-        reserve = getattr(self.connector, "new_key", None)
+        reserve = self.connector.new_key if isinstance(self.connector, ChoosesKeys) else None
         key = reserve(FRAME_SIZE + payload_size(frames), **route) if callable(reserve) else None
         if key is None:  # the connector picks the key while writing: sign without it
             signed = [self._signer.sign(frames, store=self.name, key="", version=1,
@@ -236,7 +244,7 @@ class Store:
             put_key: str = self.connector.put(signed, **route)
             return put_key, signed
         signed = [self._signer.sign(frames, store=self.name, key=key, version=1), *frames]
-        self.connector.put_at(key, signed)
+        require(self.connector, ChoosesKeys, "write under a chosen key").put_at(key, signed)
         return key, signed
     def empty(self, shape: int | Sequence[int], dtype: Any = "float64") -> Any:
         """A new writable numpy array that already lives in the store.
@@ -261,7 +269,7 @@ class Store:
         dt = np.dtype(dtype)
         dims = (int(shape),) if isinstance(shape, int) else tuple(int(n) for n in shape)
         nbytes = dt.itemsize * int(np.prod(dims, dtype=np.int64))
-        allocate = getattr(self.connector, "allocate", None)
+        allocate = self.connector.allocate if isinstance(self.connector, AllocatesInPlace) else None
         if allocate is None or self._routes or nbytes <= CHECKED_FRAME or dt.hasobject:
             return np.empty(dims, dtype=dt)
         header = ndarray_header(dims, dt)
@@ -308,7 +316,7 @@ class Store:
             bound = _binds_keys(self.connector, key)
             buffer[:sig] = memoryview(self._signer.sign(
                 [body], store=self.name, key=key if bound else "", version=1, bound=bound))
-        self.connector.seal(key)
+        require(self.connector, AllocatesInPlace, "seal objects").seal(key)
         arr.flags.writeable = False  # sealed objects are immutable
         self._count(puts=1, bytes_put=buffer.nbytes, put_seconds=time.perf_counter() - start)
         return key
@@ -455,7 +463,7 @@ class Store:
                                         version=version, bound=bound), *frames]
             with self._metrics_lock:
                 self._versions[key] = version
-        self.connector.replace(key, frames)
+        require(self.connector, Replaces, "replace objects").replace(key, frames)
         if self._cache is not None:
             self._cache.pop(key)
         self._count(puts=1, bytes_put=payload_size(frames))
@@ -710,13 +718,13 @@ def _binds_keys(connector: Any, key: str) -> bool:
     binds = getattr(connector, "binds_keys", None)
     if callable(binds):
         return bool(binds(key))
-    return callable(getattr(connector, "new_key", None))
+    return isinstance(connector, ChoosesKeys)
 
 
 def _cacheable(connector: Any) -> bool:
     # Local payloads are already in memory and file/shm reads map the page cache:
     # caching helps only backends behind a network.
-    return bool(getattr(connector, "cacheable", True))
+    return flag(connector, "cacheable")
 
 
 # -- per-process registry ------------------------------------------------------------

@@ -22,24 +22,42 @@ from pxexec.testing import ConnectorConformance
 
 
 class TestLocal(ConnectorConformance):
+    expected_capabilities = {"ChoosesKeys", "ListsKeys", "Replaces"}
+
     @pytest.fixture
     def connector(self) -> Iterator[Any]:
         yield LocalConnector()
 
 
 class TestFile(ConnectorConformance):
+    expected_capabilities = {"ChoosesKeys", "Leases", "ListsKeys", "Replaces"}
+
     @pytest.fixture
     def connector(self, tmp_path: Any) -> Iterator[Any]:
         yield FileConnector(str(tmp_path))
 
 
+class TestFileLeased(ConnectorConformance):
+    """With a lease: held objects are renewed and survive the reaper."""
+
+    expected_capabilities = {"ChoosesKeys", "Leases", "ListsKeys", "Replaces"}
+
+    @pytest.fixture
+    def connector(self, tmp_path: Any) -> Iterator[Any]:
+        yield FileConnector(str(tmp_path), lease=30)
+
+
 class TestShm(ConnectorConformance):
+    expected_capabilities = {"ChoosesKeys", "Leases", "ListsKeys", "Replaces"}
+
     @pytest.fixture
     def connector(self, shm_dir: str) -> Iterator[Any]:
         yield SharedMemoryConnector(shm_dir)
 
 
 class TestRedis(ConnectorConformance):
+    expected_capabilities = {"ChoosesKeys", "Leases", "ListsKeys", "Replaces"}
+
     @pytest.fixture
     def connector(self, redis_url: str) -> Iterator[Any]:
         conn = RedisConnector(redis_url, prefix=f"t{uuid.uuid4().hex[:8]}")
@@ -47,8 +65,22 @@ class TestRedis(ConnectorConformance):
         conn.close()
 
 
+class TestRedisTTL(ConnectorConformance):
+    """With a TTL: renew extends the keys' expiry (the server expires them)."""
+
+    expected_capabilities = {"ChoosesKeys", "Leases", "ListsKeys", "Replaces"}
+
+    @pytest.fixture
+    def connector(self, redis_url: str) -> Iterator[Any]:
+        conn = RedisConnector(redis_url, prefix=f"l{uuid.uuid4().hex[:8]}", ttl=60)
+        yield conn
+        conn.close()
+
+
 class TestRedisSplit(ConnectorConformance):
     """Values over max_part are split into parts and joined on read."""
+
+    expected_capabilities = {"ChoosesKeys", "Leases", "ListsKeys", "Replaces"}
 
     @pytest.fixture
     def connector(self, redis_url: str) -> Iterator[Any]:

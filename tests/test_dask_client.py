@@ -12,8 +12,8 @@ from pxexec import Proxy, Store, is_resolved
 from pxexec.adapters.dask import Client
 from pxexec.executor import StoreExecutor, proxy_key
 from pxexec.policies import SizeAtLeast
-from pxexec.testing import CountingConnector
 from tests import workers
+from tests.counting import CountingConnector
 
 N = 50_000
 

@@ -39,13 +39,14 @@ REDIS_IN_DOCS = "redis://localhost:6379/0"
 
 #: set-ups that complete the blocks marked as fragments
 FRAGMENTS = {
-    # a block of a conftest or test module written against the user's own connector
-    "my-connector": """
-        from pxexec.connectors.local import LocalConnector
+    # a block of a test module written against the user's own engine adapter
+    "my-engine": """
+        from concurrent.futures import ThreadPoolExecutor
 
-        class MyConnector(LocalConnector):
-            def __init__(self, *args: object) -> None:
-                super().__init__()
+        from pxexec.adapters.base import Engine
+
+        class MyEngine(Engine):
+            name = "my-engine"
     """,
     # blocks that need real cluster nodes (addresses such as 10.1.0.1, a SLURM queue)
     # cannot run here: they are only compiled; tests/test_multihost.py runs the same

@@ -14,8 +14,8 @@ from pxexec.connectors.redis import RedisConnector
 from pxexec.errors import PolicyError
 from pxexec.executor import StoreExecutor, StoreFuture, proxy_key
 from pxexec.policies import Always, Never, SizeAtLeast
-from pxexec.testing import CountingConnector
 from tests import workers
+from tests.counting import CountingConnector
 
 N = 200_000  # 1.6 MB arrays: above the 1 MB default threshold
 

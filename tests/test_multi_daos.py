@@ -35,6 +35,8 @@ def standin(monkeypatch: Any) -> Iterator[Any]:
 
 
 class TestDAOS(ConnectorConformance):
+    expected_capabilities = {"ChoosesKeys", "Leases", "ListsKeys", "Replaces"}
+
     @pytest.fixture
     def connector(self, standin: Any) -> Iterator[Any]:
         from pxexec.connectors.daos import DAOSConnector
@@ -44,6 +46,8 @@ class TestDAOS(ConnectorConformance):
 
 
 class TestMulti(ConnectorConformance):
+    expected_capabilities = {"ChoosesKeys", "Leases", "ListsKeys", "Replaces", "RoutesObjects"}
+
     @pytest.fixture
     def connector(self, shm_dir: str, tmp_path: Any, redis_url: str) -> Iterator[Any]:
         yield MultiConnector([

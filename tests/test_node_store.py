@@ -22,7 +22,7 @@ import pytest
 
 from pxexec import Store
 from pxexec.connectors import connector_from_config, connector_from_url
-from pxexec.connectors.node import NodeConnector
+from pxexec.connectors.node import NodeConnector, ShmConnector
 from pxexec.errors import ConfigError, UnsafeDirectoryError
 from pxexec.executor import StoreExecutor
 from pxexec.lease import reset_keeper
@@ -69,9 +69,25 @@ def node(node_dirs: tuple[str, str]) -> Iterator[NodeConnector]:
 
 
 class TestNodeConformance(ConnectorConformance):
+    expected_capabilities = {"AllocatesInPlace", "Leases", "ListsKeys", "Replaces"}
+
     @pytest.fixture(params=["view", "private"])
     def connector(self, request: Any, node_dirs: tuple[str, str]) -> Iterator[Any]:
         connector = make(node_dirs, reads=request.param)
+        yield connector
+        connector.evict_batch(connector.keys())
+        assert_empty(connector)
+
+
+class TestShmLeasedConformance(ConnectorConformance):
+    """What ``shm`` names (ShmConnector), with a lease: held objects survive the reaper."""
+
+    expected_capabilities = {"AllocatesInPlace", "Leases", "ListsKeys", "Replaces"}
+
+    @pytest.fixture
+    def connector(self, node_dirs: tuple[str, str]) -> Iterator[Any]:
+        connector = ShmConnector(node_dirs[0], spill_directory=node_dirs[1], chunk=16 * MB,
+                                 capacity=64 * MB, namespace=uuid.uuid4().hex[:8], lease=30)
         yield connector
         connector.evict_batch(connector.keys())
         assert_empty(connector)

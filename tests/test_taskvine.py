@@ -32,9 +32,9 @@ from pxexec.adapters.taskvine import (
 )
 from pxexec.errors import MissingDependencyError, TaskOutputError
 from pxexec.executor import StoreExecutor, proxy_key
-from pxexec.testing import CountingConnector
 from tests import taskvine_standin, workers
 from tests.conftest import taskvine_executor
+from tests.counting import CountingConnector
 
 N = 200_000  # 1.6 MB arrays: above the 1 MB default threshold
 

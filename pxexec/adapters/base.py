@@ -43,6 +43,12 @@ class Engine:
     #: result, and ``discard`` cannot free it: futures nobody will read are then left
     #: to complete and freed, not cancelled
     cancel_may_drop_results = False
+    #: shutting the engine down ends its tasks (Dask's Client.close): nothing completes
+    #: after ``shutdown(wait=False)``, so StoreExecutor frees what pending tasks stored
+    close_cancels_tasks = False
+    #: run on the worker with (store, keys) after a task stored its results (None: no
+    #: hook; Dask records them to free results whose futures are dropped)
+    on_created: Callable[[Any, list[str]], None] | None = None
 
     def __init__(self, executor: Any) -> None:
         self.executor = executor

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pxexec.connectors.base import BaseConnector, Buffer, ConnectorConfig, check_options, new_token
-from pxexec.errors import ConfigError, MissingDependencyError, StoreConnectionError
+from pxexec.errors import ConfigError, MissingDependencyError, MissingKeyError, StoreConnectionError
 
 MAX_VALUE = 64 * 1024 * 1024  # stay well under DAOS per-value and RPC limits
 _HOW = (
@@ -75,8 +75,13 @@ class DAOSConnector(BaseConnector):
         self._pid = os.getpid()
 
     @property
-    def lease_seconds(self) -> float | None:  # type: ignore[override]
+    def lease_seconds(self) -> float | None:
         return self.lease
+
+    @property
+    def tracks_owners(self) -> bool:
+        """Holders are recorded (in lease entries) only with a lease."""
+        return self.lease is not None
 
     @property
     def ddict(self) -> Any:
@@ -115,10 +120,10 @@ class DAOSConnector(BaseConnector):
         self._write(key, frames)
         return key
 
-    def new_key(self, nbytes: int) -> str:  # type: ignore[override]
+    def new_key(self, nbytes: int) -> str:
         return f"{self.namespace}:{new_token()}"
 
-    def put_at(self, key: str, frames: Sequence[Buffer]) -> None:  # type: ignore[override]
+    def put_at(self, key: str, frames: Sequence[Buffer]) -> None:
         if not self._ours(key):
             raise KeyError(f"{key!r} is not a key of this DAOS connector.")
         self._write(key, frames)
@@ -194,7 +199,7 @@ class DAOSConnector(BaseConnector):
 
     def replace(self, key: str, frames: Sequence[Buffer]) -> None:
         if not self.exists(key):
-            raise KeyError(key)
+            raise MissingKeyError(key, self._where())
         self.evict(key)
         self._write(key, frames)
 
@@ -273,6 +278,9 @@ class DAOSConnector(BaseConnector):
             {"pool", "container", "namespace", "dict_name", "max_value", "lease"},
         )
         return cls(**options)
+
+    def _where(self) -> str:
+        return f"daos:{self.pool}/{self.container}/{self.dict_name}"
 
     def __repr__(self) -> str:
         return f"DAOSConnector(pool={self.pool!r}, container={self.container!r})"

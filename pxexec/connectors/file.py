@@ -20,13 +20,14 @@ from pxexec.connectors.base import (
     ConnectorConfig,
     check_directory_options,
     check_options,
+    directory_from_url,
     new_token,
 )
 from pxexec.connectors.node_local import NodeTransfer
 from pxexec.connectors.nodeid import this_node
 from pxexec.connectors.owners import LEASES, OWNER, ReapReport, process_owner, reap_store
 from pxexec.connectors.private_dir import check_trusted_parent, ensure_private_directory
-from pxexec.errors import ConfigError, ObjectOnOtherHostError, StoreIOError
+from pxexec.errors import ConfigError, MissingKeyError, ObjectOnOtherHostError, StoreIOError
 from pxexec.forking import on_fork_child, renew_locks_after_fork
 
 log = logging.getLogger("pxexec")
@@ -199,7 +200,7 @@ class FileConnector(NodeTransfer, BaseConnector):
         self.reaped_on_start = len(self.start_report.objects)
 
     @property
-    def lease_seconds(self) -> float | None:  # type: ignore[override]
+    def lease_seconds(self) -> float | None:
         return self.lease
 
     @property
@@ -278,10 +279,10 @@ class FileConnector(NodeTransfer, BaseConnector):
             return f"{token}@{this_node().tag}@{self.server_address()}"
         return f"{token}@{this_node().tag}"
 
-    def new_key(self, nbytes: int) -> str:  # type: ignore[override]
+    def new_key(self, nbytes: int) -> str:
         return self._key_for(new_token())
 
-    def put_at(self, key: str, frames: Sequence[Buffer]) -> None:  # type: ignore[override]
+    def put_at(self, key: str, frames: Sequence[Buffer]) -> None:
         token = self._local_token(key, "write")
         self._file(token)  # a key of ours
         self._write(token, frames)
@@ -289,7 +290,7 @@ class FileConnector(NodeTransfer, BaseConnector):
     def replace(self, key: str, frames: Sequence[Buffer]) -> None:
         token = self._local_token(key, "replace")
         if not self.has_local(token):
-            raise KeyError(key)
+            raise MissingKeyError(key, self.path, self.describe_key(key))
         self._write(token, frames)
 
     def _write(self, key: str, frames: Sequence[Buffer]) -> None:
@@ -560,6 +561,15 @@ class FileConnector(NodeTransfer, BaseConnector):
     def from_config(cls, config: ConnectorConfig) -> FileConnector:
         options: dict[str, Any] = check_options(cls.type_name, config, OPTIONS)
         return cls(**options)
+
+    @classmethod
+    def options_from_url(cls, url: str) -> dict[str, Any]:
+        """``file:///abs/path`` (a directory is required).
+
+        >>> FileConnector.options_from_url("file:///scratch/px")
+        {'directory': '/scratch/px'}
+        """
+        return directory_from_url(url, cls.type_name, required=True)
 
 
 OPTIONS = {

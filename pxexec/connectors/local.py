@@ -7,7 +7,7 @@ import weakref
 from collections.abc import Sequence
 
 from pxexec.connectors.base import BaseConnector, Buffer, ConnectorConfig, check_options, new_token
-from pxexec.errors import ConfigError
+from pxexec.errors import ConfigError, MissingKeyError
 from pxexec.forking import renew_locks_after_fork
 
 _INSTANCES: weakref.WeakValueDictionary[str, LocalConnector] = weakref.WeakValueDictionary()
@@ -43,10 +43,10 @@ class LocalConnector(BaseConnector):
         self.put_at(key, frames)
         return key
 
-    def new_key(self, nbytes: int) -> str:  # type: ignore[override]
+    def new_key(self, nbytes: int) -> str:
         return f"local:{new_token()}"
 
-    def put_at(self, key: str, frames: Sequence[Buffer]) -> None:  # type: ignore[override]
+    def put_at(self, key: str, frames: Sequence[Buffer]) -> None:
         value = b"".join(frames)
         with self._lock:
             self._data[key] = value
@@ -57,7 +57,7 @@ class LocalConnector(BaseConnector):
     def replace(self, key: str, frames: Sequence[Buffer]) -> None:
         with self._lock:
             if key not in self._data:
-                raise KeyError(key)
+                raise MissingKeyError(key, f"local:{self.instance}")
             self._data[key] = b"".join(frames)
 
     def exists(self, key: str) -> bool:

@@ -17,8 +17,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pxexec.connectors.base import BaseConnector, Buffer, ConnectorConfig, check_options
-from pxexec.errors import ConfigError, PxexecError
+from pxexec.connectors.base import (
+    BaseConnector,
+    Buffer,
+    ChoosesKeys,
+    ConnectorConfig,
+    Leases,
+    ListsKeys,
+    Replaces,
+    check_options,
+    require,
+)
+from pxexec.errors import ConfigError, MissingKeyError, PxexecError
 
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -54,7 +64,8 @@ class Route:
     """
 
     name: str
-    connector: Any  # a connector, or its config while the route is dormant
+    #: a connector; or its config or URL, built once the route is active on this host
+    connector: Any
     min_size: int | None = None
     max_size: int | None = None
     types: tuple[str, ...] = ()
@@ -106,7 +117,7 @@ class Route:
         return f"{self.name!r} ({', '.join(rules) or 'anything'})"
 
     def config(self) -> dict[str, Any]:
-        connector = self.connector if isinstance(self.connector, dict) else (
+        connector = self.connector if isinstance(self.connector, (dict, str)) else (
             self.connector.config()
         )
         return {
@@ -151,8 +162,6 @@ class MultiConnector(BaseConnector):
     """
 
     type_name = "multi"
-    #: Store passes the object's type and the caller's tags to ``put``
-    routes_objects = True
     cacheable = False  # backends' reads may be zero-copy maps: decode each on its own
 
     def __init__(self, routes: Sequence[Route], default: str | None = None) -> None:
@@ -171,11 +180,15 @@ class MultiConnector(BaseConnector):
         # the order in which routes are tried: priority first, then as written
         order = sorted(range(len(self.routes)), key=lambda i: (-self.routes[i].priority, i))
         self._order = [self.routes[i] for i in order]
-        for route in self.routes:
+        for route in self.routes:  # dormant routes stay a config (or URL), never imported
             if route.active and isinstance(route.connector, dict):
-                from pxexec.connectors import connector_from_config
+                from pxexec.connectors.registry import connector_from_config
 
                 route.connector = connector_from_config(route.connector)
+            elif route.active and isinstance(route.connector, str):
+                from pxexec.connectors.registry import connector_from_url
+
+                route.connector = connector_from_url(route.connector)
 
     # -- routing ----------------------------------------------------------------------
 
@@ -243,11 +256,15 @@ class MultiConnector(BaseConnector):
         route = self.route_for(size, obj_type, tags)
         return f"{route.name}:{route.connector.put(frames)}"
 
-    def new_key(self, nbytes: int, *, obj_type: type[Any] | None = None,  # type: ignore[override]
+    def new_key(self, nbytes: int, *, obj_type: type[Any] | None = None,
                 tags: Sequence[str] = ()) -> str | None:
+        """A key on the route this object takes, or None if that backend cannot
+        choose keys (then ``put`` picks one while writing)."""
         route = self.route_for(nbytes, obj_type, tags)
-        reserve = getattr(route.connector, "new_key", None)
-        return f"{route.name}:{reserve(nbytes)}" if callable(reserve) else None
+        if not isinstance(route.connector, ChoosesKeys):
+            return None
+        inner = route.connector.new_key(nbytes)
+        return None if inner is None else f"{route.name}:{inner}"
 
     def readonly_views_for(self, key: str) -> bool:
         """Whether ``key``'s backend returns read-only views of immutable memory (the node
@@ -258,13 +275,13 @@ class MultiConnector(BaseConnector):
     def binds_keys(self, key: str) -> bool:
         """Whether the backend of ``key`` writes under keys chosen first (signed stores)."""
         target = self._backend(key)
-        return target is not None and callable(getattr(target[0], "new_key", None))
+        return target is not None and isinstance(target[0], ChoosesKeys)
 
-    def put_at(self, key: str, frames: Sequence[Buffer]) -> None:  # type: ignore[override]
+    def put_at(self, key: str, frames: Sequence[Buffer]) -> None:
         target = self._backend(key)
         if target is None:
-            raise KeyError(key)
-        target[0].put_at(target[1], frames)
+            raise KeyError(f"{key!r} is not a key of this MultiConnector (no route name).")
+        require(target[0], ChoosesKeys, "write under a chosen key").put_at(target[1], frames)
 
     def put_batch(self, payloads: Sequence[Sequence[Buffer]]) -> list[str]:
         groups: dict[str, list[int]] = {}
@@ -312,8 +329,14 @@ class MultiConnector(BaseConnector):
     def replace(self, key: str, frames: Sequence[Buffer]) -> None:
         target = self._backend(key)
         if target is None:
-            raise KeyError(key)
-        target[0].replace(target[1], frames)
+            raise MissingKeyError(key, f"multi ({', '.join(self._by_name)})",
+                                  "The key names no route of this MultiConnector.")
+        backend = require(target[0], Replaces, "replace objects")
+        try:
+            backend.replace(target[1], frames)
+        except MissingKeyError as exc:  # name the key as the caller knows it
+            route = key.partition(":")[0]
+            raise MissingKeyError(key, f"route {route!r}: {exc.store}", exc.detail) from None
 
     def _group(self, keys: Sequence[str]) -> list[tuple[Any, list[str]]]:
         groups: dict[int, tuple[Any, list[str]]] = {}
@@ -327,22 +350,34 @@ class MultiConnector(BaseConnector):
         """Keys stored in every active backend that can list its keys."""
         found = []
         for route in self.routes:
-            lister = getattr(route.connector, "keys", None) if route.active else None
-            if callable(lister):
-                found += [f"{route.name}:{k}" for k in lister()]
+            if route.active and isinstance(route.connector, ListsKeys):
+                listed = route.connector.keys()
+                found += [f"{route.name}:{k}" for k in listed]
         return found
 
     # -- leases -----------------------------------------------------------------------
 
     @property
-    def lease_seconds(self) -> float | None:  # type: ignore[override]
-        leases = [getattr(r.connector, "lease_seconds", None) for r in self.routes if r.active]
-        present = [x for x in leases if x]
+    def lease_seconds(self) -> float | None:
+        """The shortest lease of the active backends (None: none has one)."""
+        present = [x for x in (c.lease_seconds for c in self._leasing()) if x]
         return min(present) if present else None
+
+    @property
+    def tracks_owners(self) -> bool:
+        """Holders are recorded through a MultiConnector only where a backend has a lease
+        (as before the contract named this; backends that track owners without a lease
+        are not told of holders through it)."""
+        return self.lease_seconds is not None
+
+    def _leasing(self) -> list[Leases]:
+        return [r.connector for r in self.routes
+                if r.active and isinstance(r.connector, Leases)]
 
     def adopt(self, owner: str, keys: Sequence[str]) -> None:
         for connector, inner in self._group(keys):
-            connector.adopt(owner, inner)
+            if isinstance(connector, Leases):
+                connector.adopt(owner, inner)
 
     def renew(self, owner: str, keys: Sequence[str], seconds: float) -> None:
         grouped = {id(c): (c, inner) for c, inner in self._group(keys)}
@@ -350,12 +385,12 @@ class MultiConnector(BaseConnector):
             if route.active and id(route.connector) not in grouped:
                 grouped[id(route.connector)] = (route.connector, [])
         for connector, inner in grouped.values():
-            lease = getattr(connector, "lease_seconds", None)
+            lease = connector.lease_seconds if isinstance(connector, Leases) else None
             if lease:
                 connector.renew(owner, inner, lease)
 
     def reap(self) -> int:
-        return sum(int(r.connector.reap()) for r in self.routes if r.active)
+        return sum(int(c.reap()) for c in self._leasing())
 
     # -- config -----------------------------------------------------------------------
 
@@ -382,7 +417,7 @@ class MultiConnector(BaseConnector):
 
     def close(self) -> None:
         for route in self.routes:
-            if route.active and not isinstance(route.connector, dict):
+            if route.active and not isinstance(route.connector, (dict, str)):
                 route.connector.close()
         for reader in self._readers.values():
             reader.close()
@@ -408,9 +443,7 @@ def route_from_config(table: Any, index: int = 0) -> Route:
         raise ConfigError(f"{where} needs a 'name' and a 'connector'.")
     connector = table["connector"]
     host = table.get("host")
-    if isinstance(connector, str):
-        connector = _url_config(connector)
-    elif not isinstance(connector, dict):
+    if not isinstance(connector, (str, dict)):
         raise ConfigError(f"{where}.connector must be a URL or a table with a 'type'.")
     sizes = {}
     for bound in ("min_size", "max_size"):
@@ -444,16 +477,3 @@ def route_from_config(table: Any, index: int = 0) -> Route:
         tags=frozenset(table.get("tags", ())), host=host, priority=int(table.get("priority", 0)),
     )
 
-
-def _url_config(url: str) -> dict[str, Any]:
-    """The connector config a URL names, without importing or connecting anything."""
-    from urllib.parse import unquote, urlsplit
-
-    if "://" not in url:
-        return {"type": url}
-    parts = urlsplit(url)
-    if parts.scheme in ("redis", "rediss", "unix"):
-        return {"type": "redis", "url": url}
-    if parts.scheme in ("file", "shm", "shm-files", "node") and parts.path:
-        return {"type": parts.scheme, "directory": unquote(parts.path)}
-    return {"type": parts.scheme}

@@ -19,7 +19,13 @@ from urllib.parse import urlsplit
 
 from pxexec.connectors.base import BaseConnector, Buffer, ConnectorConfig, check_options, new_token
 from pxexec.connectors.nodeid import this_node
-from pxexec.errors import ConfigError, MissingDependencyError, StoreConnectionError, StoreIOError
+from pxexec.errors import (
+    ConfigError,
+    MissingDependencyError,
+    MissingKeyError,
+    StoreConnectionError,
+    StoreIOError,
+)
 from pxexec.forking import on_fork_child
 from pxexec.serialize import alloc
 
@@ -44,6 +50,20 @@ def _redact(url: str) -> str:
     host = parts.hostname or "localhost"
     port = parts.port or 6379
     return f"{parts.scheme}://{host}:{port}{parts.path or ''}"
+
+
+def _redacted(url: str) -> str:
+    """``url`` with any password masked (for a string that is not a URL yet)."""
+    head, at, tail = url.rpartition("@")
+    return f"{head.partition(':')[0]}:***@{tail}" if at else url
+
+
+#: what must follow each scheme's '://'
+_FORMS = {
+    "redis": "host:port/db (redis://localhost:6379/0)",
+    "rediss": "host:port/db (rediss://host:6380/0)",
+    "unix": "the socket's absolute path (unix:///run/redis.sock)",
+}
 
 
 __all__ = ["RedisConnector"]
@@ -90,23 +110,7 @@ class RedisConnector(BaseConnector):
         max_part: int = MAX_PART,
         health_check_interval: float = 5.0,
     ) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("redis", "rediss", "unix"):
-            raise ConfigError(
-                f"Redis URL {_redact(url)!r} must start with redis://, rediss:// or unix://."
-            )
-        try:
-            parts.port  # noqa: B018 - raises on a bad port
-        except ValueError:
-            raise ConfigError(
-                f"Redis URL {parts.scheme}://{parts.netloc.rpartition('@')[2]} has a port that "
-                "is not a number from 0 to 65535, e.g. redis://localhost:6379/0."
-            ) from None
-        if parts.scheme == "unix" and not parts.path.startswith("/"):
-            raise ConfigError(f"Redis socket URL {url!r} needs an absolute path after unix://.")
-        if parts.scheme != "unix" and not parts.hostname:
-            raise ConfigError(f"Redis URL {_redact(url)!r} needs a host, e.g. "
-                              "redis://localhost:6379/0.")
+        self.check_url(url)
         if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float))
                                 or not 0.001 <= ttl < float("inf")):
             raise ConfigError(
@@ -144,6 +148,47 @@ class RedisConnector(BaseConnector):
         self.eviction_policy: str | None = None
         #: keys of writes that failed part-way: deleted as soon as the server answers
         self._doubtful: list[str] = []
+
+    @staticmethod
+    def check_url(url: str) -> None:
+        """Refuse a URL redis-py would misread (before any I/O), saying how to write it."""
+        if not isinstance(url, str) or "://" not in url:
+            scheme = url.partition(":")[0] if isinstance(url, str) else ""
+            scheme = scheme if scheme in _FORMS else "redis"
+            raise ConfigError(
+                f"Connector URL {_redacted(str(url))!r} is not a URL: write {scheme}:// "
+                f"followed by {_FORMS[scheme]}."
+            )
+        parts = urlsplit(url)
+        if parts.scheme not in _FORMS:
+            raise ConfigError(
+                f"Redis URL {_redact(url)!r} must start with redis://, rediss:// or unix://."
+            )
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            raise ConfigError(
+                f"Redis URL {parts.scheme}://{parts.netloc.rpartition('@')[2]} has a port that "
+                "is not a number from 0 to 65535, e.g. redis://localhost:6379/0."
+            ) from None
+        if parts.scheme == "unix" and not parts.path.startswith("/"):
+            raise ConfigError(f"Redis socket URL {url!r} needs an absolute path after unix://.")
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ConfigError(f"Redis URL {_redact(url)!r} needs a host, e.g. "
+                              "redis://localhost:6379/0.")
+
+    @classmethod
+    def options_from_url(cls, url: str) -> dict[str, Any]:
+        """``redis://[user:pw@]host:port/db``, ``rediss://...``, ``unix:///sock``; the
+        bare name ``redis`` is ``redis://localhost:6379/0``.
+
+        >>> RedisConnector.options_from_url("unix:///run/redis.sock")
+        {'url': 'unix:///run/redis.sock'}
+        """
+        if url == cls.type_name:
+            return {}
+        cls.check_url(url)
+        return {"url": url}
 
     # -- client -----------------------------------------------------------------------
 
@@ -262,10 +307,10 @@ class RedisConnector(BaseConnector):
         self._put_views(key, views)
         return key
 
-    def new_key(self, nbytes: int) -> str:  # type: ignore[override]
+    def new_key(self, nbytes: int) -> str:
         return self._new_key(nbytes)
 
-    def put_at(self, key: str, frames: Sequence[Buffer]) -> None:  # type: ignore[override]
+    def put_at(self, key: str, frames: Sequence[Buffer]) -> None:
         views = [v for v in (memoryview(f).cast("B") for f in frames) if v.nbytes]
         if not self._check(key) or len(self._parts(key)) != len(
                 list(_split(views, self.max_part))):
@@ -391,8 +436,11 @@ class RedisConnector(BaseConnector):
     def replace(self, key: str, frames: Sequence[Buffer]) -> None:
         views = [v for v in (memoryview(f).cast("B") for f in frames) if v.nbytes]
         parts = self._parts(key)
+        if not self._check(key) or not parts or not self.exists(key):
+            raise MissingKeyError(key, f"{self.address} (prefix {self.prefix!r})",
+                                  self.missing_detail(key))
         chunks = list(_split(views, self.max_part))
-        if not self._check(key) or len(chunks) != len(parts):
+        if len(chunks) != len(parts):
             raise KeyError(f"{key!r} cannot hold an object of this size; store a new one.")
         with self._errors("replace an object"):
             for name, chunk in zip(parts, chunks):
@@ -401,8 +449,18 @@ class RedisConnector(BaseConnector):
     # -- leases: native TTLs ----------------------------------------------------------
 
     @property
-    def lease_seconds(self) -> float | None:  # type: ignore[override]
+    def lease_seconds(self) -> float | None:
         return self.ttl
+
+    #: expiry is the server's (key TTLs): no holder is recorded
+    tracks_owners = False
+
+    def adopt(self, owner: str, keys: Sequence[str]) -> None:
+        """Nothing to record: a held object lives while ``renew`` extends its TTL."""
+
+    def reap(self) -> int:
+        """Nothing to do: Redis expires keys itself."""
+        return 0
 
     def renew(self, owner: str, keys: Sequence[str], seconds: float) -> None:
         names = [n for k in keys if self._check(k) for n in self._parts(k)]

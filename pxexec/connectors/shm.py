@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from pxexec.connectors.base import ConnectorConfig, check_options
+from pxexec.connectors.base import ConnectorConfig, check_options, directory_from_url
 from pxexec.connectors.file import OPTIONS, FileConnector
 
 __all__ = ["SharedMemoryConnector", "default_shm_directory"]
@@ -66,3 +66,8 @@ class SharedMemoryConnector(FileConnector):
     def from_config(cls, config: ConnectorConfig) -> SharedMemoryConnector:
         options: dict[str, Any] = check_options(cls.type_name, config, OPTIONS)
         return cls(**options)
+
+    @classmethod
+    def options_from_url(cls, url: str) -> dict[str, Any]:
+        """``shm-files`` or ``shm-files:///abs/dir`` (default: ``default_shm_directory()``)."""
+        return directory_from_url(url, cls.type_name)

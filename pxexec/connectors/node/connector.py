@@ -17,12 +17,13 @@ from pxexec.connectors.base import (
     ConnectorConfig,
     check_directory_options,
     check_options,
+    directory_from_url,
     new_token,
 )
 from pxexec.connectors.node.arena import Arena, Slot
 from pxexec.connectors.node.hosts import TRANSFER_OPTIONS, HostKeys
 from pxexec.connectors.node.liveness import alive, this_process
-from pxexec.errors import ConfigError, StoreIOError
+from pxexec.errors import ConfigError, MissingKeyError, StoreIOError
 
 __all__ = ["ArenaConnector", "NodeConnector", "ShmConnector", "default_capacity",
            "default_node_directory"]
@@ -136,8 +137,22 @@ class ArenaConnector(BaseConnector):
         self.reaped_on_start = self.reap() if self.lease is not None else 0
 
     @property
-    def lease_seconds(self) -> float | None:  # type: ignore[override]
+    def lease_seconds(self) -> float | None:
         return self.lease
+
+    @property
+    def tracks_owners(self) -> bool:
+        """Holders are recorded only with a lease (liveness alone needs none)."""
+        return self.lease is not None
+
+    @classmethod
+    def options_from_url(cls, url: str) -> dict[str, Any]:
+        """``node``/``shm``, or ``node:///abs/dir`` (default: ``default_node_directory()``).
+
+        >>> NodeConnector.options_from_url("node:///dev/shm/px")
+        {'directory': '/dev/shm/px'}
+        """
+        return directory_from_url(url, cls.type_name)
 
     # -- objects ----------------------------------------------------------------------
 
@@ -185,7 +200,7 @@ class ArenaConnector(BaseConnector):
                 row = db.execute("SELECT id FROM objects WHERE key = ? AND state = 'sealed'",
                                  (key,)).fetchone()
                 if row is None:
-                    raise KeyError(key)
+                    raise MissingKeyError(key, self.path)
                 db.execute("UPDATE objects SET key = NULL WHERE id = ?", (row[0],))
                 self.arena.retire_object(db, row[0])
                 db.execute("UPDATE objects SET key = ?, state = 'sealed' WHERE id = ?",
