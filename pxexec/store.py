@@ -14,7 +14,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -165,8 +165,9 @@ class Store:
             else self.deserializer
         )
         #: a connector whose keys say which backend's views are read-only (MultiConnector)
-        self._views_per_key = deserializer is None and callable(
-            getattr(connector, "readonly_views_for", None))
+        views_for = getattr(connector, "readonly_views_for", None)
+        self._views_for: Callable[[str], bool] | None = (
+            views_for if deserializer is None and callable(views_for) else None)
         #: arrays handed out by ``empty`` and not sealed yet: data address -> allocation
         self._building: dict[int, tuple[str, int, int, Any]] = {}
         self._metrics = StoreMetrics()
@@ -367,7 +368,7 @@ class Store:
 
     def _decoder(self, key: str) -> Deserializer:
         """How to decode ``key``'s buffer: zero-copy views where its backend's are immutable."""
-        if self._views_per_key and self.connector.readonly_views_for(key):
+        if self._views_for is not None and self._views_for(key):
             return deserialize_views
         return self._decode
 
