@@ -27,7 +27,7 @@ from pxexec.connectors.base import Buffer, ConnectorConfig
 from pxexec.connectors.node.arena import Arena, Slot
 from pxexec.connectors.node_local import NodeTransfer
 from pxexec.connectors.nodeid import this_node
-from pxexec.errors import ConfigError, ObjectOnOtherHostError, StoreIOError
+from pxexec.errors import ConfigError, MissingKeyError, ObjectOnOtherHostError, StoreIOError
 
 __all__ = ["TRANSFER_OPTIONS", "ArenaIncoming", "HostKeys"]
 
@@ -227,7 +227,10 @@ class HostKeys(NodeTransfer):
             raise failed[0]
 
     def replace(self, key: str, frames: Sequence[Buffer]) -> None:
-        super().replace(self._local_token(key, "replace"), frames)  # type: ignore[misc]
+        try:
+            super().replace(self._local_token(key, "replace"), frames)  # type: ignore[misc]
+        except MissingKeyError as exc:  # name the key the caller gave, not its token
+            raise MissingKeyError(key, exc.store, exc.detail) from None
 
     def allocate(self, nbytes: int) -> tuple[str, Any]:
         token, buffer = super().allocate(nbytes)  # type: ignore[misc]
