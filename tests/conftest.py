@@ -21,7 +21,13 @@ os.environ["PYTHONPATH"] = _ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")
 # Node stores made without a directory live in this run's own directory, which every
 # process the tests start inherits and nobody else writes to: after the run it must be
 # empty (see tests/node_leftovers.py).
-_NODE_DIR = tempfile.mkdtemp(prefix=f"pxexec-node-{os.getuid()}-test-", dir="/dev/shm")
+# Processes the run starts may import this module too (tests.conftest): they inherit the
+# run's directory and leave it alone; only the process that made it checks and removes it.
+_OWN_NODE_DIR = "PXEXEC_TEST_RUN_NODE_DIR" not in os.environ
+if _OWN_NODE_DIR:
+    os.environ["PXEXEC_TEST_RUN_NODE_DIR"] = tempfile.mkdtemp(
+        prefix=f"pxexec-node-{os.getuid()}-test-", dir="/dev/shm")
+_NODE_DIR = os.environ["PXEXEC_TEST_RUN_NODE_DIR"]
 os.environ["PXEXEC_NODE_DIR"] = _NODE_DIR
 
 
@@ -29,6 +35,8 @@ os.environ["PXEXEC_NODE_DIR"] = _NODE_DIR
 def _node_stores_left_empty() -> Iterator[None]:
     """After the whole run (torn down last): zero objects and arena bytes in use."""
     yield
+    if not _OWN_NODE_DIR:  # a run inside the run: the outer one checks
+        return
     from tests.node_leftovers import leftovers
 
     try:
