@@ -198,6 +198,7 @@ class _Freer:
         self._done = 0
         self._thread: threading.Thread | None = None
         _FREERS.add(self)
+        _flush_at_exit()
 
     def put(self, keys: list[str]) -> None:
         if not keys:
@@ -241,9 +242,15 @@ class _Freer:
 
 
 _FREERS: weakref.WeakSet[_Freer] = weakref.WeakSet()
+_AT_EXIT = threading.Lock()  # held once the exit hook is registered (on the first freer)
 
 
-@atexit.register
+def _flush_at_exit() -> None:
+    """Register the interpreter-exit flush of every freer, once, on first use."""
+    if _AT_EXIT.acquire(blocking=False):
+        atexit.register(_flush_all)
+
+
 def _flush_all() -> None:
     for freer in list(_FREERS):
         freer.flush(timeout=10)

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from pxexec import Store
-from pxexec.bench.redis_server import RedisServer
 from pxexec.connectors.local import LocalConnector
 from pxexec.connectors.multi import MultiConnector, Route
 from pxexec.connectors.redis import RedisConnector
 from pxexec.ownership import owned
+from tests.redis_server import RedisServer
 
 
 @pytest.mark.flaky(reruns=2)  # timing-dependent under load: known, to be made deterministic

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from pxexec import Store
-from pxexec.bench.redis_server import RedisServer
 from pxexec.connectors.file import FileConnector
 from pxexec.connectors.redis import RedisConnector
 from pxexec.connectors.shm import SharedMemoryConnector
 from pxexec.errors import ConfigError, SignatureError, StoreConnectionError
 from pxexec.serialize import serialize
+from tests.redis_server import RedisServer
 
 
 class Exploit:
@@ -147,7 +147,7 @@ def _make_certs(directory: Any) -> dict[str, str]:
 
 
 def test_redis_over_tls(tmp_path: Any, monkeypatch: Any) -> None:
-    from pxexec.bench.redis_server import free_port
+    from tests.redis_server import free_port
 
     certs = _make_certs(tmp_path)
     tls_port = free_port()

@@ -128,11 +128,9 @@ def stores(urls: list[str]) -> Iterator[dict[str, Store]]:
             label = url.split("://")[0] if "://" in url else url
             options: dict[str, Any] = {}
             if url == "redis":
-                from pxexec.bench.redis_server import RedisServer
+                from pxexec.bench.private_redis import private_redis
 
-                server = RedisServer()
-                stack.callback(server.stop)
-                url = server.url
+                url = stack.enter_context(private_redis()).url
             elif label in ("shm", "file"):
                 options["namespace"] = f"bench-{os.getpid()}"
             connector = connector_from_url(url, **options)
