@@ -15,8 +15,10 @@ __all__ = [
     "EngineOptionError",
     "MissingDependencyError",
     "MissingKeyError",
+    "NoRouteError",
     "NodeUnreachableError",
     "ObjectOnOtherHostError",
+    "OwnershipError",
     "PolicyError",
     "PxexecError",
     "SerializationError",
@@ -349,4 +351,36 @@ class EngineOptionError(PxexecError, TypeError):
     ...     except TypeError as exc:
     ...         print(type(exc).__name__)
     EngineOptionError
+    """
+
+
+class OwnershipError(PxexecError, ReferenceError):
+    """An ownership or borrowing rule was broken (use after move, borrow conflict, ...).
+
+    >>> from pxexec import Store
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> from pxexec.ownership import borrow, mut_borrow
+    >>> store = Store("own-demo", LocalConnector())
+    >>> owner = store.owned_proxy([1, 2])
+    >>> ref = borrow(owner)
+    >>> try:
+    ...     mut_borrow(owner)
+    ... except OwnershipError as exc:
+    ...     print("refused")
+    refused
+    """
+
+
+class NoRouteError(PxexecError, LookupError):
+    """No route of a MultiConnector accepts an object.
+
+    >>> from pxexec import Store
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> from pxexec.connectors.multi import MultiConnector, Route
+    >>> only_small = MultiConnector([Route("small", LocalConnector(), max_size=100)])
+    >>> try:
+    ...     Store("no-route-demo", only_small).put(bytes(1000))
+    ... except LookupError as exc:
+    ...     print(type(exc).__name__)
+    NoRouteError
     """

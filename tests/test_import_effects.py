@@ -1,5 +1,5 @@
-"""Importing pxexec changes nothing in the process, and the benchmark harness loads only
-for ``pxexec bench`` (each check in a fresh interpreter)."""
+"""Module hygiene: importing pxexec changes nothing in the process, every error lives in
+pxexec.errors, and the benchmark harness loads only for ``pxexec bench`` (fresh interpreters)."""
 
 from __future__ import annotations
 
@@ -98,3 +98,21 @@ for name in {names!r}:
 print(json.dumps(sorted(m for m in sys.modules if m.startswith("pxexec.bench"))))
 """
     assert _run(code) == []
+
+
+def test_every_pxexec_error_is_defined_in_pxexec_errors() -> None:
+    import importlib
+    import inspect
+
+    from pxexec.errors import PxexecError
+
+    elsewhere = []
+    for found in pkgutil.walk_packages(pxexec.__path__, "pxexec."):
+        try:
+            module = importlib.import_module(found.name)
+        except ImportError:
+            continue  # an optional dependency that is not installed
+        elsewhere += [f"{found.name}.{name}" for name, value in vars(module).items()
+                      if inspect.isclass(value) and issubclass(value, PxexecError)
+                      and value.__module__ == found.name != "pxexec.errors"]
+    assert elsewhere == []

@@ -18,26 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pxexec.connectors.base import BaseConnector, Buffer, ConnectorConfig, check_options
-from pxexec.errors import ConfigError, PxexecError
+from pxexec.errors import ConfigError, NoRouteError
 
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
 __all__ = ["MultiConnector", "NoRouteError", "Route", "route_from_config"]
-
-
-class NoRouteError(PxexecError, LookupError):
-    """No route of a MultiConnector accepts an object.
-
-    >>> from pxexec import Store
-    >>> from pxexec.connectors.local import LocalConnector
-    >>> only_small = MultiConnector([Route("small", LocalConnector(), max_size=100)])
-    >>> try:
-    ...     Store("no-route-demo", only_small).put(bytes(1000))
-    ... except LookupError as exc:
-    ...     print(type(exc).__name__)
-    NoRouteError
-    """
 
 
 @dataclass
