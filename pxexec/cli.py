@@ -15,6 +15,7 @@ from pxexec.errors import (
     StoreConnectionError,
     UnknownConnectorError,
 )
+from pxexec.policies.base import DEFAULT_THRESHOLD
 
 WORKLOADS = ("roundtrip", "throughput", "pipeline", "cholesky", "fedlearn", "moldesign")
 ENGINES = ("dask", "process", "thread", "parsl")
@@ -119,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "default shm")
     bench.add_argument("--config", default=None, type=_existing_file,
                        help="TOML config whose store and policy form the pxexec arm")
-    bench.add_argument("--threshold", type=_size, default=1_000_000,
+    bench.add_argument("--threshold", type=_size, default=DEFAULT_THRESHOLD,
                        help="proxy objects of at least this size (default 1MB; units "
                             "B, kB, MB, GB, KiB, MiB, GiB)")
     bench.add_argument("--sizes", type=_sizes, default=None,

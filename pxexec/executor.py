@@ -30,7 +30,7 @@ from pxexec.ownership import (
     release_held,
     take,
 )
-from pxexec.policies import SizeAtLeast
+from pxexec.policies import DEFAULT_THRESHOLD, SizeAtLeast
 from pxexec.proxy import Proxy
 from pxexec.reachable import keys_of, proxies_in
 from pxexec.store import Store
@@ -41,7 +41,6 @@ __all__ = ["DEFAULT_THRESHOLD", "EngineOptions", "StoreExecutor", "StoreFuture"]
 log = logging.getLogger("pxexec")
 
 #: default should_proxy: objects of at least this many bytes go by proxy
-DEFAULT_THRESHOLD = 1_000_000
 #: how many functions' task wrappers a StoreExecutor keeps for reuse
 _RECENT_TASKS = 32
 

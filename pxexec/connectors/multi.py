@@ -19,6 +19,7 @@ from typing import Any
 
 from pxexec.connectors.base import BaseConnector, Buffer, ConnectorConfig, check_options
 from pxexec.errors import ConfigError, NoRouteError
+from pxexec.type_names import type_matches, type_name
 
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -59,7 +60,7 @@ class Route:
                     f"Route {self.name!r}: {option} must be a list, e.g. {option} = "
                     f"[{value!r}], got {value!r}."
                 )
-        self.types = tuple(_type_name(t) for t in self.types)
+        self.types = tuple(type_name(t, "Route(types=...)") for t in self.types)
         self.tags = frozenset(self.tags)
 
     @property
@@ -74,7 +75,7 @@ class Route:
         if self.tags and not self.tags <= tags:
             return False
         return not self.types or (
-            obj_type is not None and _type_matches(obj_type, self.types)
+            obj_type is not None and type_matches(obj_type, self.types)
         )
 
     def describe(self) -> str:
@@ -100,25 +101,6 @@ class Route:
             "max_size": self.max_size, "types": list(self.types), "tags": sorted(self.tags),
             "host": self.host, "priority": self.priority,
         }
-
-
-def _type_name(value: Any) -> str:
-    if isinstance(value, type):
-        return f"{value.__module__}:{value.__qualname__}"
-    if isinstance(value, str) and value.count(":") == 1 and all(value.split(":")):
-        return value
-    raise ConfigError(f"Route types are classes or 'module:Name' strings, got {value!r}.")
-
-
-def _type_matches(obj_type: type[Any], names: tuple[str, ...]) -> bool:
-    for cls in obj_type.__mro__:
-        for name in names:
-            module, _, qualname = name.partition(":")
-            if cls.__qualname__ == qualname and (
-                cls.__module__ == module or cls.__module__.startswith(module + ".")
-            ):
-                return True
-    return False
 
 
 class MultiConnector(BaseConnector):
