@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any, NoReturn
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TypeVar
 
 from pxexec.errors import (
     ConfigError,
@@ -16,6 +16,8 @@ from pxexec.errors import (
     UnknownConnectorError,
 )
 from pxexec.policies.base import DEFAULT_THRESHOLD
+
+N = TypeVar("N")
 
 WORKLOADS = ("roundtrip", "throughput", "pipeline", "cholesky", "fedlearn", "moldesign")
 ENGINES = ("dask", "process", "thread", "parsl")
@@ -32,38 +34,39 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _sizes(text: str) -> list[int]:
-    sizes = [_size(part) for part in text.split(",") if part.strip()]
-    if not sizes:
-        raise argparse.ArgumentTypeError("give at least one size, e.g. 10kB,1MB")
-    return sizes
+def _checked(convert: Callable[[str], N], what: str, ok: Callable[[N], bool],
+             must: str) -> Callable[[str], N]:
+    """A parser of one ``what`` (converted by ``convert``) that must satisfy ``ok``."""
+
+    def parse(text: str) -> N:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {must} (got {text.strip()})")
+        return value
+
+    return parse
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
-    return value
+def _comma_separated(one: Callable[[str], N], noun: str,
+                     example: str) -> Callable[[str], list[N]]:
+    """A parser of a comma-separated list of what ``one`` parses (at least one)."""
+
+    def parse(text: str) -> list[N]:
+        values = [one(part) for part in text.split(",") if part.strip()]
+        if not values:
+            raise argparse.ArgumentTypeError(f"give at least one {noun}, e.g. {example}")
+        return values
+
+    return parse
 
 
-def _positives(text: str) -> list[int]:
-    values = [_positive(part) for part in text.split(",") if part.strip()]
-    if not values:
-        raise argparse.ArgumentTypeError("give at least one number, e.g. 1,2")
-    return values
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0 seconds (got {text})")
-    return value
+_positive = _checked(int, "a whole number", lambda n: n >= 1, "at least 1")
+_seconds = _checked(float, "a number of seconds", lambda s: s > 0, "more than 0 seconds")
+_sizes = _comma_separated(_size, "size", "10kB,1MB")
+_positives = _comma_separated(_positive, "number", "1,2")
 
 
 def _one_of(allowed: Sequence[str]) -> Any:
