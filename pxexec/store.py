@@ -23,16 +23,15 @@ from pxexec.errors import ConfigError, MissingKeyError, SignatureError
 from pxexec.evictions import FailedEvictions
 from pxexec.factory import StoreFactory
 from pxexec.forking import on_fork_child, renew_locks_after_fork
+from pxexec.frames import CHECKED_FRAME, payload_size
 from pxexec.lease import keeper, tracks_owners
 from pxexec.proxy import Proxy, ProxyInfo
 from pxexec.serialize import (
-    CHECKED_FRAME,
     Deserializer,
     Serializer,
     deserialize,
     deserialize_views,
     ndarray_header,
-    payload_size,
     serialize,
 )
 from pxexec.signing import FRAME_SIZE, Signer

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from pxexec import memory
-from pxexec.serialize import deserialize, join, serialize
+from pxexec.frames import join
+from pxexec.serialize import deserialize, serialize
 
 BIG = memory.HUGE_MIN + 12_345  # not a multiple of any page size
 

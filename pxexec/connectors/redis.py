@@ -21,7 +21,7 @@ from pxexec.connectors.base import BaseConnector, Buffer, ConnectorConfig, check
 from pxexec.connectors.nodeid import this_node
 from pxexec.errors import ConfigError, MissingDependencyError, StoreConnectionError, StoreIOError
 from pxexec.forking import on_fork_child
-from pxexec.serialize import alloc
+from pxexec.frames import alloc
 
 try:
     import redis

@@ -18,7 +18,7 @@ from typing import Any
 from pxexec.connectors.node_transfer import protocol as p
 from pxexec.connectors.node_transfer.seam import NodeLocalStore
 from pxexec.errors import NodeUnreachableError
-from pxexec.serialize import alloc
+from pxexec.frames import alloc
 
 __all__ = ["TransferClient"]
 
