@@ -20,9 +20,9 @@ import numpy as np
 
 from pxexec import Store
 from pxexec.bench.private_redis import redis_url
+from pxexec.codec.serialize import deserialize, serialize
 from pxexec.connectors import connector_from_url
 from pxexec.proxy import resolve
-from pxexec.serialize import deserialize, serialize
 
 
 def best_of(fn: Callable[[], Any], repeat: int) -> float:

@@ -20,13 +20,13 @@ import numpy as np
 
 from pxexec import Store
 from pxexec.bench.private_redis import private_redis
+from pxexec.codec.serialize import serialize
 from pxexec.connectors.local import LocalConnector
 from pxexec.connectors.multi import MultiConnector, Route
 from pxexec.connectors.redis import RedisConnector
 from pxexec.connectors.shm import SharedMemoryConnector
 from pxexec.executor import StoreExecutor
 from pxexec.policies import Always
-from pxexec.serialize import serialize
 
 
 def touch(data: Any) -> int:

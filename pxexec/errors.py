@@ -88,7 +88,7 @@ class StoreConnectionError(PxexecError, ConnectionError):
     Also a ``ConnectionError``; the message names the backend's address.
 
     >>> from pxexec.connectors.redis import RedisConnector
-    >>> from pxexec.serialize import serialize
+    >>> from pxexec.codec.serialize import serialize
     >>> down = RedisConnector("redis://127.0.0.1:1/0", connect_timeout=0.5)
     >>> try:
     ...     down.put(serialize(b"x"))
@@ -102,7 +102,7 @@ class SerializationError(PxexecError, TypeError):
     """An object could not be serialized (not even by cloudpickle).
 
     >>> import threading
-    >>> from pxexec.serialize import serialize
+    >>> from pxexec.codec.serialize import serialize
     >>> try:
     ...     serialize(threading.Lock())
     ... except TypeError as exc:
@@ -114,7 +114,7 @@ class SerializationError(PxexecError, TypeError):
 class DeserializationError(PxexecError, ValueError):
     """Stored bytes are not a valid pxexec payload (corrupted, truncated or foreign).
 
-    >>> from pxexec.serialize import deserialize
+    >>> from pxexec.codec.serialize import deserialize
     >>> try:
     ...     deserialize([b"not a pxexec payload"])
     ... except ValueError as exc:

@@ -13,8 +13,8 @@ import weakref
 from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any
 
-from pxexec.adapters.base import Engine, engine_for
-from pxexec.adapters.future_interop import await_future, refuse_dask_graph
+from pxexec.engines.base import Engine, engine_for
+from pxexec.engines.future_interop import await_future, refuse_dask_graph
 from pxexec.factory import StoreFactory
 from pxexec.lease import keeper
 from pxexec.ownership import (

@@ -18,15 +18,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pxexec.connectors import connector_from_config
-from pxexec.errors import ConfigError, MissingKeyError, SignatureError
-from pxexec.evictions import FailedEvictions
-from pxexec.factory import StoreFactory
-from pxexec.forking import on_fork_child, renew_locks_after_fork
-from pxexec.frames import CHECKED_FRAME, payload_size
-from pxexec.lease import keeper, tracks_owners
-from pxexec.proxy import Proxy, ProxyInfo
-from pxexec.serialize import (
+from pxexec.codec.frames import CHECKED_FRAME, payload_size
+from pxexec.codec.serialize import (
     Deserializer,
     Serializer,
     deserialize,
@@ -34,7 +27,14 @@ from pxexec.serialize import (
     ndarray_header,
     serialize,
 )
-from pxexec.signing import FRAME_SIZE, Signer
+from pxexec.codec.signing import FRAME_SIZE, Signer
+from pxexec.connectors import connector_from_config
+from pxexec.errors import ConfigError, MissingKeyError, SignatureError
+from pxexec.evictions import FailedEvictions
+from pxexec.factory import StoreFactory
+from pxexec.forking import on_fork_child, renew_locks_after_fork
+from pxexec.lease import keeper, tracks_owners
+from pxexec.proxy import Proxy, ProxyInfo
 
 __all__ = ["Store", "StoreMetrics", "clear_registry", "registered_stores"]
 

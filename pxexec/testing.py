@@ -15,10 +15,10 @@ import pickle
 import threading
 from typing import Any
 
+from pxexec.codec.serialize import deserialize, serialize
 from pxexec.connectors import connector_from_config
 from pxexec.connectors.base import Buffer, ConnectorConfig
 from pxexec.connectors.shm import SharedMemoryConnector
-from pxexec.serialize import deserialize, serialize
 
 LARGE = 8 * 1024 * 1024 + 13
 

@@ -60,7 +60,7 @@ def parsl_htex(tmp_path_factory: Any) -> Iterator[Any]:
     from parsl.executors import HighThroughputExecutor
     from parsl.providers import LocalProvider
 
-    from pxexec.adapters.parsl import executor_from_config
+    from pxexec.engines.parsl import executor_from_config
 
     config = Config(
         executors=[HighThroughputExecutor(
@@ -81,7 +81,7 @@ def parsl_threads(tmp_path_factory: Any) -> Iterator[Any]:
     from parsl.config import Config
     from parsl.executors.threads import ThreadPoolExecutor as ParslThreads
 
-    from pxexec.adapters.parsl import executor_from_config
+    from pxexec.engines.parsl import executor_from_config
 
     config = Config(
         executors=[ParslThreads(label="threads", max_threads=2)],
@@ -125,7 +125,7 @@ def taskvine_executor(request: Any, real: bool) -> Any:
     ``vine-run-info/`` into the current one) and its factory reports to a catalog
     server on this machine only.
     """
-    from pxexec.adapters.taskvine import executor_from_module
+    from pxexec.engines.taskvine import executor_from_module
 
     if real:
         if importlib.util.find_spec("ndcctools") is None or not (

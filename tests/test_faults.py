@@ -126,7 +126,7 @@ def test_device_full_is_clear_and_leaves_no_partial_object(tmp_path: Any) -> Non
 def test_transient_connection_errors_are_retried_with_backoff(size: int) -> None:
     import threading
 
-    from pxexec.serialize import serialize
+    from pxexec.codec.serialize import serialize
     from tests.redis_server import free_port
 
     port = free_port()

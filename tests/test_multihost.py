@@ -279,7 +279,7 @@ def test_parsl_htex_workers_on_another_host(bed: Any, store_dir: str, tmp_path: 
     from parsl.executors import HighThroughputExecutor
     from parsl.providers import LocalProvider
 
-    from pxexec.adapters.parsl import executor_from_config
+    from pxexec.engines.parsl import executor_from_config
 
     config = Config(
         executors=[HighThroughputExecutor(

@@ -11,9 +11,9 @@ import pytest
 import redis as redis_lib
 
 from pxexec import Store
+from pxexec.codec.serialize import serialize
 from pxexec.connectors.redis import RedisConnector, StoreEvictionWarning
 from pxexec.errors import MissingKeyError, StoreConnectionError, StoreIOError
-from pxexec.serialize import serialize
 from tests.redis_server import RedisServer
 
 

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pxexec.codec.frames import ALIGN, join
+from pxexec.codec.serialize import deserialize, serialize
 from pxexec.errors import DeserializationError, SerializationError
-from pxexec.frames import ALIGN, join
-from pxexec.serialize import deserialize, serialize
 
 
 def roundtrip(obj: Any) -> Any:
@@ -157,7 +157,7 @@ def test_reordered_frames() -> None:
 
 
 def test_missing_module_is_clear() -> None:
-    from pxexec.frames import PICKLE, make_frames
+    from pxexec.codec.frames import PICKLE, make_frames
 
     bad = pickle.dumps(pickle.PickleBuffer)  # reference to a class ...
     bad = bad.replace(b"pickle", b"nopkl1")  # ... in a module that does not exist

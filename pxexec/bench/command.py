@@ -199,7 +199,7 @@ def _run(
     default_workers = [1, 2] if workload == "throughput" else [2]
     records: list[Any] = []
     for workers in args.workers or default_workers:
-        from pxexec.integrity import HAVE_XXHASH
+        from pxexec.codec.integrity import HAVE_XXHASH
 
         print(f"pxexec bench {workload}: {engine} with {workers} worker(s); arms: "
               f"{', '.join(names)}; XXH3 checks of large frames "

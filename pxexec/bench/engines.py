@@ -72,7 +72,7 @@ def session(name: str, workers: int) -> Iterator[Session]:
         from parsl.executors import HighThroughputExecutor
         from parsl.providers import LocalProvider
 
-        from pxexec.adapters.parsl import executor_from_config
+        from pxexec.engines.parsl import executor_from_config
 
         run_dir = tempfile.mkdtemp(prefix="pxexec-parsl-")
         config = Config(

@@ -17,11 +17,11 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from pxexec.codec.frames import alloc
 from pxexec.connectors.base import BaseConnector, Buffer, ConnectorConfig, check_options, new_token
 from pxexec.connectors.nodeid import this_node
 from pxexec.errors import ConfigError, MissingDependencyError, StoreConnectionError, StoreIOError
 from pxexec.forking import on_fork_child
-from pxexec.frames import alloc
 
 try:
     import redis

@@ -1,6 +1,6 @@
 """The frame format of a stored object: a header, then its data buffers, aligned.
 
-An object serialized by ``pxexec.serialize`` is a list of frames: a small header
+An object serialized by ``pxexec.codec.serialize`` is a list of frames: a small header
 followed by raw data buffers (with alignment padding between them). The logical
 payload is the concatenation of the frames; ``parse_frames`` reads the list and
 ``parse_buffer`` one contiguous buffer holding that concatenation (what connectors
@@ -12,8 +12,8 @@ Layout of the header (little endian)::
     | header_len u32 | nframes x u64 data-frame lengths | meta (JSON) | crc32 u32 | zero pad
 
 The JSON meta holds the codec's fields and a CRC32 of every data frame of at most
-``CHECKED_FRAME`` bytes (large raw buffers are left to signing, see ``pxexec.signing``,
-and to the XXH3 digests of ``pxexec.integrity``).
+``CHECKED_FRAME`` bytes (large raw buffers are left to signing, see ``pxexec.codec.signing``,
+and to the XXH3 digests of ``pxexec.codec.integrity``).
 
 Every data frame starts at a multiple of ``ALIGN`` bytes from the start of the
 payload, so arrays deserialized from an mmap are aligned.
@@ -28,8 +28,8 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
+from pxexec.codec.integrity import digest_large_frames, verify_large_frames
 from pxexec.errors import DeserializationError
-from pxexec.integrity import digest_large_frames, verify_large_frames
 
 MAGIC = b"PXF1"
 VERSION = 1

@@ -1,6 +1,6 @@
 """Framed, zero-copy serialization: the codec of each kind of object.
 
-``serialize(obj)`` returns a list of frames (the format is ``pxexec.frames``). No large
+``serialize(obj)`` returns a list of frames (the format is ``pxexec.codec.frames``). No large
 buffer is copied to build the list: a numpy array's frame is a view of its memory.
 ``deserialize`` accepts either the list or one contiguous buffer holding the
 concatenation of the frames (what connectors return).
@@ -12,8 +12,7 @@ import pickle
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pxexec.errors import DeserializationError, SerializationError
-from pxexec.frames import (
+from pxexec.codec.frames import (
     BYTEARRAY,
     BYTES,
     CHECKED_FRAME,
@@ -31,7 +30,8 @@ from pxexec.frames import (
     parse_frames,
     writable_copy,
 )
-from pxexec.memory import bytearray_from, bytes_from
+from pxexec.codec.hugepages import bytearray_from, bytes_from
+from pxexec.errors import DeserializationError, SerializationError
 
 Serializer = Callable[[Any], Sequence[Any]]
 Deserializer = Callable[[Any], Any]
@@ -356,7 +356,7 @@ def ndarray_header(shape: Sequence[int], dtype: Any) -> bytes:
     With it a producer can write the header and then fill the data in place
     (``Store.empty``): header + data decodes to that array, for arrays of more than
     ``CHECKED_FRAME`` bytes (smaller ones carry a CRC). Data written after the header
-    carries no XXH3 digest (``pxexec.integrity``): it did not exist when the header was.
+    carries no XXH3 digest (``pxexec.codec.integrity``): it did not exist when the header was.
 
     >>> import numpy as np
     >>> a = np.ones((300, 300))
