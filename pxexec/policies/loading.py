@@ -7,17 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pxexec.errors import ConfigError
-from pxexec.policies.base import (
-    Always,
-    And,
-    Never,
-    Not,
-    Or,
-    Policy,
-    SizeAtLeast,
-    TypeIn,
-    as_policy,
-)
+from pxexec.policies.base import Always, And, Never, Not, Or, Policy, SizeAtLeast, TypeIn, as_policy
 
 __all__ = ["load_policy", "policy", "policy_factory"]
 
