@@ -16,24 +16,44 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from typing import Any
 
 import numpy as np
 
 from pxexec import Store
-from pxexec.bench.redis_server import RedisServer
+from pxexec.bench.private_redis import private_redis
 from pxexec.connectors.file import FileConnector
 from pxexec.connectors.redis import RedisConnector
 from pxexec.connectors.shm import SharedMemoryConnector
 from pxexec.executor import StoreExecutor
 from pxexec.policies import SizeAtLeast
 
-# The worker functions are the fault tests' own (tests/workers.py); worker processes
-# (spawned Dask nannies too) find them through PYTHONPATH.
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
-from tests.workers import die, die_once, total, total_when  # noqa: E402
+# The tasks (defined in this script: Dask pickles them by value, forked pool workers
+# have them already).
+
+def total(data: Any) -> float:
+    return float(data.sum())
+
+
+def die(data: Any) -> None:
+    os._exit(3)  # the worker process dies mid-task
+
+
+def die_once(data: Any, marker: str) -> float:
+    """Kill the worker process the first time (while ``marker`` does not exist)."""
+    if os.path.exists(marker):
+        return total(data)
+    open(marker, "w").close()
+    os._exit(3)
+
+
+def total_when(data: Any, gate: str) -> float:
+    """Sum ``data`` once the file ``gate`` exists (waiting 60 s at the most)."""
+    give_up = time.monotonic() + 60
+    while time.monotonic() < give_up and not os.path.exists(gate):
+        time.sleep(0.01)
+    return total(data)
 
 
 def record(fault: str, outcome: str, seconds: float, left: int) -> None:
@@ -73,46 +93,39 @@ def dask_worker_killed(directory: str) -> None:
 
 
 def redis_killed() -> None:
-    server = RedisServer()
-    store = Store("f-redis", RedisConnector(server.url, prefix="faults", connect_timeout=1,
-                                            timeout=2), cache_size=0)
-    try:
+    with ExitStack() as servers:
+        first = servers.enter_context(private_redis())
+        store = Store("f-redis", RedisConnector(first.url, prefix="faults", connect_timeout=1,
+                                                timeout=2), cache_size=0)
         with StoreExecutor(cf.ThreadPoolExecutor(2), store, SizeAtLeast(1000)) as ex:
             ex.submit(total, np.ones(100_000)).result(timeout=10)
-            server.proc.kill()
-            server.proc.wait()
+            first.process.kill()
+            first.process.wait()
             outcome, seconds = timed(lambda: ex.submit(total, np.ones(100_000)))
             record("Redis killed (connect_timeout=1 s)", outcome, seconds, 0)
-            port = server.port
-            server.stop()
-            server = RedisServer(port=port)
+            servers.enter_context(private_redis(port=first.port))  # back on the same address
             outcome, seconds = timed(
                 lambda: ex.submit(total, np.ones(100_000)).result(timeout=10))
             ex.flush(10)
         record("  ... Redis restarted, next task", outcome, seconds,
                len(store.connector.keys()))
-    finally:
-        server.stop()
 
 
 def redis_frozen() -> None:
     # A server that stops answering (SIGSTOP): calls give up after the socket timeout.
-    server = RedisServer()
-    store = Store("f-frozen", RedisConnector(server.url, prefix="frozen", connect_timeout=1,
-                                             timeout=1), cache_size=0)
-    try:
+    with private_redis() as redis:
+        store = Store("f-frozen", RedisConnector(redis.url, prefix="frozen", connect_timeout=1,
+                                                 timeout=1), cache_size=0)
         with StoreExecutor(cf.ThreadPoolExecutor(1), store, SizeAtLeast(1000)) as ex:
             ex.submit(total, np.ones(100_000)).result(timeout=10)
-            os.kill(server.proc.pid, signal.SIGSTOP)
+            os.kill(redis.process.pid, signal.SIGSTOP)
             outcome, seconds = timed(lambda: ex.submit(total, np.ones(100_000)))
-            os.kill(server.proc.pid, signal.SIGCONT)
+            os.kill(redis.process.pid, signal.SIGCONT)
             record("Redis frozen (SIGSTOP, timeout=1 s)", outcome, seconds, 0)
             outcome, seconds = timed(
                 lambda: ex.submit(total, np.ones(100_000)).result(timeout=10))
             ex.flush(10)
         record("  ... Redis resumed, next task", outcome, seconds, len(store.connector.keys()))
-    finally:
-        server.stop()
 
 
 def redis_unreachable_from_worker() -> None:

@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 
 from pxexec import Store
-from pxexec.bench.redis_server import redis_url_or_private
+from pxexec.bench.private_redis import redis_url
+from pxexec.codec.serialize import deserialize, serialize
 from pxexec.connectors import connector_from_url
 from pxexec.proxy import resolve
-from pxexec.serialize import deserialize, serialize
 
 
 def best_of(fn: Callable[[], Any], repeat: int) -> float:
@@ -136,8 +136,8 @@ def main() -> None:
     args = parser.parse_args()
     nbytes = int(args.size_mb * 1e6)
     tmp = tempfile.mkdtemp(prefix="pxexec-bench-")
-    with redis_url_or_private(args.redis_url) as redis_url:
-        urls = {"shm": "shm", "file": f"file://{tmp}", "redis": redis_url}
+    with redis_url(args.redis_url) as url:
+        urls = {"shm": "shm", "file": f"file://{tmp}", "redis": url}
         serializer_table(nbytes, args.repeat)
         connector_table(nbytes, args.repeat, urls)
         proxy_table(args.repeat, urls)

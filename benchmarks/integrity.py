@@ -17,7 +17,8 @@ import time
 
 import numpy as np
 
-from pxexec import Store, integrity
+from pxexec import Store
+from pxexec.codec import integrity
 from pxexec.connectors.shm import SharedMemoryConnector
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from pxexec import Store
-from pxexec.bench.redis_server import redis_url_or_private
+from pxexec.bench.private_redis import redis_url
 from pxexec.connectors.local import LocalConnector
 from pxexec.connectors.redis import RedisConnector
 from pxexec.executor import StoreExecutor
@@ -153,7 +153,7 @@ def main() -> None:
     args = parser.parse_args()
     per_task_overhead(args.tasks)
     signing_cost()
-    with redis_url_or_private(args.redis_url) as url:
+    with redis_url(args.redis_url) as url:
         for mb in sorted({1.0, 10.0, args.mb}):
             redis_floor(url, int(mb * 1e6))
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from pxexec import Store
-from pxexec.bench.redis_server import RedisServer
+from pxexec.bench.private_redis import private_redis
 from pxexec.connectors.redis import RedisConnector
 from pxexec.connectors.shm import SharedMemoryConnector
 from pxexec.executor import StoreExecutor
@@ -119,13 +119,10 @@ def main() -> None:
     parser.add_argument("--objects", type=int, default=10_000)
     parser.add_argument("--lease", type=float, default=2.0)
     args = parser.parse_args()
-    server = RedisServer()
-    try:
-        renewal_cost(server.url, args.objects)
-        death_to_empty(server.url, 1000, args.lease)
+    with private_redis() as redis:
+        renewal_cost(redis.url, args.objects)
+        death_to_empty(redis.url, 1000, args.lease)
         makespan(args.tasks, args.rounds)
-    finally:
-        server.stop()
 
 
 if __name__ == "__main__":

@@ -19,14 +19,14 @@ from typing import Any
 import numpy as np
 
 from pxexec import Store
-from pxexec.bench.redis_server import RedisServer
+from pxexec.bench.private_redis import private_redis
+from pxexec.codec.serialize import serialize
 from pxexec.connectors.local import LocalConnector
 from pxexec.connectors.multi import MultiConnector, Route
 from pxexec.connectors.redis import RedisConnector
 from pxexec.connectors.shm import SharedMemoryConnector
 from pxexec.executor import StoreExecutor
 from pxexec.policies import Always
-from pxexec.serialize import serialize
 
 
 def touch(data: Any) -> int:
@@ -107,11 +107,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     routing_cost()
-    server = RedisServer()
-    try:
-        makespan(server.url, args.tasks, args.rounds)
-    finally:
-        server.stop()
+    with private_redis() as redis:
+        makespan(redis.url, args.tasks, args.rounds)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,9 @@ from pxexec import Store
 from pxexec.bench import roundtrip
 from pxexec.bench.arms import Arm, PxexecArm
 from pxexec.bench.engines import session
+from pxexec.codec.signing import Signer
 from pxexec.connectors.shm import SharedMemoryConnector
 from pxexec.policies import SizeAtLeast
-from pxexec.signing import Signer
 
 SECRET = "PXEXEC_BENCH_SECRET"
 

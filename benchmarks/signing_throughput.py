@@ -2,7 +2,7 @@
 
 Run: ``python benchmarks/signing_throughput.py [--old OLD_SIGNING_PY] [--reps 9]``
 (under ``flock /tmp/pxexec-bench.lock``). ``--old`` names a copy of a previous
-``pxexec/signing.py`` (``git show REV:pxexec/signing.py > old.py``) to compare with;
+``pxexec/codec/signing.py`` (``git show REV:pxexec/codec/signing.py > old.py``) to compare with;
 its arms are "old-poly1305" and "old-hmac". Arms take turns, in blocks, per size.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from pxexec.signing import FRAME_SIZE, Signer
+from pxexec.codec.signing import FRAME_SIZE, Signer
 
 SECRET = b"benchmark secret"
 

@@ -11,8 +11,8 @@ import numpy as np
 from distributed import LocalCluster, as_completed
 
 from pxexec import Store, is_proxy
-from pxexec.adapters.dask import Client
 from pxexec.connectors import connector_from_url
+from pxexec.engines.dask import Client
 
 
 def column_sums(matrix: np.ndarray) -> np.ndarray:

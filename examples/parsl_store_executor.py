@@ -15,8 +15,8 @@ from parsl.executors.threads import ThreadPoolExecutor
 from parsl.providers import LocalProvider
 
 from pxexec import Store, StoreExecutor
-from pxexec.adapters.parsl import executor_from_config
 from pxexec.connectors import connector_from_url
+from pxexec.engines.parsl import executor_from_config
 
 
 def energy(signal: np.ndarray) -> float:

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from pxexec import Store, StoreExecutor
-from pxexec.bench.redis_server import redis_url_or_private
+from pxexec.bench.private_redis import redis_url
 from pxexec.connectors.multi import MultiConnector, Route
 from pxexec.connectors.redis import RedisConnector
 from pxexec.connectors.shm import SharedMemoryConnector
@@ -27,7 +27,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--redis-url", default=None)
     args = parser.parse_args()
-    with redis_url_or_private(args.redis_url) as url:
+    with redis_url(args.redis_url) as url:
         multi = MultiConnector([
             Route("small", RedisConnector(url, prefix="routing-example"), max_size=1_000_000),
             Route("arrays", SharedMemoryConnector(namespace="routing"), types=("numpy:ndarray",)),

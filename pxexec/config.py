@@ -35,8 +35,7 @@ from typing import Any, TypedDict, cast
 from pxexec.config_io import ENV_CONFIG, config_path, env_overrides, merged, policy_table, to_toml
 from pxexec.connectors import connector_from_config, connector_from_url
 from pxexec.errors import ConfigError, PxexecError
-from pxexec.executor import DEFAULT_THRESHOLD
-from pxexec.policies import SizeAtLeast, load_policy
+from pxexec.policies import DEFAULT_THRESHOLD, SizeAtLeast, load_policy
 from pxexec.store import Store
 
 if sys.version_info >= (3, 11):

@@ -15,8 +15,10 @@ __all__ = [
     "EngineOptionError",
     "MissingDependencyError",
     "MissingKeyError",
+    "NoRouteError",
     "NodeUnreachableError",
     "ObjectOnOtherHostError",
+    "OwnershipError",
     "PolicyError",
     "PxexecError",
     "SerializationError",
@@ -86,7 +88,7 @@ class StoreConnectionError(PxexecError, ConnectionError):
     Also a ``ConnectionError``; the message names the backend's address.
 
     >>> from pxexec.connectors.redis import RedisConnector
-    >>> from pxexec.serialize import serialize
+    >>> from pxexec.codec.serialize import serialize
     >>> down = RedisConnector("redis://127.0.0.1:1/0", connect_timeout=0.5)
     >>> try:
     ...     down.put(serialize(b"x"))
@@ -100,7 +102,7 @@ class SerializationError(PxexecError, TypeError):
     """An object could not be serialized (not even by cloudpickle).
 
     >>> import threading
-    >>> from pxexec.serialize import serialize
+    >>> from pxexec.codec.serialize import serialize
     >>> try:
     ...     serialize(threading.Lock())
     ... except TypeError as exc:
@@ -112,7 +114,7 @@ class SerializationError(PxexecError, TypeError):
 class DeserializationError(PxexecError, ValueError):
     """Stored bytes are not a valid pxexec payload (corrupted, truncated or foreign).
 
-    >>> from pxexec.serialize import deserialize
+    >>> from pxexec.codec.serialize import deserialize
     >>> try:
     ...     deserialize([b"not a pxexec payload"])
     ... except ValueError as exc:
@@ -349,4 +351,36 @@ class EngineOptionError(PxexecError, TypeError):
     ...     except TypeError as exc:
     ...         print(type(exc).__name__)
     EngineOptionError
+    """
+
+
+class OwnershipError(PxexecError, ReferenceError):
+    """An ownership or borrowing rule was broken (use after move, borrow conflict, ...).
+
+    >>> from pxexec import Store
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> from pxexec.ownership import borrow, mut_borrow
+    >>> store = Store("own-demo", LocalConnector())
+    >>> owner = store.owned_proxy([1, 2])
+    >>> ref = borrow(owner)
+    >>> try:
+    ...     mut_borrow(owner)
+    ... except OwnershipError as exc:
+    ...     print("refused")
+    refused
+    """
+
+
+class NoRouteError(PxexecError, LookupError):
+    """No route of a MultiConnector accepts an object.
+
+    >>> from pxexec import Store
+    >>> from pxexec.connectors.local import LocalConnector
+    >>> from pxexec.connectors.multi import MultiConnector, Route
+    >>> only_small = MultiConnector([Route("small", LocalConnector(), max_size=100)])
+    >>> try:
+    ...     Store("no-route-demo", only_small).put(bytes(1000))
+    ... except LookupError as exc:
+    ...     print(type(exc).__name__)
+    NoRouteError
     """

@@ -13,8 +13,8 @@ import weakref
 from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any
 
-from pxexec.adapters.base import Engine, engine_for
-from pxexec.adapters.future_interop import await_future, refuse_dask_graph
+from pxexec.engines.base import Engine, engine_for
+from pxexec.engines.future_interop import await_future, refuse_dask_graph
 from pxexec.factory import StoreFactory
 from pxexec.lease import keeper
 from pxexec.ownership import (
@@ -30,7 +30,7 @@ from pxexec.ownership import (
     release_held,
     take,
 )
-from pxexec.policies import SizeAtLeast
+from pxexec.policies import DEFAULT_THRESHOLD, SizeAtLeast
 from pxexec.proxy import Proxy
 from pxexec.reachable import keys_of, proxies_in
 from pxexec.store import Store
@@ -41,7 +41,6 @@ __all__ = ["DEFAULT_THRESHOLD", "EngineOptions", "StoreExecutor", "StoreFuture"]
 log = logging.getLogger("pxexec")
 
 #: default should_proxy: objects of at least this many bytes go by proxy
-DEFAULT_THRESHOLD = 1_000_000
 #: how many functions' task wrappers a StoreExecutor keeps for reuse
 _RECENT_TASKS = 32
 
@@ -201,6 +200,7 @@ class _Freer:
         self._done = 0
         self._thread: threading.Thread | None = None
         _FREERS.add(self)
+        _flush_at_exit()
 
     def put(self, keys: list[str]) -> None:
         if not keys:
@@ -244,9 +244,15 @@ class _Freer:
 
 
 _FREERS: weakref.WeakSet[_Freer] = weakref.WeakSet()
+_AT_EXIT = threading.Lock()  # held once the exit hook is registered (on the first freer)
 
 
-@atexit.register
+def _flush_at_exit() -> None:
+    """Register the interpreter-exit flush of every freer, once, on first use."""
+    if _AT_EXIT.acquire(blocking=False):
+        atexit.register(_flush_all)
+
+
 def _flush_all() -> None:
     for freer in list(_FREERS):
         freer.flush(timeout=10)

@@ -23,7 +23,7 @@ import weakref
 from typing import Any, TypeVar
 
 from pxexec import proxy as _proxy_module
-from pxexec.errors import PxexecError
+from pxexec.errors import OwnershipError
 from pxexec.factory import StoreFactory
 from pxexec.forking import on_fork_child
 from pxexec.proxy import _UNSET as _UNSET_TARGET
@@ -35,22 +35,6 @@ __all__ = ["OwnedProxy", "OwnershipError", "RefMutProxy", "RefProxy", "borrow", 
            "into_owned", "keep_alive", "mut_borrow", "release", "update"]
 
 T = TypeVar("T")
-
-
-class OwnershipError(PxexecError, ReferenceError):
-    """An ownership or borrowing rule was broken (use after move, borrow conflict, ...).
-
-    >>> from pxexec import Store
-    >>> from pxexec.connectors.local import LocalConnector
-    >>> store = Store("own-demo", LocalConnector())
-    >>> owner = store.owned_proxy([1, 2])
-    >>> ref = borrow(owner)
-    >>> try:
-    ...     mut_borrow(owner)
-    ... except OwnershipError as exc:
-    ...     print("refused")
-    refused
-    """
 
 
 class _Dead:

@@ -14,12 +14,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import pickle
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from pxexec.proxy import COLLECTOR, Proxy
 
-__all__ = ["collect_pickled_keys", "proxies_in"]
+__all__ = ["collect_pickled_keys", "map_one_below", "one_below", "proxies_in"]
 
 log = logging.getLogger("pxexec")
 
@@ -144,3 +144,36 @@ def collect_pickled_keys() -> Iterator[list[str]]:
 def keys_of(proxies: list[Proxy[Any]], key: Callable[[Any], str | None]) -> set[str]:
     """The keys of ``proxies`` as ``key`` reads them (None: not a store proxy)."""
     return {k for k in map(key, proxies) if k is not None}
+
+
+def one_below(value: Any) -> Iterable[Any]:
+    """What a task argument holds one container below: the items of a list or tuple, the
+    values of a dict; nothing for anything else (subclasses are left whole).
+
+    This is the reach of argument and result handling (proxies at the top level or one
+    container below are passed, resolved and owned); ``proxies_in`` is the deep walk.
+
+    >>> list(one_below([1, 2])), list(one_below({"a": 3})), list(one_below("text"))
+    ([1, 2], [3], [])
+    """
+    kind = type(value)
+    if kind is list or kind is tuple:
+        return value  # type: ignore[no-any-return]
+    if kind is dict:
+        return value.values()  # type: ignore[no-any-return]
+    return ()
+
+
+def map_one_below(value: Any, change: Callable[[Any], Any]) -> Any:
+    """``value`` with ``change`` applied to each item one container below (see
+    ``one_below``), or to ``value`` itself when it is no such container.
+
+    >>> map_one_below((1, [2]), str), map_one_below({"a": 1}, str), map_one_below(1, str)
+    (('1', '[2]'), {'a': '1'}, '1')
+    """
+    kind = type(value)
+    if kind is list or kind is tuple:
+        return kind(change(v) for v in value)
+    if kind is dict:
+        return {k: change(v) for k, v in value.items()}
+    return change(value)

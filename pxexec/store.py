@@ -18,6 +18,16 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from pxexec.codec.frames import CHECKED_FRAME, payload_size
+from pxexec.codec.serialize import (
+    Deserializer,
+    Serializer,
+    deserialize,
+    deserialize_views,
+    ndarray_header,
+    serialize,
+)
+from pxexec.codec.signing import FRAME_SIZE, Signer
 from pxexec.connectors import connector_from_config
 from pxexec.connectors.base import (
     AllocatesInPlace,
@@ -33,17 +43,6 @@ from pxexec.factory import StoreFactory
 from pxexec.forking import on_fork_child, renew_locks_after_fork
 from pxexec.lease import keeper, tracks_owners
 from pxexec.proxy import Proxy, ProxyInfo
-from pxexec.serialize import (
-    CHECKED_FRAME,
-    Deserializer,
-    Serializer,
-    deserialize,
-    deserialize_views,
-    ndarray_header,
-    payload_size,
-    serialize,
-)
-from pxexec.signing import FRAME_SIZE, Signer
 
 __all__ = ["Store", "StoreMetrics", "clear_registry", "registered_stores"]
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from pxexec.bench.redis_server import redis_url_or_private
 from pxexec.store import clear_registry
+from tests.redis_server import redis_url_or_private
 
 # Worker processes started by engines (Parsl's process_worker_pool.py, TaskVine
 # workers) find this environment's executables and the tests package.
@@ -86,7 +86,7 @@ def parsl_htex(tmp_path_factory: Any) -> Iterator[Any]:
     from parsl.executors import HighThroughputExecutor
     from parsl.providers import LocalProvider
 
-    from pxexec.adapters.parsl import executor_from_config
+    from pxexec.engines.parsl import executor_from_config
 
     config = Config(
         executors=[HighThroughputExecutor(
@@ -107,7 +107,7 @@ def parsl_threads(tmp_path_factory: Any) -> Iterator[Any]:
     from parsl.config import Config
     from parsl.executors.threads import ThreadPoolExecutor as ParslThreads
 
-    from pxexec.adapters.parsl import executor_from_config
+    from pxexec.engines.parsl import executor_from_config
 
     config = Config(
         executors=[ParslThreads(label="threads", max_threads=2)],
@@ -151,7 +151,7 @@ def taskvine_executor(request: Any, real: bool) -> Any:
     ``vine-run-info/`` into the current one) and its factory reports to a catalog
     server on this machine only.
     """
-    from pxexec.adapters.taskvine import executor_from_module
+    from pxexec.engines.taskvine import executor_from_module
 
     if real:
         if importlib.util.find_spec("ndcctools") is None or not (

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from pxexec.codec.serialize import deserialize, serialize
 from pxexec.connectors import connector_from_config
-from pxexec.serialize import deserialize, serialize
 
 
 def payload(n: int, seed: int) -> np.ndarray:

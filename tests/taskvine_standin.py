@@ -45,7 +45,7 @@ import sys
 import tempfile
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures._base import CANCELLED, FINISHED, PENDING
 from functools import partial
 from typing import Any
@@ -104,6 +104,16 @@ class _Worker:
         self.task: _Task | None = None
 
 
+
+def _recorded(setting: str) -> Callable[[Any, Any], None]:
+    """A TaskVine Task setter that records what it was given in ``settings``."""
+
+    def setter(self: Any, value: Any) -> None:
+        self.settings[setting] = value
+
+    setter.__name__ = f"set_{setting}"
+    return setter
+
 class _Task:
     def __init__(self, manager: Manager, fn: Any, args: tuple[Any, ...],
                  kwargs: dict[str, Any]) -> None:
@@ -138,23 +148,12 @@ class _Task:
         self.settings: dict[str, Any] = {}  # what TaskVine's Task setters were given
 
     # TaskVine's Task setters (resources and scheduling), recorded for the tests
-    def set_cores(self, cores: int) -> None:
-        self.settings["cores"] = cores
-
-    def set_memory(self, memory: int) -> None:
-        self.settings["memory"] = memory
-
-    def set_disk(self, disk: int) -> None:
-        self.settings["disk"] = disk
-
-    def set_gpus(self, gpus: int) -> None:
-        self.settings["gpus"] = gpus
-
-    def set_retries(self, retries: int) -> None:
-        self.settings["retries"] = retries
-
-    def set_priority(self, priority: float) -> None:
-        self.settings["priority"] = priority
+    set_cores = _recorded("cores")
+    set_memory = _recorded("memory")
+    set_disk = _recorded("disk")
+    set_gpus = _recorded("gpus")
+    set_retries = _recorded("retries")
+    set_priority = _recorded("priority")
 
     def _start(self, worker: _Worker) -> None:
         sandbox = tempfile.mkdtemp(prefix="sandbox-", dir=self._dir)

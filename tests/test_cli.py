@@ -11,10 +11,10 @@ import pytest
 
 import pxexec
 from pxexec.cli import build_parser, main
+from pxexec.codec.serialize import serialize
 from pxexec.connectors.file import FileConnector
 from pxexec.connectors.owners import this_host
 from pxexec.connectors.shm import SharedMemoryConnector
-from pxexec.serialize import serialize
 
 
 def _dead_owner(connector: SharedMemoryConnector, count: int) -> list[str]:
@@ -23,7 +23,7 @@ def _dead_owner(connector: SharedMemoryConnector, count: int) -> list[str]:
         "import sys\n"
         "from pxexec.connectors.shm import SharedMemoryConnector\n"
         "from pxexec.connectors.owners import process_owner\n"
-        "from pxexec.serialize import serialize\n"
+        "from pxexec.codec.serialize import serialize\n"
         f"c = SharedMemoryConnector({connector.directory!r}, namespace={connector.namespace!r})\n"
         f"keys = [c.put(serialize(b'orphan')) for _ in range({count})]\n"
         "c.adopt(process_owner(), keys)\n"

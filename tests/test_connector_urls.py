@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from pxexec.codec.serialize import serialize
 from pxexec.connectors import (
     config_from_url,
     connector_from_url,
@@ -18,7 +19,6 @@ from pxexec.connectors.file import FileConnector
 from pxexec.connectors.local import LocalConnector
 from pxexec.connectors.multi import MultiConnector, Route, route_from_config
 from pxexec.errors import ConfigError, MissingKeyError, UnknownConnectorError
-from pxexec.serialize import serialize
 from pxexec.testing import ConnectorConformance
 
 

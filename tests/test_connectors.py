@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import redis as redis_lib
 
+from pxexec.codec.serialize import deserialize, serialize
 from pxexec.connectors import connector_from_config, connector_from_url, known_connectors
 from pxexec.connectors.file import FileConnector
 from pxexec.connectors.local import LocalConnector
@@ -17,7 +18,6 @@ from pxexec.connectors.node import ShmConnector
 from pxexec.connectors.redis import RedisConnector
 from pxexec.connectors.shm import SharedMemoryConnector
 from pxexec.errors import ConfigError, StoreConnectionError, StoreIOError, UnknownConnectorError
-from pxexec.serialize import deserialize, serialize
 from pxexec.testing import ConnectorConformance
 
 

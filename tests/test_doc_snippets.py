@@ -43,7 +43,7 @@ FRAGMENTS = {
     "my-engine": """
         from concurrent.futures import ThreadPoolExecutor
 
-        from pxexec.adapters.base import Engine
+        from pxexec.engines.base import Engine
 
         class MyEngine(Engine):
             name = "my-engine"

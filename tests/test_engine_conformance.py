@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pxexec.adapters.base import Engine, engine_for
+from pxexec.engines.base import Engine, engine_for
 from pxexec.testing import EngineConformance
 from tests.conftest import taskvine_executor
 
@@ -50,7 +50,7 @@ class TestParslThreads(EngineConformance):
         from parsl.config import Config
         from parsl.executors.threads import ThreadPoolExecutor as ParslThreads
 
-        from pxexec.adapters.parsl import executor_from_config
+        from pxexec.engines.parsl import executor_from_config
 
         config = Config(executors=[ParslThreads(label="threads", max_threads=2)],
                         run_dir=str(tmp_path), initialize_logging=False)

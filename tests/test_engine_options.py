@@ -104,7 +104,7 @@ def test_parsl_options_reach_parsl_not_the_function(parsl_htex: Any, shm_dir: st
 
 def test_taskvine_options_become_task_settings(shm_dir: str, tmp_path: Any,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    from pxexec.adapters.taskvine import executor_from_module
+    from pxexec.engines.taskvine import executor_from_module
     from tests import taskvine_standin
 
     monkeypatch.chdir(tmp_path)

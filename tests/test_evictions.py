@@ -11,11 +11,11 @@ from typing import Any
 import numpy as np
 
 from pxexec import Store
-from pxexec.bench.redis_server import RedisServer
 from pxexec.connectors.local import LocalConnector
 from pxexec.connectors.multi import MultiConnector, Route
 from pxexec.connectors.redis import RedisConnector
 from pxexec.ownership import owned
+from tests.redis_server import RedisServer
 
 
 @contextmanager

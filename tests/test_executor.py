@@ -224,7 +224,7 @@ def test_dask_futures_are_let_go_after_the_next_submit_or_soon(
 
     from distributed import Client
 
-    from pxexec.adapters.dask import _Releaser
+    from pxexec.engines.dask import _Releaser
 
     def held(client: Any, key: Any, wait: float = 0.0) -> bool:
         deadline = time.monotonic() + wait  # Dask drops its count from its event loop

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from pxexec import Store
-from pxexec.bench.redis_server import RedisServer
 from pxexec.connectors.file import FileConnector
 from pxexec.connectors.redis import RedisConnector
 from pxexec.connectors.shm import SharedMemoryConnector
@@ -18,6 +17,7 @@ from pxexec.errors import StoreConnectionError
 from pxexec.executor import StoreExecutor
 from pxexec.policies import SizeAtLeast
 from tests import workers
+from tests.redis_server import RedisServer
 
 
 def test_killed_process_pool_worker_reaches_caller_and_frees_inputs(shm_dir: str) -> None:
@@ -126,8 +126,8 @@ def test_device_full_is_clear_and_leaves_no_partial_object(tmp_path: Any) -> Non
 def test_transient_connection_errors_are_retried_with_backoff(size: int) -> None:
     import threading
 
-    from pxexec.bench.redis_server import free_port
-    from pxexec.serialize import serialize
+    from pxexec.codec.serialize import serialize
+    from tests.redis_server import free_port
 
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pxexec import Store, integrity
+from pxexec import Store
+from pxexec.codec import integrity
 from pxexec.connectors.shm import SharedMemoryConnector
 from pxexec.errors import DeserializationError
 

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from pxexec import memory
-from pxexec.serialize import deserialize, join, serialize
+from pxexec.codec import hugepages as memory
+from pxexec.codec.frames import join
+from pxexec.codec.serialize import deserialize, serialize
 
 BIG = memory.HUGE_MIN + 12_345  # not a multiple of any page size
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from pxexec import Store
+from pxexec.codec.serialize import deserialize, serialize
 from pxexec.config import load
 from pxexec.connectors import connector_from_config
 from pxexec.connectors.file import FileConnector
@@ -21,7 +22,6 @@ from pxexec.connectors.redis import RedisConnector
 from pxexec.connectors.shm import SharedMemoryConnector
 from pxexec.errors import ConfigError, MissingDependencyError
 from pxexec.policies import SizeAtLeast, Tagged
-from pxexec.serialize import deserialize, serialize
 from pxexec.testing import ConnectorConformance
 from tests import pydaos_standin
 

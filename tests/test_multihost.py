@@ -85,6 +85,19 @@ def network(bed: Any) -> str:
     return bed.head_address.rsplit(".", 1)[0] + ".0/24"
 
 
+def transfer_store(bed: Any, store_dir: str, name: str, namespace: str) -> Store:
+    """A store of node-local shared memory whose objects other hosts fetch directly."""
+    return Store(name, SharedMemoryConnector(store_dir, namespace=namespace, transfer=True,
+                                             bind=network(bed)))
+
+
+def put_on(bed: Any, host: str, store: Store, lines: str) -> str:
+    """What ``lines`` print in a new Python on ``host``, where ``s`` is ``store``."""
+    return bed.python(host, "import json\nfrom pxexec.store import get_or_create_store\n"
+                      f"s = get_or_create_store(json.loads({json.dumps(store.config())!r}))\n"
+                      f"{lines}\n")
+
+
 @pytest.fixture(scope="module")
 def dask_on_bed(testbed: Any) -> Iterator[tuple[Any, dict[str, str]]]:
     """A Dask scheduler on the head and one worker process on each of n1 and n2."""
@@ -170,15 +183,9 @@ def test_round_trip_and_fan_out_with_direct_transfer(
 
 
 def test_objects_outlive_their_producer_process(bed: Any, store_dir: str) -> None:
-    store = Store("mh-exit", SharedMemoryConnector(store_dir, namespace="exit", transfer=True,
-                                                  bind=network(bed)))
-    code = (
-        "import json, numpy as np\n"
-        "from pxexec.store import get_or_create_store\n"
-        f"s = get_or_create_store(json.loads({json.dumps(store.config())!r}))\n"
-        "print(s.put(np.arange(1_000_000)))\n"
-    )
-    key = bed.python("n1", code)  # the producer has exited; n1's node server serves it
+    store = transfer_store(bed, store_dir, "mh-exit", "exit")
+    # the producer has exited; n1's node server serves it
+    key = put_on(bed, "n1", store, "import numpy as np\nprint(s.put(np.arange(1_000_000)))")
     assert int(store.get(key).sum()) == sum(range(1_000_000))
     assert wait_until(lambda: objects_on(bed, "head", store_dir) != [])  # the head's copy
     store.evict(key)
@@ -272,7 +279,7 @@ def test_parsl_htex_workers_on_another_host(bed: Any, store_dir: str, tmp_path: 
     from parsl.executors import HighThroughputExecutor
     from parsl.providers import LocalProvider
 
-    from pxexec.adapters.parsl import executor_from_config
+    from pxexec.engines.parsl import executor_from_config
 
     config = Config(
         executors=[HighThroughputExecutor(
@@ -344,15 +351,9 @@ def test_an_owner_on_another_node_keeps_the_lease_alive(bed: Any, store_dir: str
 
 
 def test_many_small_objects_come_over_one_connection(bed: Any, store_dir: str) -> None:
-    store = Store("mh-batch", SharedMemoryConnector(store_dir, namespace="batch", transfer=True,
-                                                   bind=network(bed)))
-    code = (
-        "import json\n"
-        "from pxexec.store import get_or_create_store\n"
-        f"s = get_or_create_store(json.loads({json.dumps(store.config())!r}))\n"
-        "print(' '.join(s.put_batch([{'i': i} for i in range(200)])))\n"
-    )
-    keys = bed.python("n1", code).split()
+    store = transfer_store(bed, store_dir, "mh-batch", "batch")
+    keys = put_on(bed, "n1", store,
+                  "print(' '.join(s.put_batch([{'i': i} for i in range(200)])))").split()
     assert store.get_batch(keys) == [{"i": i} for i in range(200)]
     assert len(objects_on(bed, "head", store_dir)) == 200  # copies, on this node
     client = store.connector.transfer_client()

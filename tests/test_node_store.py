@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 
 from pxexec import Store
+from pxexec.codec.serialize import deserialize, serialize
 from pxexec.connectors import connector_from_config, connector_from_url
 from pxexec.connectors.node import NodeConnector, ShmConnector
 from pxexec.errors import ConfigError, UnsafeDirectoryError
 from pxexec.executor import StoreExecutor
 from pxexec.lease import reset_keeper
-from pxexec.serialize import deserialize, serialize
 from pxexec.testing import ConnectorConformance
 from tests import node_workers, workers
 

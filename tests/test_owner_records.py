@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from pxexec.codec.serialize import serialize
 from pxexec.connectors.owners import process_owner, read_record, this_host
 from pxexec.connectors.shm import SharedMemoryConnector
-from pxexec.serialize import serialize
 
 DEAD = f"{this_host()}-999999999-1-0123abcd"
 

@@ -11,10 +11,10 @@ import pytest
 import redis as redis_lib
 
 from pxexec import Store
-from pxexec.bench.redis_server import RedisServer
+from pxexec.codec.serialize import serialize
 from pxexec.connectors.redis import RedisConnector, StoreEvictionWarning
 from pxexec.errors import MissingKeyError, StoreConnectionError, StoreIOError
-from pxexec.serialize import serialize
+from tests.redis_server import RedisServer
 
 
 @pytest.fixture(scope="module")

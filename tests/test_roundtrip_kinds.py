@@ -13,8 +13,9 @@ import pytest
 from polars.testing import assert_frame_equal, assert_series_equal
 
 from pxexec import Store
+from pxexec.codec.frames import join
+from pxexec.codec.serialize import deserialize, serialize
 from pxexec.connectors import connector_from_url
-from pxexec.serialize import deserialize, join, serialize
 
 POLARS_COLUMNS: dict[str, Any] = {
     "i8": pl.Series([1, None], dtype=pl.Int8),

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from pxexec import Store
-from pxexec.bench.redis_server import RedisServer
+from pxexec.codec.serialize import serialize
 from pxexec.connectors.file import FileConnector
 from pxexec.connectors.redis import RedisConnector
 from pxexec.connectors.shm import SharedMemoryConnector
 from pxexec.errors import ConfigError, SignatureError, StoreConnectionError
-from pxexec.serialize import serialize
+from tests.redis_server import RedisServer
 
 
 class Exploit:
@@ -147,7 +147,7 @@ def _make_certs(directory: Any) -> dict[str, str]:
 
 
 def test_redis_over_tls(tmp_path: Any, monkeypatch: Any) -> None:
-    from pxexec.bench.redis_server import free_port
+    from tests.redis_server import free_port
 
     certs = _make_certs(tmp_path)
     tls_port = free_port()
@@ -173,7 +173,7 @@ def test_redis_over_tls(tmp_path: Any, monkeypatch: Any) -> None:
 
 def test_both_signature_formats_verify_and_wrong_secrets_fail(shm_dir: str, secret: str,
                                                               monkeypatch: Any) -> None:
-    from pxexec import signing
+    from pxexec.codec import signing
 
     pytest.importorskip("cryptography")
     connector = SharedMemoryConnector(shm_dir)
@@ -202,7 +202,7 @@ def test_chacha_tag_is_the_standard_aead_tag(secret: str) -> None:
     pytest.importorskip("cryptography")
     from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-    from pxexec import signing
+    from pxexec.codec import signing
 
     signer = signing.Signer(b"k")
     frames = [b"x" * 1000, b"yz", bytes(77)]
@@ -215,7 +215,7 @@ def test_chacha_tag_is_the_standard_aead_tag(secret: str) -> None:
 
 def test_poly1305_object_without_cryptography_names_the_extra(shm_dir: str, secret: str,
                                                               monkeypatch: Any) -> None:
-    from pxexec import signing
+    from pxexec.codec import signing
     from pxexec.errors import MissingDependencyError
 
     pytest.importorskip("cryptography")

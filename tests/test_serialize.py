@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pxexec.codec.frames import ALIGN, join
+from pxexec.codec.serialize import deserialize, serialize
 from pxexec.errors import DeserializationError, SerializationError
-from pxexec.serialize import ALIGN, deserialize, join, serialize
 
 
 def roundtrip(obj: Any) -> Any:
@@ -156,12 +157,12 @@ def test_reordered_frames() -> None:
 
 
 def test_missing_module_is_clear() -> None:
-    from pxexec.serialize import PICKLE, _frame
+    from pxexec.codec.frames import PICKLE, make_frames
 
     bad = pickle.dumps(pickle.PickleBuffer)  # reference to a class ...
     bad = bad.replace(b"pickle", b"nopkl1")  # ... in a module that does not exist
     with pytest.raises(DeserializationError, match="nopkl1"):
-        deserialize(_frame(PICKLE, None, [bad]))
+        deserialize(make_frames(PICKLE, None, [bad]))
 
 
 @settings(max_examples=1000, deadline=None)

@@ -194,7 +194,7 @@ def test_import_without_optional_dependencies() -> None:
         " 'parsl', 'cryptography', 'matplotlib', 'tqdm', 'scipy', 'proxystore', 'mypy']:\n"
         "    sys.modules[name] = None\n"
         "import os\n"
-        "import pxexec, pxexec.cli, pxexec.signing\n"
+        "import pxexec, pxexec.cli, pxexec.codec.signing\n"
         "from pxexec.connectors.local import LocalConnector\n"
         "s = pxexec.Store('x', LocalConnector())\n"
         "assert s.proxy([1]) == [1]\n"

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from pxexec import Store
-from pxexec.adapters.taskvine import (
+from pxexec.engines.taskvine import (
     PORT_VARIABLES,
     close_futures_executor,
     executor_from_module,

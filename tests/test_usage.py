@@ -173,7 +173,7 @@ def test_dask_workers_report_stored_bytes(dask_cluster: Any, shm_dir: str) -> No
     from distributed import Client
 
     from pxexec import StoreExecutor
-    from pxexec.adapters.dask_usage import StoreUsagePlugin, install, stored_bytes
+    from pxexec.engines.dask_usage import StoreUsagePlugin, install, stored_bytes
 
     client = Client(dask_cluster)
     install(client)

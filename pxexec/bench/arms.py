@@ -14,6 +14,7 @@ from typing import Any
 
 from pxexec.bench.engines import Session
 from pxexec.errors import MissingDependencyError
+from pxexec.policies import DEFAULT_THRESHOLD
 from pxexec.store import Store
 
 
@@ -136,7 +137,7 @@ def _after(submit: Callable[..., Any], fn: Callable[..., Any], args: tuple[Any, 
 @contextmanager
 def arms(
     sess: Session, stores: dict[str, Store], policy: Any, *, peer: bool = False,
-    threshold: int = 1_000_000, ray: bool = False,
+    threshold: int = DEFAULT_THRESHOLD, ray: bool = False,
 ) -> Iterator[list[Arm]]:
     """The plain arm, one pxexec arm per store, and the ProxyStore and Ray arms when asked."""
     import shutil

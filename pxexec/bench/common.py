@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 
@@ -62,6 +63,29 @@ def attempt(arm: Any, workload: str, run: Callable[[], list[Record]], kind: str 
         if not arm.peer:
             raise  # the plain engine and pxexec must not fail
         return [failure(arm, workload, kind, mode, nbytes, exc)]
+
+
+def take_turns(arms: Sequence[Any], workload: str, turn: Callable[[Any, int], list[Record]], *,
+               reps: int, warmup: int, progress: Any, kind: str, mode: str,
+               nbytes: int) -> list[Record]:
+    """``warmup`` untimed then ``reps`` timed turns ``turn(arm, rep)`` of every arm, the
+    arms taking turns (the first one rotating); an arm that fails sits out the rest, its
+    failure recorded. Each turn is one step of ``progress``."""
+    records: list[Record] = []
+    failed: set[str] = set()
+    for rep in range(-warmup, reps):
+        for arm in rotated(arms, rep):
+            if progress is not None:
+                progress.update(1)
+            if arm.name in failed:
+                continue
+            got = attempt(arm, workload, partial(turn, arm, rep), kind, mode, nbytes)
+            if got[0].failed:
+                failed.add(arm.name)
+                records += got
+            elif rep >= 0:
+                records += got
+    return records
 
 
 def rotated(items: Sequence[Any], turn: int) -> list[Any]:

@@ -72,7 +72,7 @@ def session(name: str, workers: int) -> Iterator[Session]:
         from parsl.executors import HighThroughputExecutor
         from parsl.providers import LocalProvider
 
-        from pxexec.adapters.parsl import executor_from_config
+        from pxexec.engines.parsl import executor_from_config
 
         run_dir = tempfile.mkdtemp(prefix="pxexec-parsl-")
         config = Config(
@@ -133,11 +133,9 @@ def stores(urls: list[str]) -> Iterator[dict[str, Store]]:
             label = url.split("://")[0] if "://" in url else url
             options: dict[str, Any] = {}
             if url == "redis":
-                from pxexec.bench.redis_server import RedisServer
+                from pxexec.bench.private_redis import private_redis
 
-                server = RedisServer()
-                stack.callback(server.stop)
-                url = server.url
+                url = stack.enter_context(private_redis()).url
             elif label in PRIVATE_NAMESPACE:
                 options["namespace"] = f"bench-{os.getpid()}"
             connector = connector_from_url(url, **options)

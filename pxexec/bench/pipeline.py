@@ -14,7 +14,7 @@ from functools import partial
 from typing import Any
 
 from pxexec.bench.arms import Arm
-from pxexec.bench.common import Record, attempt, rotated
+from pxexec.bench.common import Record, take_turns
 from pxexec.bench.tasks import pipeline_consume, pipeline_make, pipeline_reduce
 
 QUIET = 0.08
@@ -23,25 +23,11 @@ QUIET = 0.08
 def run(arms: Sequence[Arm], *, nbytes: int = 100_000_000, consumers: int = 4, reps: int = 5,
         warmup: int = 2, progress: Any = None) -> list[Record]:
     """``reps`` timed pipelines per arm (after ``warmup``), arms taking turns."""
-    records: list[Record] = []
-    failed: set[str] = set()
-    for rep in range(-warmup, reps):
-        for arm in rotated(arms, rep):
-            if progress is not None:
-                progress.update(1)
-            if arm.name in failed:
-                continue
-            got = attempt(arm, "pipeline", partial(_once, arm, nbytes, consumers, rep),
-                          "numpy", "", nbytes)
-            if got[0].failed:
-                failed.add(arm.name)
-                records += got
-            elif rep >= 0:
-                records += got
-    return records
+    return take_turns(arms, "pipeline", partial(_once, nbytes, consumers), reps=reps,
+                      warmup=warmup, progress=progress, kind="numpy", mode="", nbytes=nbytes)
 
 
-def _once(arm: Arm, nbytes: int, consumers: int, rep: int) -> list[Record]:
+def _once(nbytes: int, consumers: int, arm: Arm, rep: int) -> list[Record]:
     gc.collect()
     time.sleep(QUIET)
     submit = time.time()

@@ -11,12 +11,11 @@ from typing import Any
 from pxexec.bench.arms import Arm, real
 from pxexec.bench.common import (
     Record,
-    attempt,
     fmt_range,
     human_size,
     print_table,
     quantiles,
-    rotated,
+    take_turns,
 )
 from pxexec.bench.tasks import check_payload, make_payload, noop
 
@@ -37,22 +36,9 @@ def run(
         for kind in kinds:
             payloads = [make_payload(kind, nbytes, seed) for seed in range(2)]
             for mode in modes:
-                failed: set[str] = set()
-                for rep in range(-warmup, reps):
-                    for arm in rotated(arms, rep):
-                        if progress is not None:
-                            progress.update(1)
-                        if arm.name in failed:
-                            continue
-                        payload = payloads[rep % 2]
-                        got = attempt(arm, "roundtrip",
-                                      partial(_trip, arm, payload, kind, mode, rep),
-                                      kind, mode, nbytes)
-                        if got[0].failed:
-                            failed.add(arm.name)
-                            records += got
-                        elif rep >= 0:
-                            records += got
+                records += take_turns(arms, "roundtrip", partial(_trip, payloads, kind, mode),
+                                      reps=reps, warmup=warmup, progress=progress, kind=kind,
+                                      mode=mode, nbytes=nbytes)
     return records
 
 
@@ -62,8 +48,10 @@ def run(
 QUIET = 0.08
 
 
-def _trip(arm: Arm, payload: Any, kind: str, mode: str, rep: int) -> list[Record]:
-    """One timed round trip, checked (a list: the shape ``attempt`` runs)."""
+def _trip(payloads: list[Any], kind: str, mode: str, arm: Arm, rep: int) -> list[Record]:
+    """One timed round trip of ``payloads[rep % 2]``, checked (a list: the shape
+    ``attempt`` runs)."""
+    payload = payloads[rep % 2]
     nbytes = len(payload) if isinstance(payload, bytes) else int(payload.nbytes)
     gc.collect()
     time.sleep(QUIET)

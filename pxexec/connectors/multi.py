@@ -28,26 +28,13 @@ from pxexec.connectors.base import (
     check_options,
     require,
 )
-from pxexec.errors import ConfigError, MissingKeyError, PxexecError
+from pxexec.errors import ConfigError, MissingKeyError, NoRouteError
+from pxexec.type_names import type_matches, type_name
 
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
 __all__ = ["MultiConnector", "NoRouteError", "Route", "route_from_config"]
-
-
-class NoRouteError(PxexecError, LookupError):
-    """No route of a MultiConnector accepts an object.
-
-    >>> from pxexec import Store
-    >>> from pxexec.connectors.local import LocalConnector
-    >>> only_small = MultiConnector([Route("small", LocalConnector(), max_size=100)])
-    >>> try:
-    ...     Store("no-route-demo", only_small).put(bytes(1000))
-    ... except LookupError as exc:
-    ...     print(type(exc).__name__)
-    NoRouteError
-    """
 
 
 @dataclass
@@ -84,7 +71,7 @@ class Route:
                     f"Route {self.name!r}: {option} must be a list, e.g. {option} = "
                     f"[{value!r}], got {value!r}."
                 )
-        self.types = tuple(_type_name(t) for t in self.types)
+        self.types = tuple(type_name(t, "Route(types=...)") for t in self.types)
         self.tags = frozenset(self.tags)
 
     @property
@@ -99,7 +86,7 @@ class Route:
         if self.tags and not self.tags <= tags:
             return False
         return not self.types or (
-            obj_type is not None and _type_matches(obj_type, self.types)
+            obj_type is not None and type_matches(obj_type, self.types)
         )
 
     def describe(self) -> str:
@@ -125,25 +112,6 @@ class Route:
             "max_size": self.max_size, "types": list(self.types), "tags": sorted(self.tags),
             "host": self.host, "priority": self.priority,
         }
-
-
-def _type_name(value: Any) -> str:
-    if isinstance(value, type):
-        return f"{value.__module__}:{value.__qualname__}"
-    if isinstance(value, str) and value.count(":") == 1 and all(value.split(":")):
-        return value
-    raise ConfigError(f"Route types are classes or 'module:Name' strings, got {value!r}.")
-
-
-def _type_matches(obj_type: type[Any], names: tuple[str, ...]) -> bool:
-    for cls in obj_type.__mro__:
-        for name in names:
-            module, _, qualname = name.partition(":")
-            if cls.__qualname__ == qualname and (
-                cls.__module__ == module or cls.__module__.startswith(module + ".")
-            ):
-                return True
-    return False
 
 
 class MultiConnector(BaseConnector):

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from pxexec.codec.frames import alloc
 from pxexec.connectors.base import BaseConnector, Buffer, ConnectorConfig, check_options, new_token
 from pxexec.connectors.nodeid import this_node
 from pxexec.errors import (
@@ -27,7 +28,6 @@ from pxexec.errors import (
     StoreIOError,
 )
 from pxexec.forking import on_fork_child
-from pxexec.serialize import alloc
 
 try:
     import redis

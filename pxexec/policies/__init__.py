@@ -8,6 +8,7 @@ Built-ins are small picklable classes combinable with ``&``, ``|`` and ``~``::
 from __future__ import annotations
 
 from pxexec.policies.base import (
+    DEFAULT_THRESHOLD,
     Always,
     And,
     Never,
@@ -21,6 +22,7 @@ from pxexec.policies.base import (
 from pxexec.policies.loading import load_policy, policy, policy_factory
 
 __all__ = [
+    "DEFAULT_THRESHOLD",
     "Always",
     "And",
     "Never",

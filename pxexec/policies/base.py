@@ -6,8 +6,13 @@ from typing import Any
 
 from pxexec.errors import ConfigError
 from pxexec.sizing import estimate_nbytes
+from pxexec.type_names import type_matches, type_name
 
-__all__ = ["Always", "And", "Never", "Not", "Or", "Policy", "SizeAtLeast", "Tagged", "TypeIn"]
+__all__ = ["DEFAULT_THRESHOLD", "Always", "And", "Never", "Not", "Or", "Policy", "SizeAtLeast",
+           "Tagged", "TypeIn", "as_policy"]
+
+#: the size (bytes) from which an object goes by proxy when no policy is given
+DEFAULT_THRESHOLD = 1_000_000
 
 
 class Policy:
@@ -27,10 +32,10 @@ class Policy:
         raise NotImplementedError
 
     def __and__(self, other: Any) -> Policy:
-        return And(self, _as_policy(other))
+        return And(self, as_policy(other))
 
     def __or__(self, other: Any) -> Policy:
-        return Or(self, _as_policy(other))
+        return Or(self, as_policy(other))
 
     def __invert__(self) -> Policy:
         return Not(self)
@@ -59,7 +64,13 @@ class _Wrapped(Policy):
         return repr(self.fn)
 
 
-def _as_policy(value: Any) -> Policy:
+def as_policy(value: Any) -> Policy:
+    """``value`` as a Policy: a Policy as it is, any other callable ``obj -> bool`` wrapped.
+
+    >>> size = SizeAtLeast(10)
+    >>> as_policy(size) is size, as_policy(len)(b"x")
+    (True, True)
+    """
     if isinstance(value, Policy):
         return value
     if callable(value):
@@ -144,31 +155,15 @@ class TypeIn(Policy):
     def __init__(self, *types: type[Any] | str) -> None:
         if not types:
             raise ConfigError("TypeIn needs at least one class or 'module:Name' string.")
-        names = []
-        for t in types:
-            if isinstance(t, type):
-                names.append((t.__module__, t.__qualname__))
-            elif isinstance(t, str) and t.count(":") == 1 and all(t.split(":")):
-                module, name = t.split(":")
-                names.append((module, name))
-            else:
-                raise ConfigError(f"TypeIn takes classes or 'module:Name' strings, got {t!r}.")
-        self.names = tuple(sorted(set(names)))
-        self._by_name = {name for _, name in self.names}
+        wanted = {type_name(t, "TypeIn") for t in types}
+        self.names = tuple(sorted(tuple(name.split(":")) for name in wanted))
+        self._wanted = tuple(f"{m}:{n}" for m, n in self.names)
 
     def __call__(self, obj: Any) -> bool:
-        for cls in type(obj).__mro__:
-            if cls.__qualname__ in self._by_name:
-                module = cls.__module__
-                for want_module, want_name in self.names:
-                    if want_name == cls.__qualname__ and (
-                        module == want_module or module.startswith(want_module + ".")
-                    ):
-                        return True
-        return False
+        return type_matches(type(obj), self._wanted)
 
     def __repr__(self) -> str:
-        return f"TypeIn({', '.join(repr(f'{m}:{n}') for m, n in self.names)})"
+        return f"TypeIn({', '.join(map(repr, self._wanted))})"
 
 
 class Tagged(Policy):
@@ -180,7 +175,7 @@ class Tagged(Policy):
     """
 
     def __init__(self, policy: Any, *tags: str) -> None:
-        self.policy = _as_policy(policy)
+        self.policy = as_policy(policy)
         self.tags = frozenset(tags)
 
     def __call__(self, obj: Any) -> bool:

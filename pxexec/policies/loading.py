@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pxexec.errors import ConfigError
-from pxexec.policies.base import Always, And, Never, Not, Or, Policy, SizeAtLeast, TypeIn
+from pxexec.policies.base import Always, And, Never, Not, Or, Policy, SizeAtLeast, TypeIn, as_policy
 
 __all__ = ["load_policy", "policy", "policy_factory"]
 
@@ -110,18 +110,14 @@ def _builtin(kind: str, options: dict[str, Any], where: str) -> Policy:
             raise _fail(f"{where}.types", "must be a non-empty list of 'module:Name' strings.")
         return TypeIn(*types)
     if kind == "not":
-        return Not(_as_policy(load_policy(options["policy"], where=f"{where}.policy")))
+        return Not(as_policy(load_policy(options["policy"], where=f"{where}.policy")))
     items = options["policies"]
     if not isinstance(items, list) or not items:
         raise _fail(f"{where}.policies", "must be a non-empty list of policy tables.")
     parts = [
-        _as_policy(load_policy(p, where=f"{where}.policies[{i}]")) for i, p in enumerate(items)
+        as_policy(load_policy(p, where=f"{where}.policies[{i}]")) for i, p in enumerate(items)
     ]
     return And(*parts) if kind == "all" else Or(*parts)
-
-
-def _as_policy(fn: Callable[[Any], bool]) -> Policy:
-    return fn if isinstance(fn, Policy) else Always() & fn
 
 
 def policy(fn: Callable[[Any], bool]) -> Callable[[Any], bool]:

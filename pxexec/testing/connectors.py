@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+from pxexec.codec.serialize import deserialize, serialize
 from pxexec.connectors.base import (
     CAPABILITIES,
     FLAGS,
@@ -40,7 +41,6 @@ from pxexec.connectors.base import (
 from pxexec.connectors.owners import process_owner
 from pxexec.connectors.registry import connector_from_config
 from pxexec.errors import MissingKeyError
-from pxexec.serialize import deserialize, serialize
 
 LARGE = 8 * 1024 * 1024 + 13
 

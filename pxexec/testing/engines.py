@@ -1,6 +1,6 @@
 """The engine conformance suite for pytest, shipped for third-party engine adapters.
 
-An engine adapter (``pxexec.adapters.base.Engine``) is what StoreExecutor talks to:
+An engine adapter (``pxexec.engines.base.Engine``) is what StoreExecutor talks to:
 ``submit``, ``is_future``, ``add_done_callback``, ``outcome``, ``wait``, ``cancel``,
 ``check_options``, ``held_by``, ``shutdown``, ``release``, and the flags that say how
 the engine behaves (``native_futures``, ``keeps_tracebacks``, ``completes_futures``,
@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from pxexec.adapters.base import Engine, engine_for
+from pxexec.engines.base import Engine, engine_for
 from pxexec.errors import EngineOptionError
 from pxexec.testing.engine_tasks import add, fail, sleep_then
 
@@ -48,7 +48,7 @@ class EngineConformance:
     fixture), so they also run by hand:
 
     >>> from concurrent.futures import ThreadPoolExecutor
-    >>> from pxexec.adapters.base import Engine
+    >>> from pxexec.engines.base import Engine
     >>> engine = Engine(ThreadPoolExecutor(2))
     >>> EngineConformance().test_submit_and_wait(engine)
     >>> engine.shutdown(wait=True, cancel_futures=False)

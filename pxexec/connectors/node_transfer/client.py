@@ -15,10 +15,10 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from pxexec.codec.frames import alloc
 from pxexec.connectors.node_transfer import protocol as p
 from pxexec.connectors.node_transfer.seam import NodeLocalStore
 from pxexec.errors import NodeUnreachableError
-from pxexec.serialize import alloc
 
 __all__ = ["TransferClient"]
 

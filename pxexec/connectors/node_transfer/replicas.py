@@ -19,8 +19,8 @@ import os
 import threading
 from typing import Any
 
+from pxexec.codec.frames import writable_copy
 from pxexec.connectors.private_dir import ensure_private_directory
-from pxexec.serialize import writable_copy
 
 __all__ = ["after_pull", "drop_copy", "free_here", "fresh", "pull", "pull_many"]
 

@@ -1,6 +1,6 @@
 """Whole-payload integrity of large frames with xxHash's XXH3 (``pip install 'pxexec[integrity]'``).
 
-Frames of up to 64 kB always carry a CRC32 (``pxexec.serialize``). Larger raw buffers
+Frames of up to 64 kB always carry a CRC32 (``pxexec.codec.frames``). Larger raw buffers
 (array data, pickle-5 buffers) carry an XXH3-64 digest when the writer has ``xxhash``:
 XXH3 runs at tens of GB/s (about 4.5 ms for 100 MB on the test machine, against 34 ms
 for zlib's CRC32), so a full check costs little next to moving the bytes. A reader with

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from pxexec.adapters.base import Engine
+from pxexec.engines.base import Engine
 from pxexec.errors import MissingDependencyError
 
 __all__ = ["ParslEngine", "executor_from_config"]

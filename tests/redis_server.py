@@ -1,4 +1,4 @@
-"""Start a private redis-server on a free port (benchmarks and tests)."""
+"""A private redis-server on a free port, for the tests (test infrastructure: not shipped)."""
 
 from __future__ import annotations
 

@@ -43,8 +43,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from pxexec.adapters.base import Engine
-from pxexec.adapters.taskvine_setup import (
+from pxexec.engines.base import Engine
+from pxexec.engines.taskvine_setup import (
     PORT_VARIABLES,
     clear_port_environment,
     close_futures_executor,

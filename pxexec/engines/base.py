@@ -144,15 +144,15 @@ def engine_for(executor: Any, engine: str | None = None) -> Engine:
         return executor
     name = engine or detect_engine(executor)
     if name == "dask":
-        from pxexec.adapters.dask import DaskEngine
+        from pxexec.engines.dask import DaskEngine
 
         return DaskEngine(executor)
     if name == "parsl":
-        from pxexec.adapters.parsl import ParslEngine
+        from pxexec.engines.parsl import ParslEngine
 
         return ParslEngine(executor)
     if name == "taskvine":
-        from pxexec.adapters.taskvine import TaskVineEngine
+        from pxexec.engines.taskvine import TaskVineEngine
 
         return TaskVineEngine(executor)
     if name == "concurrent.futures":
@@ -171,7 +171,7 @@ def detect_engine(executor: Any) -> str:
     """
     kind = type(executor)
     # the class or any base: subclasses of an engine's executor (such as the pool
-    # pxexec.adapters.parsl builds) belong to that engine
+    # pxexec.engines.parsl builds) belong to that engine
     modules = [(c.__module__, c.__name__) for c in kind.__mro__]
     if any(m.startswith("distributed") for m, _ in modules):
         return "dask"

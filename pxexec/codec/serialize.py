@@ -1,140 +1,40 @@
-"""Framed, zero-copy serialization.
+"""Framed, zero-copy serialization: the codec of each kind of object.
 
-``serialize(obj)`` returns a list of frames: a small header followed by raw data
-buffers (with alignment padding between them). No large buffer is copied to build
-the list: a numpy array's frame is a view of its memory. The logical payload is the
-concatenation of the frames, and ``deserialize`` accepts either the list or one
-contiguous buffer holding that concatenation (what connectors return).
-
-Layout of the header (little endian)::
-
-    magic "PXF1" | version u8 | codec u8 | flags u16 | nframes u32 | meta_len u32
-    | header_len u32 | nframes x u64 data-frame lengths | meta (JSON) | crc32 u32 | zero pad
-
-The JSON meta holds the codec's fields and a CRC32 of every data frame of at most
-``CHECKED_FRAME`` bytes (large raw buffers are left to signing, see ``pxexec.signing``).
-
-Every data frame starts at a multiple of ``ALIGN`` bytes from the start of the
-payload, so arrays deserialized from an mmap are aligned.
+``serialize(obj)`` returns a list of frames (the format is ``pxexec.codec.frames``). No large
+buffer is copied to build the list: a numpy array's frame is a view of its memory.
+``deserialize`` accepts either the list or one contiguous buffer holding the
+concatenation of the frames (what connectors return).
 """
 
 from __future__ import annotations
 
-import json
 import pickle
-import struct
-import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from pxexec.codec.frames import (
+    BYTEARRAY,
+    BYTES,
+    CHECKED_FRAME,
+    CLOUDPICKLE,
+    CODEC_NAMES,
+    MEMORYVIEW,
+    NDARRAY,
+    PICKLE,
+    POLARS,
+    STR,
+    Frames,
+    check_frames,
+    make_frames,
+    parse_buffer,
+    parse_frames,
+    writable_copy,
+)
+from pxexec.codec.hugepages import bytearray_from, bytes_from
 from pxexec.errors import DeserializationError, SerializationError
-from pxexec.integrity import digest_large_frames, verify_large_frames
-from pxexec.memory import bytearray_from, bytes_from
 
-MAGIC = b"PXF1"
-VERSION = 1
-ALIGN = 64
-_FIXED = struct.Struct("<4sBBHIII")
-_CRC = struct.Struct("<I")
-MAX_FRAMES = 1 << 20
-#: data frames up to this size carry a CRC32 in the header
-CHECKED_FRAME = 64 * 1024
-_CHECKS = "_crc"
-
-# codec ids
-BYTES, BYTEARRAY, STR, NDARRAY, PICKLE, CLOUDPICKLE, POLARS, MEMORYVIEW = 1, 2, 3, 4, 5, 6, 7, 8
-CODEC_NAMES = {
-    BYTES: "bytes",
-    BYTEARRAY: "bytearray",
-    STR: "str",
-    NDARRAY: "ndarray",
-    PICKLE: "pickle",
-    CLOUDPICKLE: "cloudpickle",
-    POLARS: "polars",
-    MEMORYVIEW: "memoryview",
-}
-
-Frames = list[Any]  # bytes-likes: bytes, bytearray, memoryview
 Serializer = Callable[[Any], Sequence[Any]]
 Deserializer = Callable[[Any], Any]
-
-
-def _as_bytes_view(buf: Any) -> memoryview:
-    view = buf.raw() if isinstance(buf, pickle.PickleBuffer) else memoryview(buf)
-    if view.ndim != 1 or view.format != "B":
-        view = view.cast("B") if view.c_contiguous else memoryview(view.tobytes())
-    return view
-
-
-def _pad(length: int) -> int:
-    return (-length) % ALIGN
-
-
-_ZEROS = bytes(ALIGN)
-
-
-def _frame(codec: int, meta: dict[str, Any] | None, data: Sequence[Any], *,
-           digest: bool = True) -> Frames:
-    views = [_as_bytes_view(d) for d in data]
-    if any(v.nbytes <= CHECKED_FRAME for v in views):
-        # Small frames (pickle streams, metadata, small arrays) carry a CRC32 so that a
-        # corrupted byte is an error, never a different object. Large raw buffers are
-        # not checksummed (it would cost a pass over the data); signing covers them.
-        checks = [zlib.crc32(v) if v.nbytes <= CHECKED_FRAME else None for v in views]
-        meta = {**(meta or {}), _CHECKS: checks}
-    if digest:  # frames filled in after the header is written (Store.empty) have none
-        meta = digest_large_frames(meta, views)
-    meta_bytes = json.dumps(meta, separators=(",", ":")).encode() if meta else b""
-    body_len = _FIXED.size + 8 * len(views) + len(meta_bytes) + _CRC.size
-    header_len = body_len + _pad(body_len)
-    head = bytearray(
-        _FIXED.pack(MAGIC, VERSION, codec, 0, len(views), len(meta_bytes), header_len)
-    )
-    head += struct.pack(f"<{len(views)}Q", *(v.nbytes for v in views))
-    head += meta_bytes
-    head += _CRC.pack(zlib.crc32(head))
-    head += _ZEROS[: header_len - len(head)]
-    frames: Frames = [bytes(head)]
-    for i, view in enumerate(views):
-        frames.append(view)
-        if i < len(views) - 1:
-            frames.append(_ZEROS[: _pad(view.nbytes)])
-    return frames
-
-
-def alloc(nbytes: int) -> memoryview:
-    """A fresh writable byte buffer.
-
-    Large buffers come from numpy when it is installed: its allocator asks for
-    transparent huge pages, which makes first-touch of big buffers several times
-    cheaper than ``bytearray`` on many machines.
-    """
-    if nbytes >= 1 << 20:
-        try:
-            import numpy as np
-        except ImportError:
-            pass
-        else:
-            view: memoryview = np.empty(nbytes, dtype=np.uint8).data
-            return view
-    return memoryview(bytearray(nbytes))
-
-
-def writable_copy(view: memoryview) -> memoryview:
-    """A writable copy of ``view`` (see ``alloc``)."""
-    out = alloc(view.nbytes)
-    out[:] = view
-    return out
-
-
-def payload_size(frames: Sequence[Any]) -> int:
-    """Total size in bytes of the payload ``frames`` describe (their concatenation)."""
-    return sum(memoryview(f).nbytes for f in frames)
-
-
-def join(frames: Sequence[Any]) -> bytes:
-    """Concatenate frames into one ``bytes`` (only for backends that need one value)."""
-    return b"".join(frames)
 
 
 # -- serialize -----------------------------------------------------------------------
@@ -144,11 +44,11 @@ def serialize(obj: Any) -> Frames:
     """Serialize ``obj`` to a list of frames without copying large buffers."""
     kind = type(obj)
     if kind is bytes:
-        return _frame(BYTES, None, [obj])
+        return make_frames(BYTES, None, [obj])
     if kind is bytearray:
-        return _frame(BYTEARRAY, None, [obj])
+        return make_frames(BYTEARRAY, None, [obj])
     if kind is str:
-        return _frame(STR, None, [obj.encode("utf-8", "surrogatepass")])
+        return make_frames(STR, None, [obj.encode("utf-8", "surrogatepass")])
     if kind is memoryview:
         return _serialize_memoryview(obj)
     module = kind.__module__.partition(".")[0]
@@ -166,7 +66,7 @@ def _serialize_memoryview(view: memoryview) -> Frames:
     # the bytes, with the format, shape and read-only flag to rebuild the same view
     meta = {"format": view.format, "shape": list(view.shape or ()), "readonly": view.readonly}
     data = view if view.c_contiguous else memoryview(view.tobytes())
-    return _frame(MEMORYVIEW, meta, [data.cast("B") if data.nbytes else b""])
+    return make_frames(MEMORYVIEW, meta, [data.cast("B") if data.nbytes else b""])
 
 
 def _decode_memoryview(meta: dict[str, Any], frame: memoryview) -> memoryview:
@@ -198,8 +98,8 @@ def _serialize_ndarray(arr: Any) -> Frames:
     if not arr.flags.writeable:
         meta["readonly"] = True
     if data.size == 0:
-        return _frame(NDARRAY, meta, [b""])
-    return _frame(NDARRAY, meta, [data.reshape(-1).view(np.uint8)])
+        return make_frames(NDARRAY, meta, [b""])
+    return make_frames(NDARRAY, meta, [data.reshape(-1).view(np.uint8)])
 
 
 def _serialize_polars(obj: Any) -> Frames:
@@ -216,7 +116,7 @@ def _serialize_polars(obj: Any) -> Frames:
     schema = dict(obj.schema) if type(obj).__name__ == "DataFrame" else {obj.name: obj.dtype}
     stream, buffers = _pickle_oob((table, schema), pickle.dumps)
     meta = {"kind": type(obj).__name__}
-    return _frame(POLARS, meta, [stream, *buffers])
+    return make_frames(POLARS, meta, [stream, *buffers])
 
 
 class _PolarsColumns:
@@ -296,7 +196,7 @@ def _serialize_pickle(obj: Any, meta: dict[str, Any] | None = None) -> Frames:
                 "picklable or pass a custom serializer to the Store."
             ) from exc
         codec = CLOUDPICKLE
-    return _frame(codec, meta, [stream, *buffers])
+    return make_frames(codec, meta, [stream, *buffers])
 
 
 # -- deserialize ---------------------------------------------------------------------
@@ -311,10 +211,10 @@ def deserialize(data: Any) -> Any:
     if isinstance(data, (list, tuple)):
         if not data:
             raise DeserializationError("Cannot deserialize an empty list of frames.")
-        codec, meta, frames, writable = _parse_frames(data)
+        codec, meta, frames, writable = parse_frames(data)
     else:
-        codec, meta, frames, writable = _parse_buffer(data)
-    _check_frames(meta, frames)
+        codec, meta, frames, writable = parse_buffer(data)
+    check_frames(meta, frames)
     return _decoding(codec, lambda: _decode(codec, meta, frames, writable))
 
 
@@ -335,94 +235,6 @@ def _decoding(codec: int, decode: Callable[[], Any]) -> Any:
             f"({type(exc).__name__}: {exc}); it is corrupted or was written by "
             "an incompatible serializer."
         ) from exc
-
-
-def _check_frames(meta: dict[str, Any], frames: list[memoryview]) -> None:
-    verify_large_frames(meta, frames)
-    checks = meta.pop(_CHECKS, None)
-    if checks is None:
-        return
-    if not isinstance(checks, list) or len(checks) != len(frames):
-        raise DeserializationError("Payload frame checksums do not match its frames: corrupted.")
-    for check, frame in zip(checks, frames):
-        if check is not None and (frame.nbytes > CHECKED_FRAME or zlib.crc32(frame) != check):
-            raise DeserializationError("Payload data checksum does not match: corrupted.")
-
-
-def _parse_header(view: memoryview) -> tuple[int, dict[str, Any], list[int], int]:
-    if view.nbytes < _FIXED.size + _CRC.size:
-        raise DeserializationError(
-            f"Payload of {view.nbytes} bytes is too short to be a pxexec object "
-            "(truncated or not written by pxexec)."
-        )
-    magic, version, codec, _flags, nframes, meta_len, header_len = _FIXED.unpack_from(view)
-    if magic != MAGIC:
-        raise DeserializationError(
-            "Payload does not start with the pxexec marker: it was not written by "
-            "pxexec's serializer (a foreign value under this key) or it is corrupted."
-        )
-    if version != VERSION:
-        raise DeserializationError(
-            f"Payload has format version {version}; this pxexec reads version {VERSION}. "
-            "Use the same pxexec version on every process."
-        )
-    if nframes > MAX_FRAMES:
-        raise DeserializationError(f"Payload header claims {nframes} frames: corrupted.")
-    body_len = _FIXED.size + 8 * nframes + meta_len
-    if body_len + _CRC.size > view.nbytes or header_len < body_len + _CRC.size:
-        raise DeserializationError("Payload header is truncated or corrupted.")
-    (crc,) = _CRC.unpack_from(view, body_len)
-    if zlib.crc32(view[:body_len]) != crc:
-        raise DeserializationError("Payload header checksum does not match: corrupted.")
-    if codec not in CODEC_NAMES:
-        raise DeserializationError(f"Payload names unknown codec {codec}: corrupted.")
-    lengths = list(struct.unpack_from(f"<{nframes}Q", view, _FIXED.size))
-    meta_raw = bytes(view[_FIXED.size + 8 * nframes : body_len])
-    meta = json.loads(meta_raw) if meta_raw else {}
-    return codec, meta, lengths, header_len
-
-
-def _parse_buffer(data: Any) -> tuple[int, dict[str, Any], list[memoryview], bool]:
-    try:
-        view = _as_bytes_view(data)
-    except TypeError as exc:
-        raise DeserializationError(
-            f"Cannot deserialize {type(data).__name__}: expected bytes-like frames."
-        ) from exc
-    codec, meta, lengths, offset = _parse_header(view)
-    frames = []
-    for i, length in enumerate(lengths):
-        end = offset + length
-        if end > view.nbytes:
-            raise DeserializationError(
-                f"Payload is truncated: {view.nbytes} bytes, header describes at least "
-                f"{end}."
-            )
-        frames.append(view[offset:end])
-        offset = end + (_pad(length) if i < len(lengths) - 1 else 0)
-    if offset != view.nbytes:
-        raise DeserializationError(
-            f"Payload has {view.nbytes - offset} unexpected trailing bytes: corrupted."
-        )
-    return codec, meta, frames, not view.readonly
-
-
-def _parse_frames(data: Sequence[Any]) -> tuple[int, dict[str, Any], list[memoryview], bool]:
-    try:
-        views = [_as_bytes_view(f) for f in data]
-    except TypeError as exc:
-        raise DeserializationError("Frames must be bytes-like objects.") from exc
-    codec, meta, lengths, header_len = _parse_header(views[0])
-    if views[0].nbytes != header_len:
-        raise DeserializationError("First frame is not a complete pxexec header.")
-    frames = views[1::2]
-    if [f.nbytes for f in frames] != lengths or len(views) != max(1, 2 * len(lengths)):
-        raise DeserializationError(
-            "Frames do not match the lengths in their header: truncated or reordered."
-        )
-    # The frames may be the memory of a live object (serialize does not copy):
-    # decode from them as read-only, so the result never aliases that object.
-    return codec, meta, [f.toreadonly() for f in frames], False
 
 
 def _decode(codec: int, meta: dict[str, Any], frames: list[memoryview], writable: bool) -> Any:
@@ -513,10 +325,10 @@ def deserialize_views(data: Any) -> Any:
     """
     if isinstance(data, (list, tuple)):
         return deserialize(data)
-    codec, meta, frames, _ = _parse_buffer(data)
+    codec, meta, frames, _ = parse_buffer(data)
     if codec not in (NDARRAY, PICKLE, CLOUDPICKLE):
         return deserialize(data)
-    _check_frames(meta, frames)
+    check_frames(meta, frames)
     if codec == NDARRAY:
         return _decoding(codec, lambda: _view_ndarray(meta, frames))
     return _decoding(codec, lambda: pickle.loads(frames[0], buffers=frames[1:]))
@@ -544,7 +356,7 @@ def ndarray_header(shape: Sequence[int], dtype: Any) -> bytes:
     With it a producer can write the header and then fill the data in place
     (``Store.empty``): header + data decodes to that array, for arrays of more than
     ``CHECKED_FRAME`` bytes (smaller ones carry a CRC). Data written after the header
-    carries no XXH3 digest (``pxexec.integrity``): it did not exist when the header was.
+    carries no XXH3 digest (``pxexec.codec.integrity``): it did not exist when the header was.
 
     >>> import numpy as np
     >>> a = np.ones((300, 300))
@@ -567,7 +379,7 @@ def ndarray_header(shape: Sequence[int], dtype: Any) -> bytes:
     stand_in = mmap.mmap(-1, nbytes)
     try:
         view = memoryview(stand_in)
-        head = bytes(_frame(NDARRAY, meta, [view], digest=False)[0])
+        head = bytes(make_frames(NDARRAY, meta, [view], digest=False)[0])
         view.release()
     finally:
         stand_in.close()

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from pxexec.adapters.base import Engine
+from pxexec.engines.base import Engine
 from pxexec.errors import MissingDependencyError
 from pxexec.lease import keeper
 from pxexec.ownership import live_owner, own_key
@@ -30,7 +30,7 @@ try:
     from dask.base import tokenize
     from dask.utils import funcname
 
-    from pxexec.adapters.dask_results import (
+    from pxexec.engines.dask_results import (
         CancelNotices,
         as_key,
         install_result_cleanup,
