@@ -16,7 +16,7 @@ from typing import Any
 from pxexec.adapters.base import Engine, engine_for
 from pxexec.adapters.future_interop import await_future, refuse_dask_graph
 from pxexec.factory import StoreFactory
-from pxexec.lease import keeper
+from pxexec.lease import hold as hold_leases
 from pxexec.ownership import (
     OwnedProxy,
     RefProxy,
@@ -428,7 +428,7 @@ class StoreExecutor(cf.Executor):
         key = proxy.__px_factory__.key
         future.input_keys.append(key)
         if self.ownership:
-            keeper().hold(self.store, [key])  # alive while this process lives
+            hold_leases(self.store, [key])  # alive while this process lives
         return Boxed(proxy)
 
     def _pass_proxy(self, value: Proxy[Any], future: StoreFuture) -> Boxed:

@@ -23,7 +23,7 @@ from pxexec.errors import ConfigError, MissingKeyError, SignatureError
 from pxexec.evictions import FailedEvictions
 from pxexec.factory import StoreFactory
 from pxexec.forking import on_fork_child, renew_locks_after_fork
-from pxexec.lease import keeper, tracks_owners
+from pxexec.lease import forget as forget_leases
 from pxexec.proxy import Proxy, ProxyInfo
 from pxexec.serialize import (
     CHECKED_FRAME,
@@ -451,6 +451,42 @@ class Store:
             self._cache.pop(key)
         self._count(puts=1, bytes_put=payload_size(frames))
 
+    def copy(self, key: str, *, obj_type: type[Any] | None = None,
+             tags: Iterable[str] = ()) -> str:
+        """Store a copy of the object under ``key`` (as bytes, not decoded); return the
+        new key.
+
+        The copy goes the way of any put: counted in ``metrics``, routed by
+        ``obj_type`` and ``tags`` where the connector routes objects, signed for its
+        own key; the original is read through the cache and verified first.
+
+        >>> from pxexec.connectors.local import LocalConnector
+        >>> store = Store("copy-demo", LocalConnector())
+        >>> key = store.put([1, 2])
+        >>> other = store.copy(key)
+        >>> other != key, store.get(other), store.metrics.puts
+        (True, [1, 2], 2)
+        """
+        start = time.perf_counter()
+        buffer = self._cache.get(key) if self._cache is not None else None
+        hit = buffer is not None
+        if buffer is None:
+            buffer = self.connector.get(key)
+            if buffer is None:
+                self._count(misses=1)
+                raise MissingKeyError(key, self.name, self._missing_detail(key))
+            buffer = self._verify(key, buffer)
+        self._count(gets=1, cache_hits=int(hit), bytes_got=memoryview(buffer).nbytes)
+        frames = [buffer]
+        route = {"obj_type": obj_type, "tags": tuple(tags)} if self._routes else {}
+        if self._signer is not None:
+            new_key, frames = self._put_signed(frames, route)
+        else:
+            new_key = self.connector.put(frames, **route)
+        self._count(puts=1, bytes_put=payload_size(frames),
+                    put_seconds=time.perf_counter() - start)
+        return new_key
+
     def exists(self, key: str) -> bool:
         """Whether ``key`` is in the store."""
         return bool(self.connector.exists(key))
@@ -475,8 +511,7 @@ class Store:
             key = named
         if self._cache is not None:
             self._cache.pop(key)
-        if tracks_owners(self.connector):
-            keeper().forget(self, [key])
+        forget_leases(self, [key])
         self._versions.pop(key, None)
         self.connector.evict(key)
         self._count(evictions=1)
@@ -511,8 +546,7 @@ class Store:
         if self._cache is not None:
             for key in keys:
                 self._cache.pop(key)
-        if tracks_owners(self.connector):
-            keeper().forget(self, keys)
+        forget_leases(self, keys)
         self.connector.evict_batch(keys)
         self._count(evictions=len(keys))
         log.debug("pxexec: evicted %s from store %r", keys, self.name)
