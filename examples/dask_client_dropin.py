@@ -11,7 +11,7 @@ import numpy as np
 from distributed import LocalCluster, as_completed
 
 from pxexec import Store, is_proxy
-from pxexec.adapters.dask import Client
+from pxexec.adapters.dask_client import Client
 from pxexec.connectors import connector_from_url
 
 

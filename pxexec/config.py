@@ -35,8 +35,8 @@ from typing import Any
 from pxexec.config_io import ENV_CONFIG, config_path, env_overrides, merged, policy_table, to_toml
 from pxexec.connectors import connector_from_config, connector_from_url
 from pxexec.errors import ConfigError, PxexecError
-from pxexec.executor import DEFAULT_THRESHOLD
 from pxexec.policies import SizeAtLeast, load_policy
+from pxexec.policies.apply import DEFAULT_THRESHOLD
 from pxexec.store import Store
 
 if sys.version_info >= (3, 11):

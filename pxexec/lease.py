@@ -217,7 +217,16 @@ def hold(store: Any, keys: list[str]) -> None:
 
 
 def forget(store: Any, keys: list[str]) -> None:
-    """Stop holding ``keys`` of ``store`` (the Store calls it as it evicts them)."""
+    """Stop holding ``keys`` of ``store`` (the Store calls it as it evicts them).
+
+    >>> from pxexec import Store
+    >>> from pxexec.connectors.shm import SharedMemoryConnector
+    >>> store = Store("forget-demo", SharedMemoryConnector(namespace="forget-demo"))
+    >>> key = store.put(b"x")
+    >>> hold(store, [key]); forget(store, [key]); key in keeper().held(store)
+    False
+    >>> store.evict(key)
+    """
     if keys and tracks_owners(store.connector):
         keeper().forget(store, keys)
 

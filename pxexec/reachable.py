@@ -14,12 +14,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import pickle
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from pxexec.proxy import COLLECTOR, Proxy
 
-__all__ = ["collect_pickled_keys", "proxies_in"]
+__all__ = ["collect_pickled_keys", "proxies_in", "shallow_items", "shallow_map",
+           "shallow_proxies"]
 
 log = logging.getLogger("pxexec")
 
@@ -94,6 +95,53 @@ def proxies_in(obj: Any) -> list[Proxy[Any]]:
         except RecursionError:  # nested deeper than Python can walk: what was found
             return walker.found
     return walker.found
+
+
+def shallow_items(value: Any) -> Iterable[Any]:
+    """The items of a list, tuple or dict value; anything else is its own one item.
+
+    "The top level or one container below" is where pxexec looks for arguments and
+    results to proxy, boxes to open and proxies to own (``proxies_in`` looks
+    everywhere).
+
+    >>> list(shallow_items([1, 2])), list(shallow_items({"a": 3})), list(shallow_items(4))
+    ([1, 2], [3], [4])
+    """
+    kind = type(value)
+    if kind is list or kind is tuple:
+        items: Iterable[Any] = value
+        return items
+    if kind is dict:
+        values: Iterable[Any] = value.values()
+        return values
+    return (value,)
+
+
+def shallow_map(value: Any, fn: Callable[[Any], Any]) -> Any:
+    """``value`` with ``fn`` applied to each of its ``shallow_items`` (same container).
+
+    >>> shallow_map([1, 2], str), shallow_map({"a": 1}, str), shallow_map(3, str)
+    (['1', '2'], {'a': '1'}, '3')
+    """
+    kind = type(value)
+    if kind is list or kind is tuple:
+        return kind(fn(v) for v in value)
+    if kind is dict:
+        return {k: fn(v) for k, v in value.items()}
+    return fn(value)
+
+
+def shallow_proxies(value: Any) -> list[Proxy[Any]]:
+    """Proxies at the top level of ``value`` or one container below.
+
+    >>> from pxexec.proxy import Proxy
+    >>> p = Proxy(lambda: 1)
+    >>> shallow_proxies(p) == [p], shallow_proxies((p, 2)) == [p], shallow_proxies([[p]])
+    (True, True, [])
+    """
+    if isinstance(value, Proxy):
+        return [value]
+    return [v for v in shallow_items(value) if isinstance(v, Proxy)]
 
 
 def _walk_containers(obj: Any, seen: set[int]) -> list[Proxy[Any]]:

@@ -9,7 +9,7 @@ import pytest
 from distributed import as_completed
 
 from pxexec import Proxy, Store, is_resolved
-from pxexec.adapters.dask import Client
+from pxexec.adapters.dask_client import Client
 from pxexec.executor import StoreExecutor, proxy_key
 from pxexec.policies import SizeAtLeast
 from pxexec.testing import CountingConnector

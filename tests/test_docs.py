@@ -56,6 +56,15 @@ PUBLIC = [
     "pxexec.integrity",
     "pxexec.config_io",
     "pxexec.mypy_plugin",
+    "pxexec.ledger",
+    "pxexec.arguments",
+    "pxexec.results",
+    "pxexec.future",
+    "pxexec.freer",
+    "pxexec.dependencies",
+    "pxexec.mapping",
+    "pxexec.policies.apply",
+    "pxexec.adapters.dask_client",
 ]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -169,7 +169,7 @@ def dask_store(shm_dir: str) -> Any:
 
 
 def test_dropin_client_results_and_returned_inputs(dask_cluster: Any, dask_store: Store) -> None:
-    from pxexec.adapters.dask import Client
+    from pxexec.adapters.dask_client import Client
 
     with Client(dask_cluster, ps_store=dask_store, ps_threshold=10_000) as client:
         futures = [client.submit(fw.slow_bytes, 0.0, 20_000 + i) for i in range(5)]
@@ -193,7 +193,7 @@ def test_dropin_client_results_and_returned_inputs(dask_cluster: Any, dask_store
 
 
 def test_dropin_client_holds_leases_of_queued_inputs(dask_cluster: Any, shm_dir: str) -> None:
-    from pxexec.adapters.dask import Client
+    from pxexec.adapters.dask_client import Client
     from pxexec.lease import keeper, reset_keeper
 
     reset_keeper()
