@@ -1,13 +1,12 @@
 """Store: a serializer, a cache and a connector behind put/get/proxy.
 
 A store is rebuilt in any process from its config (``Store.from_config``), once per
-process, through a registry; workers never receive a live store, only its config
-inside each proxy's factory.
+process, through the registry (``pxexec.store_registry``); workers never receive a
+live store, only its config inside each proxy's factory.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -18,11 +17,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pxexec.connectors import connector_from_config
 from pxexec.errors import ConfigError, MissingKeyError, SignatureError
 from pxexec.evictions import FailedEvictions
 from pxexec.factory import StoreFactory
-from pxexec.forking import on_fork_child, renew_locks_after_fork
+from pxexec.forking import renew_locks_after_fork
 from pxexec.lease import forget as forget_leases
 from pxexec.proxy import Proxy, ProxyInfo
 from pxexec.serialize import (
@@ -36,8 +34,10 @@ from pxexec.serialize import (
     serialize,
 )
 from pxexec.signing import FRAME_SIZE, Signer
+from pxexec.store_registry import fingerprint, get_or_create_store, unregister
+from pxexec.store_registry import register as register_store
 
-__all__ = ["Store", "StoreMetrics", "clear_registry", "registered_stores"]
+__all__ = ["Store", "StoreMetrics"]
 
 if TYPE_CHECKING:
     from pxexec.connectors.base import Connector
@@ -180,7 +180,7 @@ class Store:
         #: evictions that failed, waiting for a retry (see ``free``)
         self.failed_evictions = FailedEvictions(self)
         if register:
-            _register(self)
+            register_store(self)
 
     # -- config -----------------------------------------------------------------------
 
@@ -691,7 +691,7 @@ class Store:
         """Close the connector's client and forget this store in this process."""
         if self._deferred:
             self.retry_evictions()
-        _unregister(self)
+        unregister(self)
         self.connector.close()
 
     def __enter__(self) -> Store:
@@ -742,91 +742,3 @@ def _cacheable(connector: Any) -> bool:
     # Local payloads are already in memory and file/shm reads map the page cache:
     # caching helps only backends behind a network.
     return bool(getattr(connector, "cacheable", True))
-
-
-# -- per-process registry ------------------------------------------------------------
-
-_STORES: dict[str, Store] = {}
-_STORES_LOCK = threading.Lock()
-
-
-def fingerprint(config: dict[str, Any]) -> str:
-    """A stable identity of a store config (name, connector and codecs)."""
-    return json.dumps(config, sort_keys=True, default=_describe_callable)
-
-
-def _describe_callable(value: Any) -> str:
-    return f"{getattr(value, '__module__', '?')}:{getattr(value, '__qualname__', repr(value))}"
-
-
-def _register(store: Store) -> None:
-    on_fork_child(_renew_registry_lock)
-    with _STORES_LOCK:
-        _STORES.setdefault(store.fingerprint, store)
-
-
-def _renew_registry_lock() -> None:
-    global _STORES_LOCK
-    _STORES_LOCK = threading.Lock()
-
-
-def _unregister(store: Store) -> None:
-    with _STORES_LOCK:
-        if _STORES.get(store.fingerprint) is store:
-            del _STORES[store.fingerprint]
-
-
-def get_or_create_store(config: dict[str, Any], fp: str | None = None) -> Store:
-    """This process's store for ``config``: reused if already built, else created."""
-    fp = fp or fingerprint(config)
-    store = _STORES.get(fp)
-    if store is not None:
-        return store
-    with _STORES_LOCK:
-        store = _STORES.get(fp)
-        if store is None:
-            try:
-                options = {k: config[k] for k in ("serializer", "deserializer", "cache_size")}
-                options["secret_env"] = config.get("secret_env")
-                store = Store(
-                    config["name"],
-                    connector_from_config(config["connector"]),
-                    register=False,
-                    **options,
-                )
-            except KeyError as exc:
-                raise ConfigError(f"Store config lacks the key {exc.args[0]!r}.") from None
-            _STORES[fp] = store
-    return store
-
-
-def registered_stores() -> list[Store]:
-    """The stores this process has built or registered.
-
-    >>> from pxexec.connectors.local import LocalConnector
-    >>> store = Store("registry-demo", LocalConnector())
-    >>> store in registered_stores()
-    True
-    """
-    with _STORES_LOCK:
-        return list(_STORES.values())
-
-
-def clear_registry(close: bool = True) -> None:
-    """Forget (and by default close) every registered store of this process.
-
-    Workers rebuild a store from a proxy's config once per process; tests that change a
-    store's location call this to start afresh.
-
-    >>> from pxexec.connectors.local import LocalConnector
-    >>> store = Store("clear-demo", LocalConnector())
-    >>> clear_registry(close=False)
-    >>> store in registered_stores()
-    False
-    """
-    with _STORES_LOCK:
-        stores = list(_STORES.values())
-        _STORES.clear()
-    if close:
-        for store in stores:
-            store.connector.close()

@@ -18,6 +18,7 @@ PUBLIC = [
     "pxexec",
     "pxexec.executor",
     "pxexec.store",
+    "pxexec.store_registry",
     "pxexec.proxy",
     "pxexec.proxy_protocols",
     "pxexec.reachable",

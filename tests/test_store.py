@@ -19,7 +19,7 @@ from pxexec.connectors.redis import RedisConnector
 from pxexec.connectors.shm import SharedMemoryConnector
 from pxexec.errors import DeserializationError, MissingDependencyError
 from pxexec.store import Store as StoreClass
-from pxexec.store import clear_registry, get_or_create_store, registered_stores
+from pxexec.store_registry import clear_registry, get_or_create_store, registered_stores
 from tests import workers
 
 

@@ -131,7 +131,7 @@ def run_owned(task: Any, args: tuple[Any, ...], kwargs: dict[str, Any], own: tup
 
 
 def task_store(task: Any) -> Any:
-    from pxexec.store import get_or_create_store
+    from pxexec.store_registry import get_or_create_store
 
     return get_or_create_store(task.store_config, task.store_fp)
 

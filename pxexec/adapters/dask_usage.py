@@ -22,7 +22,7 @@ from typing import Any
 
 import distributed
 
-from pxexec.store import registered_stores
+from pxexec.store_registry import registered_stores
 from pxexec.usage import stored_objects
 
 __all__ = ["METRICS", "StoreUsagePlugin", "install", "stored_bytes"]
