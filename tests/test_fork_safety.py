@@ -113,7 +113,7 @@ def test_a_lock_held_by_another_thread_at_fork_never_blocks_the_child(
     import threading
 
     from pxexec import lease, ownership
-    from pxexec import store as store_module
+    from pxexec import store_registry as store_module
     from pxexec.connectors.local import LocalConnector
 
     if held == "redis pool":
