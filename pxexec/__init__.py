@@ -20,6 +20,7 @@ from pxexec.executor import StoreExecutor, StoreFuture
 from pxexec.factory import StoreFactory
 from pxexec.proxy import Proxy, ProxyOr, extract, get_factory, is_proxy, is_resolved, resolve
 from pxexec.store import Store
+from pxexec.task import current_store
 
 __version__ = "0.1.0"
 
@@ -39,6 +40,7 @@ __all__ = [
     "StoreIOError",
     "UnknownConnectorError",
     "__version__",
+    "current_store",
     "extract",
     "get_factory",
     "is_proxy",

@@ -56,7 +56,9 @@ class Client(distributed.Client):  # type: ignore[misc]
     ``ps_store`` is the pxexec Store to use; ``ps_threshold`` the size in bytes from
     which an argument or result is proxied (default 1 MB). Without ``ps_store``
     it behaves exactly like ``distributed.Client``. Stored arguments are evicted
-    when the future that used them completes; results come back as proxies.
+    when the future that used them completes; results come back as proxies. As with
+    StoreExecutor, an ``OwnedProxy`` argument is moved into the task and a borrow is
+    held until the task ends.
 
     >>> from pxexec import Store
     >>> from pxexec.connectors import connector_from_url
