@@ -25,7 +25,7 @@ from pxexec.bench.redis_server import RedisServer
 from pxexec.connectors.file import FileConnector
 from pxexec.connectors.redis import RedisConnector
 from pxexec.connectors.shm import SharedMemoryConnector
-from pxexec.executor import StoreExecutor
+from pxexec.executor.facade import StoreExecutor
 from pxexec.policies import SizeAtLeast
 
 # The worker functions are the fault tests' own (tests/workers.py); worker processes

@@ -37,8 +37,8 @@ from pxexec import Store, StoreExecutor
 from pxexec.connectors.node_transfer.server import stop_server
 from pxexec.connectors.redis import RedisConnector
 from pxexec.connectors.shm import SharedMemoryConnector
-from pxexec.ownership import borrow
 from pxexec.policies import SizeAtLeast
+from pxexec.store.ownership import borrow
 from pxexec.testbed import TestBed, can_build
 
 MB = 1 << 20

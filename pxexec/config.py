@@ -37,7 +37,7 @@ from pxexec.connectors import connector_from_config, connector_from_url
 from pxexec.errors import ConfigError, PxexecError
 from pxexec.policies import SizeAtLeast, load_policy
 from pxexec.policies.apply import DEFAULT_THRESHOLD
-from pxexec.store import Store
+from pxexec.store.store import Store
 
 if sys.version_info >= (3, 11):
     import tomllib

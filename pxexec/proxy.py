@@ -97,7 +97,7 @@ class _Collector(threading.local):
 
 #: while a list is set here, every store proxy pickled in this thread adds its key
 COLLECTOR = _Collector()
-#: key -> the live owner of that key in this process (set by pxexec.ownership)
+#: key -> the live owner of that key in this process (set by pxexec.store.ownership)
 owner_of: Callable[[str], Any] | None = None
 
 
@@ -355,7 +355,7 @@ def kept(holder: Proxy[Any]) -> list[Any]:
 
 def set_owner_lookup(find: Callable[[str], Any] | None) -> None:
     """Install the function that finds this process's live owner of a key: a store
-    proxy unpickled here keeps that owner alive (pxexec.ownership installs it)."""
+    proxy unpickled here keeps that owner alive (pxexec.store.ownership installs it)."""
     global owner_of
     owner_of = find
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from pxexec.bench.redis_server import redis_url_or_private
-from pxexec.store_registry import clear_registry
+from pxexec.store.registry import clear_registry
 
 # Worker processes started by engines (Parsl's process_worker_pool.py, TaskVine
 # workers) find this environment's executables and the tests package.

@@ -11,7 +11,7 @@ from distributed import as_completed
 
 from pxexec import Proxy, Store, is_resolved
 from pxexec.adapters.dask_client import Client
-from pxexec.executor import StoreExecutor, proxy_key
+from pxexec.executor.facade import StoreExecutor, proxy_key
 from pxexec.policies import SizeAtLeast
 from pxexec.testing import CountingConnector
 from tests import workers
@@ -83,8 +83,8 @@ def test_proxied_dict_is_not_walked_by_dask(dask_cluster: Any, store: Store) -> 
 
 def test_owners_move_into_client_tasks_and_borrows_end_with_them(client: Client,
                                                                  store: Store) -> None:
-    from pxexec.lease import keeper
-    from pxexec.ownership import OwnershipError, borrow
+    from pxexec.store.leases import keeper
+    from pxexec.store.ownership import OwnershipError, borrow
 
     owner = store.owned_proxy(np.ones(N))
     key = proxy_key(owner)

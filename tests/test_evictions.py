@@ -13,7 +13,7 @@ from pxexec.bench.redis_server import RedisServer
 from pxexec.connectors.local import LocalConnector
 from pxexec.connectors.multi import MultiConnector, Route
 from pxexec.connectors.redis import RedisConnector
-from pxexec.ownership import owned
+from pxexec.store.ownership import owned
 
 
 @pytest.mark.flaky(reruns=2)  # timing-dependent under load: known, to be made deterministic

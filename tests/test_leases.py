@@ -14,8 +14,8 @@ from pxexec import Store
 from pxexec.connectors.local import LocalConnector
 from pxexec.connectors.multi import MultiConnector, Route
 from pxexec.connectors.shm import SharedMemoryConnector
-from pxexec.lease import LeaseKeeper, keeper, reset_keeper
-from pxexec.ownership import clone, update
+from pxexec.store.leases import LeaseKeeper, keeper, reset_keeper
+from pxexec.store.ownership import clone, update
 
 
 @pytest.fixture

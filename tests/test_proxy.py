@@ -177,7 +177,7 @@ def test_dask_tokenize_and_sizeof_do_not_resolve() -> None:
 
 def test_pickle_carries_factory_and_metadata_only() -> None:
     from pxexec.connectors.local import LocalConnector
-    from pxexec.store import Store
+    from pxexec.store.store import Store
 
     store = Store("pickle-test", LocalConnector())
     big = np.zeros(10_000_000)

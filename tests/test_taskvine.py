@@ -31,7 +31,7 @@ from pxexec.adapters.taskvine import (
     futures_executor,
 )
 from pxexec.errors import MissingDependencyError, TaskOutputError
-from pxexec.executor import StoreExecutor, proxy_key
+from pxexec.executor.facade import StoreExecutor, proxy_key
 from pxexec.testing import CountingConnector
 from tests import taskvine_standin, workers
 from tests.conftest import taskvine_executor

@@ -5,8 +5,8 @@
 by proxy, keeping Dask's semantics (``pure``, ``key``, futures as arguments,
 ``gather``, ``as_completed``).
 
-It submits through the same machinery as StoreExecutor: ``pxexec.arguments``
-prepares the arguments into a ``pxexec.ledger.Ledger`` (the policy decides, stored
+It submits through the same machinery as StoreExecutor: ``pxexec.executor.arguments``
+prepares the arguments into a ``pxexec.executor.ledger.Ledger`` (the policy decides, stored
 inputs have their leases held while the task is queued or runs, owners are moved
 in, borrows held); what is Dask's own is the key (``pure``/``key``) and the end of
 a task: its worker evicts the inputs the result does not reference and reports
@@ -20,12 +20,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from pxexec.errors import MissingDependencyError
-from pxexec.lease import forget as forget_leases
-from pxexec.ledger import Ledger
-from pxexec.ownership import live_owner, own_key
+from pxexec.executor.ledger import Ledger
+from pxexec.executor.worker import ProxyTask
 from pxexec.policies.apply import DEFAULT_THRESHOLD, default_policy
-from pxexec.store import Store
-from pxexec.task import ProxyTask
+from pxexec.store.leases import forget as forget_leases
+from pxexec.store.ownership import live_owner, own_key
+from pxexec.store.store import Store
 
 try:
     import distributed
@@ -39,7 +39,7 @@ try:
         record_created,
         run_owned,
     )
-    from pxexec.arguments import Arguments
+    from pxexec.executor.arguments import Arguments
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise MissingDependencyError("distributed", "dask", "The Dask drop-in Client") from exc
 

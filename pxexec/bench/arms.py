@@ -14,7 +14,7 @@ from typing import Any
 
 from pxexec.bench.engines import Session
 from pxexec.errors import MissingDependencyError
-from pxexec.store import Store
+from pxexec.store.store import Store
 
 
 class Arm:

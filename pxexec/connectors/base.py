@@ -81,7 +81,7 @@ class BaseConnector:
 
     #: name in the connector registry; written into ``config()["type"]``
     type_name = ""
-    #: seconds after which an object nobody holds expires (None: never); see pxexec.lease
+    #: seconds after which an object nobody holds expires (None: never); see pxexec.store.leases
     lease_seconds: float | None = None
 
     def put(self, frames: Sequence[Buffer]) -> str:

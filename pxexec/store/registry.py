@@ -15,7 +15,7 @@ from pxexec.errors import ConfigError
 from pxexec.forking import on_fork_child
 
 if TYPE_CHECKING:
-    from pxexec.store import Store
+    from pxexec.store.store import Store
 
 __all__ = ["clear_registry", "fingerprint", "get_or_create_store", "register",
            "registered_stores", "unregister"]
@@ -87,7 +87,7 @@ def get_or_create_store(config: dict[str, Any], fp: str | None = None) -> Store:
     with _STORES_LOCK:
         store = _STORES.get(fp)
         if store is None:
-            from pxexec.store import Store
+            from pxexec.store.store import Store
 
             try:
                 options = {k: config[k] for k in ("serializer", "deserializer", "cache_size")}

@@ -16,7 +16,7 @@ import weakref
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pxexec.store import Store
+    from pxexec.store.store import Store
 
 __all__ = ["Freer"]
 

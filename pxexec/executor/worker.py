@@ -14,9 +14,9 @@ from typing import Any
 
 from pxexec.policies.apply import check_policy, tags_for
 from pxexec.proxy import Proxy, forget_target, is_resolved
-from pxexec.reachable import collect_pickled_keys, shallow_items, shallow_map, shallow_proxies
-from pxexec.store import Store
-from pxexec.store_registry import fingerprint, get_or_create_store
+from pxexec.store.reachable import collect_pickled_keys, shallow_items, shallow_map, shallow_proxies
+from pxexec.store.registry import fingerprint, get_or_create_store
+from pxexec.store.store import Store
 
 log = logging.getLogger("pxexec")
 _CURRENT: contextvars.ContextVar[Store | None] = contextvars.ContextVar("pxexec_store",

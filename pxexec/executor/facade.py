@@ -1,12 +1,12 @@
 """StoreExecutor: any concurrent.futures-style engine, with large data passed by proxy.
 
-The facade: ``submit`` prepares the arguments (``pxexec.arguments``, recorded in a
-``pxexec.ledger.Ledger``), launches the task on the engine (now, or after its
-dependencies: ``pxexec.dependencies``) and completes the StoreFuture once
-(``pxexec.future``: the completion race; ``pxexec.results``: what is freed, what
-is owned); freeing runs in the background (``pxexec.freer``); ``map`` is written
-on ``submit`` (``pxexec.mapping``). Which thread runs what is written in
-``pxexec.ledger`` and ``pxexec.future``.
+The facade: ``submit`` prepares the arguments (``pxexec.executor.arguments``, recorded in a
+``pxexec.executor.ledger.Ledger``), launches the task on the engine (now, or after its
+dependencies: ``pxexec.executor.dependencies``) and completes the StoreFuture once
+(``pxexec.executor.future``: the completion race; ``pxexec.executor.results``: what is freed, what
+is owned); freeing runs in the background (``pxexec.executor.freer``); ``map`` is written
+on ``submit`` (``pxexec.executor.mapping``). Which thread runs what is written in
+``pxexec.executor.ledger`` and ``pxexec.executor.future``.
 """
 
 from __future__ import annotations
@@ -19,16 +19,16 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol, runtime_checkable
 
 from pxexec.adapters.base import Engine, engine_for
-from pxexec.arguments import Arguments
-from pxexec.dependencies import submit_after
-from pxexec.freer import Freer
-from pxexec.future import Outcome, StoreFuture
-from pxexec.ledger import Ledger, proxy_key
-from pxexec.mapping import Chunk, map_on_submit
+from pxexec.executor.arguments import Arguments
+from pxexec.executor.dependencies import submit_after
+from pxexec.executor.freer import Freer
+from pxexec.executor.future import Outcome, StoreFuture
+from pxexec.executor.ledger import Ledger, proxy_key
+from pxexec.executor.mapping import Chunk, map_on_submit
+from pxexec.executor.results import free_owners, settle, unread
+from pxexec.executor.worker import Boxed, ProxyTask
 from pxexec.policies.apply import DEFAULT_THRESHOLD, default_policy
-from pxexec.results import free_owners, settle, unread
-from pxexec.store import Store
-from pxexec.task import Boxed, ProxyTask
+from pxexec.store.store import Store
 
 __all__ = ["DEFAULT_THRESHOLD", "EngineOptions", "ExecutorLike", "StoreExecutor",
            "StoreFuture", "proxy_key"]
@@ -246,7 +246,7 @@ class StoreExecutor(cf.Executor):
 
         self._engine.add_done_callback(engine_future, on_done, wanted)
 
-    # -- completion (the race's winner only: see pxexec.future) ------------------------
+    # -- completion (the race's winner only: see pxexec.executor.future) ------------------------
 
     def _on_engine_done(self, future: StoreFuture, engine_future: Any,
                         outcome: Outcome | None) -> None:

@@ -15,7 +15,7 @@ borrow keeps its owner alive, so it cannot outlive it).
 
 Ownership speaks to the rest of pxexec only through the Store's API (put, copy,
 evict) and the proxy module's small API (rebind, share_target, keep, kept); leases
-are held through ``pxexec.lease`` and end when the Store evicts an object.
+are held through ``pxexec.store.leases`` and end when the Store evicts an object.
 """
 
 from __future__ import annotations
@@ -27,9 +27,7 @@ import weakref
 from typing import Any, TypeVar
 
 from pxexec.errors import PxexecError
-from pxexec.factory import StoreFactory
 from pxexec.forking import on_fork_child
-from pxexec.lease import hold as hold_leases
 from pxexec.proxy import (
     Proxy,
     ProxyInfo,
@@ -42,6 +40,8 @@ from pxexec.proxy import (
     set_owner_lookup,
     share_target,
 )
+from pxexec.store.factory import StoreFactory
+from pxexec.store.leases import hold as hold_leases
 
 log = logging.getLogger("pxexec")
 

@@ -4,8 +4,8 @@ One preparation for StoreExecutor and the drop-in Dask ``Client``: the policy pi
 what is stored (``pxexec.policies.apply``), each stored input is recorded in the
 submission's ledger and its lease held; an ``OwnedProxy`` is moved into the task, a
 borrow is held until the task completes, other proxies pass through (the caller
-keeps them). Proxies travel boxed (``pxexec.task.Boxed``) so engines do not look
-inside them. Runs on the submitting thread only (see ``pxexec.ledger``).
+keeps them). Proxies travel boxed (``pxexec.executor.worker.Boxed``) so engines do not look
+inside them. Runs on the submitting thread only (see ``pxexec.executor.ledger``).
 """
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pxexec.future import StoreFuture
-from pxexec.lease import hold as hold_leases
-from pxexec.ledger import Ledger, proxy_key
-from pxexec.ownership import OwnedProxy, RefProxy, hold, plain, take
+from pxexec.executor.future import StoreFuture
+from pxexec.executor.ledger import Ledger, proxy_key
+from pxexec.executor.worker import Boxed
 from pxexec.policies.apply import check_policy, tags_for
 from pxexec.proxy import Proxy
-from pxexec.reachable import shallow_map
-from pxexec.store import Store
-from pxexec.task import Boxed
+from pxexec.store.leases import hold as hold_leases
+from pxexec.store.ownership import OwnedProxy, RefProxy, hold, plain, take
+from pxexec.store.reachable import shallow_map
+from pxexec.store.store import Store
 
 __all__ = ["Arguments"]
 

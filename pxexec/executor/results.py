@@ -1,6 +1,6 @@
 """Settling a completed task: which stored objects to free, which results to own.
 
-Run by the winner of the future's completion race only (see ``pxexec.future``). The
+Run by the winner of the future's completion race only (see ``pxexec.executor.future``). The
 objects a submission stored are freed, except those the result references (at any
 depth, or from inside a stored result): the result's owners keep those alive.
 Results this run stored come back as ``OwnedProxy`` objects.
@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pxexec.ledger import Ledger, proxy_key
-from pxexec.ownership import OwnedProxy, into_owned, keep_alive, kept_by, live_owner, own_key
+from pxexec.executor.ledger import Ledger, proxy_key
 from pxexec.proxy import Proxy
-from pxexec.reachable import keys_of, proxies_in, shallow_map, shallow_proxies
-from pxexec.store import Store
+from pxexec.store.ownership import OwnedProxy, into_owned, keep_alive, kept_by, live_owner, own_key
+from pxexec.store.reachable import keys_of, proxies_in, shallow_map, shallow_proxies
+from pxexec.store.store import Store
 
 __all__ = ["free_owners", "settle", "unread"]
 

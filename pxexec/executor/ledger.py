@@ -6,7 +6,7 @@ item): the future is the user's; the ledger is the executor's.
 **Which thread may run what.** A ledger is written by the submitting thread while
 it prepares the arguments (``record_*``), before the task reaches the engine. From
 then on exactly one thread reads and clears it: the one that wins the future's
-completion race (``TaskCompletion.claim`` in ``pxexec.future``): a thread waiting
+completion race (``TaskCompletion.claim`` in ``pxexec.executor.future``): a thread waiting
 in ``result()``, the engine's callback thread, or a dependency's callback thread.
 No lock guards a ledger: its two phases never overlap. The only state shared
 between threads while a task runs is the completion race itself (one lock in
@@ -19,12 +19,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pxexec.factory import StoreFactory
-from pxexec.ownership import release_held
 from pxexec.proxy import Proxy
+from pxexec.store.factory import StoreFactory
+from pxexec.store.ownership import release_held
 
 if TYPE_CHECKING:
-    from pxexec.ownership import _Borrow
+    from pxexec.store.ownership import _Borrow
 
 __all__ = ["Ledger", "proxy_key"]
 

@@ -13,10 +13,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from pxexec.ownership import OwnedProxy, plain
+from pxexec.executor.worker import Boxed
 from pxexec.proxy import Proxy
-from pxexec.reachable import shallow_map
-from pxexec.task import Boxed
+from pxexec.store.ownership import OwnedProxy, plain
+from pxexec.store.reachable import shallow_map
 
 __all__ = ["submit_after"]
 

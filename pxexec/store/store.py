@@ -1,7 +1,7 @@
 """Store: a serializer, a cache and a connector behind put/get/proxy.
 
 A store is rebuilt in any process from its config (``Store.from_config``), once per
-process, through the registry (``pxexec.store_registry``); workers never receive a
+process, through the registry (``pxexec.store.registry``); workers never receive a
 live store, only its config inside each proxy's factory.
 """
 
@@ -18,10 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pxexec.errors import ConfigError, MissingKeyError, SignatureError
-from pxexec.evictions import FailedEvictions
-from pxexec.factory import StoreFactory
 from pxexec.forking import renew_locks_after_fork
-from pxexec.lease import forget as forget_leases
 from pxexec.proxy import Proxy, ProxyInfo
 from pxexec.serialize import (
     CHECKED_FRAME,
@@ -34,14 +31,17 @@ from pxexec.serialize import (
     serialize,
 )
 from pxexec.signing import FRAME_SIZE, Signer
-from pxexec.store_registry import fingerprint, get_or_create_store, unregister
-from pxexec.store_registry import register as register_store
+from pxexec.store.evictions import FailedEvictions
+from pxexec.store.factory import StoreFactory
+from pxexec.store.leases import forget as forget_leases
+from pxexec.store.registry import fingerprint, get_or_create_store, unregister
+from pxexec.store.registry import register as register_store
 
 __all__ = ["Store", "StoreMetrics"]
 
 if TYPE_CHECKING:
     from pxexec.connectors.base import Connector
-    from pxexec.ownership import OwnedProxy
+    from pxexec.store.ownership import OwnedProxy
 
 T = TypeVar("T")
 
@@ -71,7 +71,7 @@ class StoreMetrics:
     cache_hits: int = 0
     misses: int = 0
     evictions: int = 0
-    #: evictions that raised (each is logged and retried; see pxexec.evictions)
+    #: evictions that raised (each is logged and retried; see pxexec.store.evictions)
     evict_failures: int = 0
     evict_retries: int = 0
     evictions_given_up: int = 0
@@ -435,7 +435,7 @@ class Store:
         """Overwrite the object under ``key`` (readers that resolve later see it).
 
         Another process that cached the old bytes under ``key`` (a Redis store's LRU)
-        may still serve them; ``pxexec.ownership.update`` stores a new version under a
+        may still serve them; ``pxexec.store.ownership.update`` stores a new version under a
         new key instead, which no cache can confuse with the old one.
         """
         frames = self.serializer(obj)
@@ -519,7 +519,7 @@ class Store:
 
     def _key_of(self, proxy: Any) -> str | None:
         """The key of a proxy of this store (None: an owner, freed instead)."""
-        from pxexec.ownership import OwnedProxy, OwnershipError, RefProxy
+        from pxexec.store.ownership import OwnedProxy, OwnershipError, RefProxy
 
         if not isinstance(proxy, Proxy):
             raise TypeError(f"Store.evict() takes a key or a proxy, not a "
@@ -559,7 +559,7 @@ class Store:
         lost. The batch is logged and counted in ``metrics.failed_evictions``; the other
         keys of the batch are still freed one by one; each key that fails is counted in
         ``metrics.evict_failures`` and retried in the background after 0.5, 1, 2, 4, 8
-        and 16 s (``pxexec.evictions``; one that can never succeed from this host is
+        and 16 s (``pxexec.store.evictions``; one that can never succeed from this host is
         given up, ``metrics.evictions_given_up``), and also by the next eviction at
         least ``RETRY_AFTER`` seconds later, by ``retry_evictions()`` and by ``close()``
         (``metrics.deferred_evictions``). Returns whether everything asked (and retried)
@@ -613,7 +613,7 @@ class Store:
     def free(self, keys: Iterable[str]) -> None:
         """Evict ``keys`` and never raise (``evict_or_defer``): what fails is logged,
         counted in ``metrics.evict_failures`` and retried in the background
-        (``pxexec.evictions``).
+        (``pxexec.store.evictions``).
 
         >>> from pxexec.connectors.local import LocalConnector
         >>> store = Store("free-demo", LocalConnector())
@@ -656,8 +656,8 @@ class Store:
             raise
 
     def owned_proxy(self, obj: T) -> OwnedProxy[T]:
-        """Store ``obj`` and return its owner: freed when dropped (see pxexec.ownership)."""
-        from pxexec.ownership import owned
+        """Store ``obj`` and return its owner: freed when dropped (see pxexec.store.ownership)."""
+        from pxexec.store.ownership import owned
 
         return owned(self, obj)
 
