@@ -26,7 +26,7 @@ from pxexec.bench.private_redis import private_redis
 from pxexec.connectors.file import FileConnector
 from pxexec.connectors.redis import RedisConnector
 from pxexec.connectors.shm import SharedMemoryConnector
-from pxexec.executor import StoreExecutor
+from pxexec.executor.facade import StoreExecutor
 from pxexec.policies import SizeAtLeast
 
 # The tasks (defined in this script: Dask pickles them by value, forked pool workers

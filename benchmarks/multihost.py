@@ -43,8 +43,8 @@ from pxexec.connectors.node import NodeConnector, ShmConnector
 from pxexec.connectors.node_transfer.server import stop_server
 from pxexec.connectors.redis import RedisConnector
 from pxexec.connectors.shm import SharedMemoryConnector
-from pxexec.ownership import borrow
 from pxexec.policies import SizeAtLeast
+from pxexec.store.ownership import borrow
 from pxexec.testbed import TestBed, can_build
 
 MB = 1 << 20

@@ -25,7 +25,7 @@ from pxexec import Store
 from pxexec.bench.private_redis import redis_url
 from pxexec.connectors.local import LocalConnector
 from pxexec.connectors.redis import RedisConnector
-from pxexec.executor import StoreExecutor
+from pxexec.executor.facade import StoreExecutor
 from pxexec.policies import SizeAtLeast
 
 

@@ -22,9 +22,9 @@ from pxexec import Store
 from pxexec.bench.private_redis import private_redis
 from pxexec.connectors.redis import RedisConnector
 from pxexec.connectors.shm import SharedMemoryConnector
-from pxexec.executor import StoreExecutor
-from pxexec.lease import keeper, reset_keeper
+from pxexec.executor.facade import StoreExecutor
 from pxexec.policies import SizeAtLeast
+from pxexec.store.leases import keeper, reset_keeper
 
 
 def checksum(data: Any) -> float:

@@ -25,7 +25,7 @@ from pxexec.connectors.local import LocalConnector
 from pxexec.connectors.multi import MultiConnector, Route
 from pxexec.connectors.redis import RedisConnector
 from pxexec.connectors.shm import SharedMemoryConnector
-from pxexec.executor import StoreExecutor
+from pxexec.executor.facade import StoreExecutor
 from pxexec.policies import Always
 
 

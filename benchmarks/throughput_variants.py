@@ -16,7 +16,7 @@ import numpy as np
 
 from pxexec import Store
 from pxexec.connectors import connector_from_url
-from pxexec.executor import StoreExecutor
+from pxexec.executor.facade import StoreExecutor
 from pxexec.policies import Never, SizeAtLeast, TypeIn
 
 

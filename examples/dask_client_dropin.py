@@ -12,7 +12,7 @@ from distributed import LocalCluster, as_completed
 
 from pxexec import Store, is_proxy
 from pxexec.connectors import connector_from_url
-from pxexec.engines.dask import Client
+from pxexec.engines.dask_client import Client
 
 
 def column_sums(matrix: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ import numpy as np
 
 from pxexec import Store, StoreExecutor
 from pxexec.connectors.shm import SharedMemoryConnector
-from pxexec.ownership import OwnershipError, borrow, mut_borrow, update
+from pxexec.store.ownership import OwnershipError, borrow, mut_borrow, update
 
 
 def total(x: np.ndarray) -> float:

@@ -16,10 +16,11 @@ from pxexec.errors import (
     StoreIOError,
     UnknownConnectorError,
 )
-from pxexec.executor import StoreExecutor, StoreFuture
-from pxexec.factory import StoreFactory
+from pxexec.executor.facade import StoreExecutor, StoreFuture
+from pxexec.executor.worker import current_store
 from pxexec.proxy import Proxy, ProxyOr, extract, get_factory, is_proxy, is_resolved, resolve
-from pxexec.store import Store
+from pxexec.store.factory import StoreFactory
+from pxexec.store.store import Store
 
 __version__ = "0.1.0"
 
@@ -39,6 +40,7 @@ __all__ = [
     "StoreIOError",
     "UnknownConnectorError",
     "__version__",
+    "current_store",
     "extract",
     "get_factory",
     "is_proxy",

@@ -237,7 +237,7 @@ def _interrupted(command: str) -> int:
 
 def collect(args: argparse.Namespace) -> int:
     from pxexec.connectors import config_from_url, connector_from_url
-    from pxexec.lease import lease_of
+    from pxexec.store.leases import lease_of
 
     if args.config:
         from pxexec.config import load

@@ -36,7 +36,7 @@ from pxexec.config_io import ENV_CONFIG, config_path, env_overrides, merged, pol
 from pxexec.connectors import connector_from_config, connector_from_url
 from pxexec.errors import ConfigError, PxexecError
 from pxexec.policies import DEFAULT_THRESHOLD, SizeAtLeast, load_policy
-from pxexec.store import Store
+from pxexec.store.store import Store
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -359,7 +359,7 @@ class OwnershipError(PxexecError, ReferenceError):
 
     >>> from pxexec import Store
     >>> from pxexec.connectors.local import LocalConnector
-    >>> from pxexec.ownership import borrow, mut_borrow
+    >>> from pxexec.store.ownership import borrow, mut_borrow
     >>> store = Store("own-demo", LocalConnector())
     >>> owner = store.owned_proxy([1, 2])
     >>> ref = borrow(owner)

@@ -97,7 +97,7 @@ class _Collector(threading.local):
 
 #: while a list is set here, every store proxy pickled in this thread adds its key
 COLLECTOR = _Collector()
-#: key -> the live owner of that key in this process (set by pxexec.ownership)
+#: key -> the live owner of that key in this process (set by pxexec.store.ownership)
 owner_of: Callable[[str], Any] | None = None
 
 
@@ -311,6 +311,53 @@ def forget_target(proxy: Proxy[Any]) -> None:
     """
     with proxy.__px_lock__:
         object.__setattr__(proxy, "__px_target__", _UNSET)
+
+
+def rebind(proxy: Proxy[Any], factory: Callable[[], Any], *, info: ProxyInfo | None = None,
+           drop_target: bool = False) -> None:
+    """Point ``proxy`` at another factory (and metadata); optionally drop its target
+    (internal: ownership moves, frees and updates proxies with it)."""
+    with proxy.__px_lock__:
+        object.__setattr__(proxy, "__px_factory__", factory)
+        if info is not None:
+            object.__setattr__(proxy, "__px_info__", info)
+        if drop_target:
+            object.__setattr__(proxy, "__px_target__", _UNSET)
+
+
+def share_target(source: Proxy[Any], dest: Proxy[Any]) -> None:
+    """Give ``dest`` the target ``source`` already fetched, if any (internal)."""
+    target = source.__px_target__
+    if target is not _UNSET:
+        object.__setattr__(dest, "__px_target__", target)
+
+
+def keep(holder: Proxy[Any], obj: Any) -> None:
+    """Keep ``obj`` alive as long as ``holder`` lives (internal: an owner kept by the
+    proxies that reference its object)."""
+    if holder is obj:
+        return
+    kept = holder.__px_keep__
+    if kept is None:
+        object.__setattr__(holder, "__px_keep__", obj)
+    elif isinstance(kept, list):
+        if not any(k is obj for k in kept):
+            kept.append(obj)
+    elif kept is not obj:
+        object.__setattr__(holder, "__px_keep__", [kept, obj])
+
+
+def kept(holder: Proxy[Any]) -> list[Any]:
+    """What ``holder`` keeps alive (see ``keep``)."""
+    value = holder.__px_keep__
+    return [] if value is None else list(value) if isinstance(value, list) else [value]
+
+
+def set_owner_lookup(find: Callable[[str], Any] | None) -> None:
+    """Install the function that finds this process's live owner of a key: a store
+    proxy unpickled here keeps that owner alive (pxexec.store.ownership installs it)."""
+    global owner_of
+    owner_of = find
 
 
 def is_resolved(obj: Any) -> bool:

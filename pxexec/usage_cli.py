@@ -9,8 +9,8 @@ import sys
 from typing import Any
 
 from pxexec.errors import ConfigError
+from pxexec.store.usage import StoredObject, format_age, rows, stored_objects, usage
 from pxexec.units import format_bytes
-from pxexec.usage import StoredObject, format_age, rows, stored_objects, usage
 
 
 def add_commands(sub: Any, existing_file: Any, seconds: Any) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pxexec.store import clear_registry
+from pxexec.store.registry import clear_registry
 from tests.redis_server import redis_url_or_private
 
 # Worker processes started by engines (Parsl's process_worker_pool.py, TaskVine

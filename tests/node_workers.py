@@ -72,7 +72,7 @@ def die_mid_read(config: dict[str, Any], key: str) -> None:
 def die_owning(config: dict[str, Any], count: int) -> list[str]:
     """Put ``count`` objects, hold them under this process's lease, then die."""
     from pxexec import Store
-    from pxexec.lease import keeper
+    from pxexec.store.leases import keeper
 
     store = Store("node-owner", connector_from_config(config))
     keys = [store.put(payload(20_000 + i, i)) for i in range(count)]

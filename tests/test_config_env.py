@@ -15,8 +15,8 @@ from pxexec.config_io import env_overrides, tomllib
 from pxexec.connectors.local import LocalConnector
 from pxexec.connectors.multi import route_from_config
 from pxexec.errors import ConfigError, MissingKeyError
-from pxexec.ownership import OwnershipError, borrow
 from pxexec.policies import SizeAtLeast
+from pxexec.store.ownership import OwnershipError, borrow
 
 CONFIG = """
 [store]

@@ -60,7 +60,7 @@ def _client(shm_dir: str, tmp_path: Any, engine: str, *extra: str) -> subprocess
 
 def _opened(path: str) -> bool:
     """On a worker: whether this process opened the store in ``path`` (and reaped it)."""
-    from pxexec.store import registered_stores
+    from pxexec.store.registry import registered_stores
 
     return any(getattr(s.connector, "path", None) == path for s in registered_stores())
 
@@ -193,7 +193,7 @@ def test_a_reaper_finds_nothing_to_reap_in_a_store_directory_removed_meanwhile(
 
     from pxexec import Store
     from pxexec.connectors.file import FileConnector
-    from pxexec.lease import keeper, reset_keeper
+    from pxexec.store.leases import keeper, reset_keeper
 
     for connector in (SharedMemoryConnector(shm_dir, namespace="gone", lease=5.0),
                       FileConnector(os.path.join(shm_dir, "gone-files"), lease=5.0)):

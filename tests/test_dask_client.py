@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from typing import Any
 
@@ -9,8 +10,8 @@ import pytest
 from distributed import as_completed
 
 from pxexec import Proxy, Store, is_resolved
-from pxexec.engines.dask import Client
-from pxexec.executor import StoreExecutor, proxy_key
+from pxexec.engines.dask_client import Client
+from pxexec.executor.facade import StoreExecutor, proxy_key
 from pxexec.policies import SizeAtLeast
 from tests import workers
 from tests.counting import CountingConnector
@@ -78,3 +79,30 @@ def test_proxied_dict_is_not_walked_by_dask(dask_cluster: Any, store: Store) -> 
         assert ex.submit(len, big).result() == 20
     gets = store.connector.gets()
     assert len(gets) == 1 and gets[0][0] != os.getpid()
+
+
+def test_owners_move_into_client_tasks_and_borrows_end_with_them(client: Client,
+                                                                 store: Store) -> None:
+    from pxexec.store.leases import keeper
+    from pxexec.store.ownership import OwnershipError, borrow
+
+    owner = store.owned_proxy(np.ones(N))
+    key = proxy_key(owner)
+    assert client.submit(workers.total, owner).result() == float(N)
+    with pytest.raises(OwnershipError, match="moved"):
+        len(owner)  # moved into the task, as with StoreExecutor
+    kept = store.owned_proxy(np.ones(N))
+    future = client.submit(workers.total, borrow(kept), pure=False)
+    assert future.result() == float(N)
+    deadline = time.monotonic() + 10
+    while store.exists(key) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not store.exists(key)  # the moved input was freed when its task ended
+    while True:  # the borrow ends with its task (a done callback): then the owner frees
+        try:
+            kept.free()
+            break
+        except OwnershipError:
+            assert time.monotonic() < deadline, "the borrow outlived its task"
+            time.sleep(0.05)
+    assert store.connector.keys() == [] and keeper().held(store) == set()

@@ -14,7 +14,7 @@ from pxexec import Store
 from pxexec.connectors.local import LocalConnector
 from pxexec.connectors.multi import MultiConnector, Route
 from pxexec.connectors.redis import RedisConnector
-from pxexec.ownership import owned
+from pxexec.store.ownership import owned
 from tests.redis_server import RedisServer
 
 

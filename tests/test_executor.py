@@ -12,7 +12,7 @@ import pytest
 from pxexec import Proxy, Store, StoreConnectionError, is_resolved
 from pxexec.connectors.redis import RedisConnector
 from pxexec.errors import PolicyError
-from pxexec.executor import StoreExecutor, StoreFuture, proxy_key
+from pxexec.executor.facade import StoreExecutor, StoreFuture, proxy_key
 from pxexec.policies import Always, Never, SizeAtLeast
 from tests import workers
 from tests.counting import CountingConnector

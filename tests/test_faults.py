@@ -14,7 +14,7 @@ from pxexec.connectors.file import FileConnector
 from pxexec.connectors.redis import RedisConnector
 from pxexec.connectors.shm import SharedMemoryConnector
 from pxexec.errors import StoreConnectionError
-from pxexec.executor import StoreExecutor
+from pxexec.executor.facade import StoreExecutor
 from pxexec.policies import SizeAtLeast
 from tests import workers
 from tests.redis_server import RedisServer

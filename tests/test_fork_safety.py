@@ -112,9 +112,10 @@ def test_a_lock_held_by_another_thread_at_fork_never_blocks_the_child(
     """What a fork pool worker inherits when another thread is inside pxexec at fork."""
     import threading
 
-    from pxexec import lease, ownership
-    from pxexec import store as store_module
     from pxexec.connectors.local import LocalConnector
+    from pxexec.store import leases as lease
+    from pxexec.store import ownership
+    from pxexec.store import registry as store_module
 
     if held == "redis pool":
         connector: Any = RedisConnector(redis_url, prefix=f"lock{uuid.uuid4().hex[:8]}")

@@ -140,7 +140,7 @@ def test_update_is_never_served_stale_from_a_workers_cache(redis_url: str) -> No
     import numpy as np
 
     from pxexec.connectors.redis import RedisConnector
-    from pxexec.ownership import borrow, update
+    from pxexec.store.ownership import borrow, update
 
     store = Store(f"upd-{uuid.uuid4().hex[:6]}", RedisConnector(redis_url), cache_size=16)
     try:
@@ -170,7 +170,7 @@ def dask_store(shm_dir: str) -> Any:
 
 
 def test_dropin_client_results_and_returned_inputs(dask_cluster: Any, dask_store: Store) -> None:
-    from pxexec.engines.dask import Client
+    from pxexec.engines.dask_client import Client
 
     with Client(dask_cluster, ps_store=dask_store, ps_threshold=10_000) as client:
         futures = [client.submit(fw.slow_bytes, 0.0, 20_000 + i) for i in range(5)]
@@ -194,8 +194,8 @@ def test_dropin_client_results_and_returned_inputs(dask_cluster: Any, dask_store
 
 
 def test_dropin_client_holds_leases_of_queued_inputs(dask_cluster: Any, shm_dir: str) -> None:
-    from pxexec.engines.dask import Client
-    from pxexec.lease import keeper, reset_keeper
+    from pxexec.engines.dask_client import Client
+    from pxexec.store.leases import keeper, reset_keeper
 
     reset_keeper()
     store = Store(f"lease-{uuid.uuid4().hex[:6]}", SharedMemoryConnector(shm_dir, lease=0.5))
@@ -360,7 +360,7 @@ def test_a_proxy_of_an_atomic_value_in_a_flat_result_is_found() -> None:
     # a proxy of bytes/str/a number says isinstance(p, bytes): it must still count as a
     # reference, or the task's input it returns in a tuple is freed under the caller
     from pxexec.connectors.local import LocalConnector
-    from pxexec.reachable import proxies_in
+    from pxexec.store.reachable import proxies_in
 
     store = Store("atomic-refs", LocalConnector())
     for value in (bytes(2_000_000), "x" * 2_000_000, 10**100):

@@ -12,7 +12,7 @@ import pytest
 
 from pxexec import Store, StoreExecutor
 from pxexec.connectors.shm import SharedMemoryConnector
-from pxexec.ownership import OwnedProxy
+from pxexec.store.ownership import OwnedProxy
 from tests.conftest import taskvine_executor
 
 

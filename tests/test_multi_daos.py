@@ -156,7 +156,7 @@ def test_unknown_backend_key_and_dormant_routes(shm_dir: str) -> None:
 def test_policy_tags_route_through_store_executor(shm_dir: str) -> None:
     import concurrent.futures as cf
 
-    from pxexec.executor import StoreExecutor
+    from pxexec.executor.facade import StoreExecutor
     from tests import workers
 
     bulk, other = LocalConnector(), LocalConnector()

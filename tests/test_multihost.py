@@ -24,7 +24,7 @@ from pxexec.connectors.node_transfer.server import stop_server
 from pxexec.connectors.shm import SharedMemoryConnector
 from pxexec.errors import NodeUnreachableError, ObjectOnOtherHostError, StoreConnectionError
 from pxexec.policies import SizeAtLeast
-from pxexec.store import clear_registry
+from pxexec.store.registry import clear_registry
 
 MB = 1 << 20
 
@@ -93,7 +93,7 @@ def transfer_store(bed: Any, store_dir: str, name: str, namespace: str) -> Store
 
 def put_on(bed: Any, host: str, store: Store, lines: str) -> str:
     """What ``lines`` print in a new Python on ``host``, where ``s`` is ``store``."""
-    return bed.python(host, "import json\nfrom pxexec.store import get_or_create_store\n"
+    return bed.python(host, "import json\nfrom pxexec.store.store import get_or_create_store\n"
                       f"s = get_or_create_store(json.loads({json.dumps(store.config())!r}))\n"
                       f"{lines}\n")
 
@@ -124,7 +124,7 @@ def test_node_local_read_elsewhere_names_the_host_and_free_is_not_swallowed(
     store = Store("mh-plain", SharedMemoryConnector(store_dir, namespace="plain"))
     code = (
         "import json, numpy as np\n"
-        "from pxexec.store import get_or_create_store\n"
+        "from pxexec.store.registry import get_or_create_store\n"
         f"s = get_or_create_store(json.loads({json.dumps(store.config())!r}))\n"
         "print(s.put(np.ones(1000)))\n"
     )
@@ -165,7 +165,7 @@ def test_round_trip_and_fan_out_with_direct_transfer(
         ex.flush()
         # fan-out: one object, four tasks on two hosts: each host pulls it once
         owner = store.owned_proxy(data)
-        from pxexec.ownership import borrow
+        from pxexec.store.ownership import borrow
 
         before = {h: bed.link_bytes(h) for h in ("n1", "n2")}
         futures = [ex.options(workers=[workers[h]]).submit(total, borrow(owner))
@@ -202,7 +202,7 @@ def test_vanished_node_gives_a_clear_error_in_bounded_time_and_copies_expire(
     store = Store("mh-gone", connector)
     code = (
         "import json, numpy as np\n"
-        "from pxexec.store import get_or_create_store\n"
+        "from pxexec.store.registry import get_or_create_store\n"
         f"s = get_or_create_store(json.loads({json.dumps(store.config())!r}))\n"
         "print(s.put(np.ones(100_000)), s.put(np.zeros(100_000)))\n"
     )
@@ -234,7 +234,7 @@ def test_transfer_needs_the_secret(bed: Any, store_dir: str, monkeypatch: Any) -
     config = json.dumps(store.config())
     code = (
         "import json\n"
-        "from pxexec.store import get_or_create_store\n"
+        "from pxexec.store.registry import get_or_create_store\n"
         f"s = get_or_create_store(json.loads({config!r}))\n"
         "try:\n"
         f"    print(float(s.get({key!r}).sum()))\n"
@@ -307,7 +307,7 @@ def test_parsl_htex_workers_on_another_host(bed: Any, store_dir: str, tmp_path: 
 
 
 def test_an_owner_on_another_node_keeps_the_lease_alive(bed: Any, store_dir: str) -> None:
-    from pxexec.lease import keeper
+    from pxexec.store.leases import keeper
 
     store = Store("mh-lease", SharedMemoryConnector(store_dir, namespace="lease", lease=1.5,
                                                    transfer=True, bind=network(bed)))
@@ -315,8 +315,8 @@ def test_an_owner_on_another_node_keeps_the_lease_alive(bed: Any, store_dir: str
     # until the head's owner is recorded on n1 too, then dies without freeing anything
     code = (
         "import json, os, sys, time, numpy as np\n"
-        "from pxexec.lease import keeper\n"
-        "from pxexec.store import get_or_create_store\n"
+        "from pxexec.store.leases import keeper\n"
+        "from pxexec.store.registry import get_or_create_store\n"
         f"s = get_or_create_store(json.loads({json.dumps(store.config())!r}))\n"
         "keys = [s.put(np.ones(1000)), s.put(np.zeros(1000))]\n"
         "keeper().hold(s, keys)\n"
@@ -370,7 +370,7 @@ def test_a_freed_object_of_another_node_says_where_it_lived(bed: Any, store_dir:
                                                      transfer=True, bind=network(bed)))
     code = (
         "import json\n"
-        "from pxexec.store import get_or_create_store\n"
+        "from pxexec.store.registry import get_or_create_store\n"
         f"s = get_or_create_store(json.loads({json.dumps(store.config())!r}))\n"
         "k = s.put(b'x' * 100); s.evict(k); print(k)\n"
     )

@@ -94,7 +94,7 @@ def put_on(bed: Any, host: str, store: Store, expr: str) -> str:
     """Store ``expr`` from a process on ``host`` (which exits); the key."""
     code = (
         "import json, numpy as np\n"
-        "from pxexec.store import get_or_create_store\n"
+        "from pxexec.store.store import get_or_create_store\n"
         f"s = get_or_create_store(json.loads({json.dumps(store.config())!r}))\n"
         f"print(s.put({expr}))\n"
     )
@@ -115,7 +115,7 @@ def test_a_node_store_key_names_its_host_and_a_read_elsewhere_says_so(
     assert objects_on(bed, "n1", store_dir) == 1
     code = (
         "import json\n"
-        "from pxexec.store import get_or_create_store\n"
+        "from pxexec.store.store import get_or_create_store\n"
         f"s = get_or_create_store(json.loads({json.dumps(store.config())!r}))\n"
         f"s.evict({key!r})\n"
     )
@@ -139,7 +139,7 @@ def test_a_read_on_another_host_lands_in_its_arena_once_and_a_free_frees_every_r
     # a second reader on this host maps the local copy: nothing more crosses n1's link
     reader = (
         "import json\n"
-        "from pxexec.store import get_or_create_store\n"
+        "from pxexec.store.store import get_or_create_store\n"
         f"s = get_or_create_store(json.loads({json.dumps(store.config())!r}))\n"
         f"print(float(s.get({key!r}).sum()))\n"
     )
@@ -171,7 +171,7 @@ def test_many_small_objects_come_over_one_connection(bed: Any, store_dir: str) -
     store = Store("mhn-batch", node_store(bed, store_dir, "batch"))
     code = (
         "import json\n"
-        "from pxexec.store import get_or_create_store\n"
+        "from pxexec.store.store import get_or_create_store\n"
         f"s = get_or_create_store(json.loads({json.dumps(store.config())!r}))\n"
         "print(' '.join(s.put_batch([{'i': i} for i in range(200)])))\n"
     )
@@ -208,7 +208,7 @@ def test_dask_round_trip_and_fan_out_cross_each_link_once(
             assert 10 * MB <= after[1] - before[1] < 11.5 * MB  # the result, once out
             del result
             ex.flush()
-            from pxexec.ownership import borrow
+            from pxexec.store.ownership import borrow
 
             owner = store.owned_proxy(data)
             before2 = {h: bed.link_bytes(h) for h in ("n1", "n2")}
@@ -282,15 +282,15 @@ def test_a_host_route_serves_data_that_leaves_its_host_and_frees_it_from_elsewhe
 
 
 def test_an_owner_on_another_node_keeps_the_lease_alive(bed: Any, store_dir: str) -> None:
-    from pxexec.lease import keeper
+    from pxexec.store.leases import keeper
 
     store = Store("mhn-lease", node_store(bed, store_dir, "lease", lease=1.5))
     # the writer on n1 holds both objects, waits until the head's owner is recorded on
     # n1 too (in n1's index, with the heartbeat its renewals bring), then dies
     code = (
         "import json, os, time, numpy as np\n"
-        "from pxexec.lease import keeper\n"
-        "from pxexec.store import get_or_create_store\n"
+        "from pxexec.store.leases import keeper\n"
+        "from pxexec.store.store import get_or_create_store\n"
         f"s = get_or_create_store(json.loads({json.dumps(store.config())!r}))\n"
         "keys = [s.put(np.ones(1000)), s.put(np.zeros(1000))]\n"
         "keeper().hold(s, keys)\n"

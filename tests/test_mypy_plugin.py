@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pxexec.ownership import OwnedProxy, RefMutProxy, RefProxy
+from pxexec.store.ownership import OwnedProxy, RefMutProxy, RefProxy
 from pxexec.proxy import Proxy, ProxyOr, extract
 
 

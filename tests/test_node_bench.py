@@ -21,9 +21,9 @@ from pxexec.bench.tasks import fresh_like
 from pxexec.cli import main
 from pxexec.connectors.local import LocalConnector
 from pxexec.connectors.node import NodeConnector
-from pxexec.executor import StoreExecutor
+from pxexec.executor.facade import StoreExecutor
+from pxexec.executor.worker import current_store
 from pxexec.policies import SizeAtLeast
-from pxexec.task import current_store
 
 
 @pytest.fixture

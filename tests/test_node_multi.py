@@ -16,7 +16,7 @@ from pxexec import Store
 from pxexec.connectors.multi import MultiConnector, Route
 from pxexec.connectors.node import NodeConnector
 from pxexec.connectors.redis import RedisConnector
-from pxexec.executor import StoreExecutor
+from pxexec.executor.facade import StoreExecutor
 from pxexec.policies import SizeAtLeast
 from pxexec.proxy import get_factory, is_proxy
 from pxexec.testing import ConnectorConformance

@@ -25,8 +25,8 @@ from pxexec.codec.serialize import deserialize, serialize
 from pxexec.connectors import connector_from_config, connector_from_url
 from pxexec.connectors.node import NodeConnector, ShmConnector
 from pxexec.errors import ConfigError, UnsafeDirectoryError
-from pxexec.executor import StoreExecutor
-from pxexec.lease import reset_keeper
+from pxexec.executor.facade import StoreExecutor
+from pxexec.store.leases import reset_keeper
 from pxexec.testing import ConnectorConformance
 from tests import node_workers, workers
 

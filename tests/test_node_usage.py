@@ -15,7 +15,7 @@ import pytest
 
 from pxexec.cli import main
 from pxexec.connectors.node import NodeConnector
-from pxexec.usage import stored_objects, usage
+from pxexec.store.usage import stored_objects, usage
 
 MB = 1 << 20
 

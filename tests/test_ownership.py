@@ -16,9 +16,10 @@ import pytest
 from pxexec import Store
 from pxexec.connectors.redis import RedisConnector
 from pxexec.connectors.shm import SharedMemoryConnector
-from pxexec.executor import StoreExecutor
-from pxexec.lease import keeper, reset_keeper
-from pxexec.ownership import (
+from pxexec.executor.facade import StoreExecutor
+from pxexec.policies import Always, SizeAtLeast
+from pxexec.store.leases import keeper, reset_keeper
+from pxexec.store.ownership import (
     OwnedProxy,
     OwnershipError,
     RefMutProxy,
@@ -30,7 +31,6 @@ from pxexec.ownership import (
     release,
     update,
 )
-from pxexec.policies import Always, SizeAtLeast
 from tests import workers
 
 

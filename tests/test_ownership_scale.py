@@ -11,7 +11,7 @@ import pytest
 
 from pxexec import Store
 from pxexec.connectors.shm import SharedMemoryConnector
-from pxexec.executor import StoreExecutor
+from pxexec.executor.facade import StoreExecutor
 from pxexec.policies import SizeAtLeast
 from tests import workers
 

@@ -181,7 +181,7 @@ def test_dask_sizeof_is_what_holding_the_proxy_costs() -> None:
     from dask.sizeof import sizeof
 
     from pxexec.connectors.local import LocalConnector
-    from pxexec.store import Store
+    from pxexec.store.store import Store
 
     store = Store("sizeof-test", LocalConnector())
     p = store.proxy(np.ones(1_000_000))
@@ -195,7 +195,7 @@ def test_dask_sizeof_is_what_holding_the_proxy_costs() -> None:
 
 def test_pickle_carries_factory_and_metadata_only() -> None:
     from pxexec.connectors.local import LocalConnector
-    from pxexec.store import Store
+    from pxexec.store.store import Store
 
     store = Store("pickle-test", LocalConnector())
     big = np.zeros(10_000_000)

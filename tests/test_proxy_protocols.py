@@ -15,8 +15,8 @@ import pytest
 
 from pxexec import Store, extract
 from pxexec.connectors.local import LocalConnector
-from pxexec.ownership import borrow, mut_borrow, release
 from pxexec.proxy import Proxy
+from pxexec.store.ownership import borrow, mut_borrow, release
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ from pxexec.connectors.local import LocalConnector
 from pxexec.connectors.redis import RedisConnector
 from pxexec.connectors.shm import SharedMemoryConnector
 from pxexec.errors import DeserializationError, MissingDependencyError
-from pxexec.store import Store as StoreClass
-from pxexec.store import clear_registry, get_or_create_store, registered_stores
+from pxexec.store.registry import clear_registry, get_or_create_store, registered_stores
+from pxexec.store.store import Store as StoreClass
 from tests import workers
 
 

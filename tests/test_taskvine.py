@@ -31,7 +31,7 @@ from pxexec.engines.taskvine import (
     futures_executor,
 )
 from pxexec.errors import MissingDependencyError, TaskOutputError
-from pxexec.executor import StoreExecutor, proxy_key
+from pxexec.executor.facade import StoreExecutor, proxy_key
 from tests import taskvine_standin, workers
 from tests.conftest import taskvine_executor
 from tests.counting import CountingConnector

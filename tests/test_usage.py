@@ -14,7 +14,7 @@ from pxexec.connectors.local import LocalConnector
 from pxexec.connectors.multi import MultiConnector, Route
 from pxexec.connectors.redis import RedisConnector
 from pxexec.connectors.shm import SharedMemoryConnector
-from pxexec.usage import stored_objects, usage
+from pxexec.store.usage import stored_objects, usage
 
 
 def test_file_objects_have_sizes_ages_owners_and_leases(shm_dir: str) -> None:

@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from pxexec.proxy import is_resolved
-from pxexec.store import registered_stores
+from pxexec.store.registry import registered_stores
 
 
 def describe(proxy: Any) -> tuple[bool, float, int]:

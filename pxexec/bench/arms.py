@@ -15,7 +15,7 @@ from typing import Any
 from pxexec.bench.engines import Session
 from pxexec.errors import MissingDependencyError
 from pxexec.policies import DEFAULT_THRESHOLD
-from pxexec.store import Store
+from pxexec.store.store import Store
 
 
 class Arm:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pxexec.connectors import connector_from_url
-from pxexec.executor import StoreExecutor
-from pxexec.store import Store
+from pxexec.executor.facade import StoreExecutor
+from pxexec.store.store import Store
 
 ENGINES = ("dask", "process", "thread", "parsl")
 

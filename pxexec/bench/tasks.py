@@ -19,7 +19,7 @@ def fresh_like(kind: str, nbytes: int) -> Any:
     """A new object of ``nbytes`` made on the worker (cheap to generate, not zero)."""
     import numpy as np
 
-    from pxexec.task import current_store
+    from pxexec.executor.worker import current_store
 
     store = current_store() if kind == "numpy" else None
     if store is not None:  # built where it will be stored: no copy at the put
@@ -297,7 +297,7 @@ def pipeline_make(nbytes: int, seq: int = 0) -> Any:
     """Pipeline stage 1: a new array of ``nbytes`` (float64), built in the store if any."""
     import numpy as np
 
-    from pxexec.task import current_store
+    from pxexec.executor.worker import current_store
 
     store = current_store()
     count = nbytes // 8

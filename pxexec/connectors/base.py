@@ -18,7 +18,7 @@ The contract has three parts; ``pxexec.testing.ConnectorConformance`` checks eac
   ``Replaces``                  ``replace``: overwrite an object (``ownership.update``)
   ``Leases``                    ``lease_seconds``, ``tracks_owners``, ``adopt``,
                                 ``renew``, ``reap``: objects a process holds stay while
-                                it lives (``pxexec.lease``)
+                                it lives (``pxexec.store.leases``)
   ``ListsKeys``                 ``keys``: what is stored (``pxexec usage``, tools)
   ``RoutesObjects``             ``route_for``; ``put``/``new_key`` take ``obj_type``
                                 and ``tags`` (the MultiConnector)

@@ -224,7 +224,7 @@ class CancelNotices:
 
 
 def _store_key(proxy: Any) -> str | None:
-    from pxexec.factory import StoreFactory
+    from pxexec.store.factory import StoreFactory
 
     factory = getattr(proxy, "__px_factory__", None)
     return factory.key if type(factory) is StoreFactory else None
@@ -243,7 +243,7 @@ def run_owned(task: Any, args: tuple[Any, ...], kwargs: dict[str, Any], own: tup
     """
     from distributed import get_worker
 
-    from pxexec.reachable import keys_of, proxies_in
+    from pxexec.store.reachable import keys_of, proxies_in
 
     result, refs, created = task.run(args, kwargs)
     reached = keys_of(proxies_in(result), _store_key) | set(refs)
@@ -262,7 +262,7 @@ def run_owned(task: Any, args: tuple[Any, ...], kwargs: dict[str, Any], own: tup
 
 
 def task_store(task: Any) -> Any:
-    from pxexec.store import get_or_create_store
+    from pxexec.store.registry import get_or_create_store
 
     return get_or_create_store(task.store_config, task.store_fp)
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import distributed
 
-from pxexec.store import registered_stores
-from pxexec.usage import stored_objects
+from pxexec.store.registry import registered_stores
+from pxexec.store.usage import stored_objects
 
 __all__ = ["METRICS", "StoreUsagePlugin", "install", "stored_bytes"]
 

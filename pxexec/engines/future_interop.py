@@ -59,7 +59,7 @@ def await_future(future: Any) -> Generator[Any, None, Any]:
 
 async def _await(future: Any) -> Any:
     if not future.done():
-        if future._px_executor._engine.completes_futures:
+        if future._px_engine.completes_futures:
             await asyncio.shield(asyncio.wrap_future(future))
         else:
             await asyncio.get_running_loop().run_in_executor(None, future.exception)

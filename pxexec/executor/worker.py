@@ -7,17 +7,16 @@ and rebuilds the store from its config once per worker process.
 from __future__ import annotations
 
 import contextvars
-import enum
 import logging
-import sys
 import traceback
 from collections.abc import Callable
 from typing import Any
 
-from pxexec.errors import PolicyError
+from pxexec.policies.apply import check_policy, tags_for
 from pxexec.proxy import Proxy, forget_target, is_resolved
-from pxexec.reachable import collect_pickled_keys
-from pxexec.store import Store, fingerprint, get_or_create_store
+from pxexec.store.reachable import collect_pickled_keys, shallow_items, shallow_map, shallow_proxies
+from pxexec.store.registry import fingerprint, get_or_create_store
+from pxexec.store.store import Store
 
 log = logging.getLogger("pxexec")
 _CURRENT: contextvars.ContextVar[Store | None] = contextvars.ContextVar("pxexec_store",
@@ -60,28 +59,26 @@ class Boxed:
         return f"Boxed({self.value!r})"
 
 
+def _open(value: Any) -> Any:
+    return value.value if type(value) is Boxed else value
+
+
 def unbox(value: Any) -> Any:
-    """The value with boxes at the top level and one container level replaced."""
-    kind = type(value)
-    if kind is Boxed:
+    """The value with boxes at the top level and one container level replaced.
+
+    >>> unbox(Boxed(1)), unbox([Boxed(2), 3]), unbox({"a": Boxed(4)})
+    (1, [2, 3], {'a': 4})
+    """
+    if type(value) is Boxed:
         return value.value
-    if kind is list or kind is tuple:
-        if any(type(v) is Boxed for v in value):
-            return kind(v.value if type(v) is Boxed else v for v in value)
-    elif kind is dict and any(type(v) is Boxed for v in value.values()):
-        return {k: v.value if type(v) is Boxed else v for k, v in value.items()}
+    if any(type(v) is Boxed for v in shallow_items(value)):
+        return shallow_map(value, _open)
     return value
 
 
 def _unresolved_proxies(values: tuple[Any, ...]) -> list[Proxy[Any]]:
     """Proxies among ``values`` (and one container level below) not resolved yet."""
-    found: list[Proxy[Any]] = []
-    for value in values:
-        kind = type(value)
-        items: Any = (value.values() if kind is dict else value
-                      if kind is list or kind is tuple else (value,))
-        found.extend(v for v in items if isinstance(v, Proxy) and not is_resolved(v))
-    return found
+    return [p for value in values for p in shallow_proxies(value) if not is_resolved(p)]
 
 
 def _add_note(exc: BaseException, note: str) -> None:
@@ -92,59 +89,6 @@ def _add_note(exc: BaseException, note: str) -> None:
         exc.__notes__ = notes
     except AttributeError:
         pass
-
-
-def tags_for(policy: Any, obj: Any) -> tuple[str, ...]:
-    """The tags a policy attaches to ``obj`` (policies without ``tags_for``: none)."""
-    method = getattr(policy, "tags_for", None)
-    return tuple(sorted(method(obj))) if callable(method) else ()
-
-
-_SINGLETONS = (type(None), bool, type(Ellipsis), type(NotImplemented))
-#: numbers up to this size (``sys.getsizeof``) are never proxied
-SMALL_NUMBER = 1024
-
-
-def never_proxied(obj: Any) -> bool:
-    """Objects that stay themselves whatever the policy says.
-
-    Singletons and small immutable values (None, bools, small numbers, empty
-    str/bytes/tuple, enum members, classes): a proxy would break ``result is None``
-    and identity checks while saving nothing.
-
-    >>> never_proxied(None), never_proxied(True), never_proxied(3), never_proxied([1])
-    (True, True, True, False)
-    """
-    kind = type(obj)
-    if kind in _SINGLETONS or isinstance(obj, (type, enum.Enum)):
-        return True
-    if kind is int or kind is float or kind is complex:
-        return sys.getsizeof(obj) <= SMALL_NUMBER
-    return (kind is str or kind is bytes or kind is tuple) and not obj
-
-
-def check_policy(policy: Callable[[Any], bool], obj: Any) -> bool:
-    """Apply ``policy`` to ``obj``; an error names the policy and the object's type.
-
-    Objects ``never_proxied`` are never proxied, whatever the policy says.
-    """
-    if never_proxied(obj):
-        return False
-    try:
-        decision = bool(policy(obj))
-    except Exception as exc:
-        raise PolicyError(
-            f"The should_proxy policy {policy!r} raised {type(exc).__name__} ({exc}) for an "
-            f"argument of type {type(obj).__module__}.{type(obj).__qualname__}. Fix the "
-            "policy or make it return False for such objects."
-        ) from exc
-    if log.isEnabledFor(logging.DEBUG):
-        from pxexec.sizing import estimate_nbytes
-
-        log.debug("pxexec: %s a %s of about %d bytes (policy %r)",
-                  "proxying" if decision else "not proxying", type(obj).__qualname__,
-                  estimate_nbytes(obj), policy)
-    return decision
 
 
 class ProxyTask:

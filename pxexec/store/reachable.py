@@ -19,7 +19,8 @@ from typing import Any
 
 from pxexec.proxy import COLLECTOR, Proxy
 
-__all__ = ["collect_pickled_keys", "map_one_below", "one_below", "proxies_in"]
+__all__ = ["collect_pickled_keys", "proxies_in", "shallow_items", "shallow_map",
+           "shallow_proxies"]
 
 log = logging.getLogger("pxexec")
 
@@ -96,6 +97,53 @@ def proxies_in(obj: Any) -> list[Proxy[Any]]:
     return walker.found
 
 
+def shallow_items(value: Any) -> Iterable[Any]:
+    """The items of a list, tuple or dict value; anything else is its own one item.
+
+    "The top level or one container below" is where pxexec looks for arguments and
+    results to proxy, boxes to open and proxies to own (``proxies_in`` looks
+    everywhere).
+
+    >>> list(shallow_items([1, 2])), list(shallow_items({"a": 3})), list(shallow_items(4))
+    ([1, 2], [3], [4])
+    """
+    kind = type(value)
+    if kind is list or kind is tuple:
+        items: Iterable[Any] = value
+        return items
+    if kind is dict:
+        values: Iterable[Any] = value.values()
+        return values
+    return (value,)
+
+
+def shallow_map(value: Any, fn: Callable[[Any], Any]) -> Any:
+    """``value`` with ``fn`` applied to each of its ``shallow_items`` (same container).
+
+    >>> shallow_map([1, 2], str), shallow_map({"a": 1}, str), shallow_map(3, str)
+    (['1', '2'], {'a': '1'}, '3')
+    """
+    kind = type(value)
+    if kind is list or kind is tuple:
+        return kind(fn(v) for v in value)
+    if kind is dict:
+        return {k: fn(v) for k, v in value.items()}
+    return fn(value)
+
+
+def shallow_proxies(value: Any) -> list[Proxy[Any]]:
+    """Proxies at the top level of ``value`` or one container below.
+
+    >>> from pxexec.proxy import Proxy
+    >>> p = Proxy(lambda: 1)
+    >>> shallow_proxies(p) == [p], shallow_proxies((p, 2)) == [p], shallow_proxies([[p]])
+    (True, True, [])
+    """
+    if isinstance(value, Proxy):
+        return [value]
+    return [v for v in shallow_items(value) if isinstance(v, Proxy)]
+
+
 def _walk_containers(obj: Any, seen: set[int]) -> list[Proxy[Any]]:
     if isinstance(obj, Proxy):
         return [obj]
@@ -144,36 +192,3 @@ def collect_pickled_keys() -> Iterator[list[str]]:
 def keys_of(proxies: list[Proxy[Any]], key: Callable[[Any], str | None]) -> set[str]:
     """The keys of ``proxies`` as ``key`` reads them (None: not a store proxy)."""
     return {k for k in map(key, proxies) if k is not None}
-
-
-def one_below(value: Any) -> Iterable[Any]:
-    """What a task argument holds one container below: the items of a list or tuple, the
-    values of a dict; nothing for anything else (subclasses are left whole).
-
-    This is the reach of argument and result handling (proxies at the top level or one
-    container below are passed, resolved and owned); ``proxies_in`` is the deep walk.
-
-    >>> list(one_below([1, 2])), list(one_below({"a": 3})), list(one_below("text"))
-    ([1, 2], [3], [])
-    """
-    kind = type(value)
-    if kind is list or kind is tuple:
-        return value  # type: ignore[no-any-return]
-    if kind is dict:
-        return value.values()  # type: ignore[no-any-return]
-    return ()
-
-
-def map_one_below(value: Any, change: Callable[[Any], Any]) -> Any:
-    """``value`` with ``change`` applied to each item one container below (see
-    ``one_below``), or to ``value`` itself when it is no such container.
-
-    >>> map_one_below((1, [2]), str), map_one_below({"a": 1}, str), map_one_below(1, str)
-    (('1', '[2]'), {'a': '1'}, '1')
-    """
-    kind = type(value)
-    if kind is list or kind is tuple:
-        return kind(change(v) for v in value)
-    if kind is dict:
-        return {k: change(v) for k, v in value.items()}
-    return change(value)

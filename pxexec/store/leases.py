@@ -13,6 +13,13 @@ shm), the holder also renews all of them with one batched call per store every
 expire: every Redis object natively by its key TTL, and held file and shm objects
 through the reaper (run by every live keeper, on store start-up, and by ``pxexec
 gc``) on any host that shares the directory.
+
+This module is the one place that holds or forgets a lease: ``hold`` when this
+process takes charge of an object (StoreExecutor storing a task's input, an
+OwnedProxy made or updated, the drop-in Dask Client storing an argument), and
+``forget`` when the Store evicts it (``Store.evict``/``evict_batch``: evicting is
+what ends a hold, so nobody else forgets a lease of an evicted object) or when its
+charge passes to someone else (a Dask result's new owner).
 """
 
 from __future__ import annotations
@@ -31,7 +38,8 @@ from pxexec.forking import on_fork_child
 log = logging.getLogger("pxexec")
 
 
-__all__ = ["LeaseKeeper", "keeper", "lease_of", "reset_keeper", "tracks_owners"]
+__all__ = ["LeaseKeeper", "forget", "hold", "keeper", "lease_of", "reset_keeper",
+           "tracks_owners"]
 
 
 def lease_of(connector: Any) -> float | None:
@@ -191,6 +199,38 @@ def _exit_handler() -> None:
     if current is not None and current.pid == os.getpid():  # never a parent's, after fork
         current.stop()
         current.free_all()
+
+
+def hold(store: Any, keys: list[str]) -> None:
+    """Keep ``keys`` of ``store`` alive while this process lives (free for stores that
+    record no owner).
+
+    >>> from pxexec import Store
+    >>> from pxexec.connectors.shm import SharedMemoryConnector
+    >>> store = Store("hold-demo", SharedMemoryConnector(namespace="hold-demo"))
+    >>> key = store.put(b"x")
+    >>> hold(store, [key]); key in keeper().held(store)
+    True
+    >>> store.evict(key); key in keeper().held(store)   # evicting ends the hold
+    False
+    """
+    if keys and tracks_owners(store.connector):
+        keeper().hold(store, keys)
+
+
+def forget(store: Any, keys: list[str]) -> None:
+    """Stop holding ``keys`` of ``store`` (the Store calls it as it evicts them).
+
+    >>> from pxexec import Store
+    >>> from pxexec.connectors.shm import SharedMemoryConnector
+    >>> store = Store("forget-demo", SharedMemoryConnector(namespace="forget-demo"))
+    >>> key = store.put(b"x")
+    >>> hold(store, [key]); forget(store, [key]); key in keeper().held(store)
+    False
+    >>> store.evict(key)
+    """
+    if keys and tracks_owners(store.connector):
+        keeper().forget(store, keys)
 
 
 def keeper() -> LeaseKeeper:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 __all__ = ["StoreFactory"]
 
 if TYPE_CHECKING:
-    from pxexec.store import Store
+    from pxexec.store.store import Store
 
 
 class StoreFactory:
@@ -35,7 +35,7 @@ class StoreFactory:
     def store(self) -> Store:
         """The store this factory reads from (built in this process on first use)."""
         if self._store is None:
-            from pxexec.store import fingerprint, get_or_create_store
+            from pxexec.store.registry import fingerprint, get_or_create_store
 
             if self._fingerprint is None:
                 self._fingerprint = fingerprint(self.store_config)

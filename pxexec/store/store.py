@@ -1,13 +1,12 @@
 """Store: a serializer, a cache and a connector behind put/get/proxy.
 
 A store is rebuilt in any process from its config (``Store.from_config``), once per
-process, through a registry; workers never receive a live store, only its config
-inside each proxy's factory.
+process, through the registry (``pxexec.store.registry``); workers never receive a
+live store, only its config inside each proxy's factory.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -28,7 +27,6 @@ from pxexec.codec.serialize import (
     serialize,
 )
 from pxexec.codec.signing import FRAME_SIZE, Signer
-from pxexec.connectors import connector_from_config
 from pxexec.connectors.base import (
     AllocatesInPlace,
     ChoosesKeys,
@@ -38,17 +36,19 @@ from pxexec.connectors.base import (
     require,
 )
 from pxexec.errors import ConfigError, MissingKeyError, SignatureError
-from pxexec.evictions import FailedEvictions
-from pxexec.factory import StoreFactory
-from pxexec.forking import on_fork_child, renew_locks_after_fork
-from pxexec.lease import keeper, tracks_owners
+from pxexec.forking import renew_locks_after_fork
 from pxexec.proxy import Proxy, ProxyInfo
+from pxexec.store.evictions import FailedEvictions
+from pxexec.store.factory import StoreFactory
+from pxexec.store.leases import forget as forget_leases
+from pxexec.store.registry import fingerprint, get_or_create_store, unregister
+from pxexec.store.registry import register as register_store
 
-__all__ = ["Store", "StoreMetrics", "clear_registry", "registered_stores"]
+__all__ = ["Store", "StoreMetrics"]
 
 if TYPE_CHECKING:
     from pxexec.connectors.base import Connector
-    from pxexec.ownership import OwnedProxy
+    from pxexec.store.ownership import OwnedProxy
 
 T = TypeVar("T")
 
@@ -78,7 +78,7 @@ class StoreMetrics:
     cache_hits: int = 0
     misses: int = 0
     evictions: int = 0
-    #: evictions that raised (each is logged and retried; see pxexec.evictions)
+    #: evictions that raised (each is logged and retried; see pxexec.store.evictions)
     evict_failures: int = 0
     evict_retries: int = 0
     evictions_given_up: int = 0
@@ -191,7 +191,7 @@ class Store:
         #: evictions that failed, waiting for a retry (see ``free``)
         self.failed_evictions = FailedEvictions(self)
         if register:
-            _register(self)
+            register_store(self)
 
     # -- config -----------------------------------------------------------------------
 
@@ -452,7 +452,7 @@ class Store:
         """Overwrite the object under ``key`` (readers that resolve later see it).
 
         Another process that cached the old bytes under ``key`` (a Redis store's LRU)
-        may still serve them; ``pxexec.ownership.update`` stores a new version under a
+        may still serve them; ``pxexec.store.ownership.update`` stores a new version under a
         new key instead, which no cache can confuse with the old one.
         """
         frames = self.serializer(obj)
@@ -467,6 +467,42 @@ class Store:
         if self._cache is not None:
             self._cache.pop(key)
         self._count(puts=1, bytes_put=payload_size(frames))
+
+    def copy(self, key: str, *, obj_type: type[Any] | None = None,
+             tags: Iterable[str] = ()) -> str:
+        """Store a copy of the object under ``key`` (as bytes, not decoded); return the
+        new key.
+
+        The copy goes the way of any put: counted in ``metrics``, routed by
+        ``obj_type`` and ``tags`` where the connector routes objects, signed for its
+        own key; the original is read through the cache and verified first.
+
+        >>> from pxexec.connectors.local import LocalConnector
+        >>> store = Store("copy-demo", LocalConnector())
+        >>> key = store.put([1, 2])
+        >>> other = store.copy(key)
+        >>> other != key, store.get(other), store.metrics.puts
+        (True, [1, 2], 2)
+        """
+        start = time.perf_counter()
+        buffer = self._cache.get(key) if self._cache is not None else None
+        hit = buffer is not None
+        if buffer is None:
+            buffer = self.connector.get(key)
+            if buffer is None:
+                self._count(misses=1)
+                raise MissingKeyError(key, self.name, self._missing_detail(key))
+            buffer = self._verify(key, buffer)
+        self._count(gets=1, cache_hits=int(hit), bytes_got=memoryview(buffer).nbytes)
+        frames = [buffer]
+        route = {"obj_type": obj_type, "tags": tuple(tags)} if self._routes else {}
+        if self._signer is not None:
+            new_key, frames = self._put_signed(frames, route)
+        else:
+            new_key = self.connector.put(frames, **route)
+        self._count(puts=1, bytes_put=payload_size(frames),
+                    put_seconds=time.perf_counter() - start)
+        return new_key
 
     def exists(self, key: str) -> bool:
         """Whether ``key`` is in the store."""
@@ -492,8 +528,7 @@ class Store:
             key = named
         if self._cache is not None:
             self._cache.pop(key)
-        if tracks_owners(self.connector):
-            keeper().forget(self, [key])
+        forget_leases(self, [key])
         self._versions.pop(key, None)
         self.connector.evict(key)
         self._count(evictions=1)
@@ -501,7 +536,7 @@ class Store:
 
     def _key_of(self, proxy: Any) -> str | None:
         """The key of a proxy of this store (None: an owner, freed instead)."""
-        from pxexec.ownership import OwnedProxy, OwnershipError, RefProxy
+        from pxexec.store.ownership import OwnedProxy, OwnershipError, RefProxy
 
         if not isinstance(proxy, Proxy):
             raise TypeError(f"Store.evict() takes a key or a proxy, not a "
@@ -528,8 +563,7 @@ class Store:
         if self._cache is not None:
             for key in keys:
                 self._cache.pop(key)
-        if tracks_owners(self.connector):
-            keeper().forget(self, keys)
+        forget_leases(self, keys)
         self.connector.evict_batch(keys)
         self._count(evictions=len(keys))
         log.debug("pxexec: evicted %s from store %r", keys, self.name)
@@ -542,7 +576,7 @@ class Store:
         lost. The batch is logged and counted in ``metrics.failed_evictions``; the other
         keys of the batch are still freed one by one; each key that fails is counted in
         ``metrics.evict_failures`` and retried in the background after 0.5, 1, 2, 4, 8
-        and 16 s (``pxexec.evictions``; one that can never succeed from this host is
+        and 16 s (``pxexec.store.evictions``; one that can never succeed from this host is
         given up, ``metrics.evictions_given_up``), and also by the next eviction at
         least ``RETRY_AFTER`` seconds later, by ``retry_evictions()`` and by ``close()``
         (``metrics.deferred_evictions``). Returns whether everything asked (and retried)
@@ -596,7 +630,7 @@ class Store:
     def free(self, keys: Iterable[str]) -> None:
         """Evict ``keys`` and never raise (``evict_or_defer``): what fails is logged,
         counted in ``metrics.evict_failures`` and retried in the background
-        (``pxexec.evictions``).
+        (``pxexec.store.evictions``).
 
         >>> from pxexec.connectors.local import LocalConnector
         >>> store = Store("free-demo", LocalConnector())
@@ -639,8 +673,8 @@ class Store:
             raise
 
     def owned_proxy(self, obj: T) -> OwnedProxy[T]:
-        """Store ``obj`` and return its owner: freed when dropped (see pxexec.ownership)."""
-        from pxexec.ownership import owned
+        """Store ``obj`` and return its owner: freed when dropped (see pxexec.store.ownership)."""
+        from pxexec.store.ownership import owned
 
         return owned(self, obj)
 
@@ -674,7 +708,7 @@ class Store:
         """Close the connector's client and forget this store in this process."""
         if self._deferred:
             self.retry_evictions()
-        _unregister(self)
+        unregister(self)
         self.connector.close()
 
     def __enter__(self) -> Store:
@@ -725,91 +759,3 @@ def _cacheable(connector: Any) -> bool:
     # Local payloads are already in memory and file/shm reads map the page cache:
     # caching helps only backends behind a network.
     return flag(connector, "cacheable")
-
-
-# -- per-process registry ------------------------------------------------------------
-
-_STORES: dict[str, Store] = {}
-_STORES_LOCK = threading.Lock()
-
-
-def fingerprint(config: dict[str, Any]) -> str:
-    """A stable identity of a store config (name, connector and codecs)."""
-    return json.dumps(config, sort_keys=True, default=_describe_callable)
-
-
-def _describe_callable(value: Any) -> str:
-    return f"{getattr(value, '__module__', '?')}:{getattr(value, '__qualname__', repr(value))}"
-
-
-def _register(store: Store) -> None:
-    on_fork_child(_renew_registry_lock)
-    with _STORES_LOCK:
-        _STORES.setdefault(store.fingerprint, store)
-
-
-def _renew_registry_lock() -> None:
-    global _STORES_LOCK
-    _STORES_LOCK = threading.Lock()
-
-
-def _unregister(store: Store) -> None:
-    with _STORES_LOCK:
-        if _STORES.get(store.fingerprint) is store:
-            del _STORES[store.fingerprint]
-
-
-def get_or_create_store(config: dict[str, Any], fp: str | None = None) -> Store:
-    """This process's store for ``config``: reused if already built, else created."""
-    fp = fp or fingerprint(config)
-    store = _STORES.get(fp)
-    if store is not None:
-        return store
-    with _STORES_LOCK:
-        store = _STORES.get(fp)
-        if store is None:
-            try:
-                options = {k: config[k] for k in ("serializer", "deserializer", "cache_size")}
-                options["secret_env"] = config.get("secret_env")
-                store = Store(
-                    config["name"],
-                    connector_from_config(config["connector"]),
-                    register=False,
-                    **options,
-                )
-            except KeyError as exc:
-                raise ConfigError(f"Store config lacks the key {exc.args[0]!r}.") from None
-            _STORES[fp] = store
-    return store
-
-
-def registered_stores() -> list[Store]:
-    """The stores this process has built or registered.
-
-    >>> from pxexec.connectors.local import LocalConnector
-    >>> store = Store("registry-demo", LocalConnector())
-    >>> store in registered_stores()
-    True
-    """
-    with _STORES_LOCK:
-        return list(_STORES.values())
-
-
-def clear_registry(close: bool = True) -> None:
-    """Forget (and by default close) every registered store of this process.
-
-    Workers rebuild a store from a proxy's config once per process; tests that change a
-    store's location call this to start afresh.
-
-    >>> from pxexec.connectors.local import LocalConnector
-    >>> store = Store("clear-demo", LocalConnector())
-    >>> clear_registry(close=False)
-    >>> store in registered_stores()
-    False
-    """
-    with _STORES_LOCK:
-        stores = list(_STORES.values())
-        _STORES.clear()
-    if close:
-        for store in stores:
-            store.connector.close()

@@ -12,6 +12,10 @@
 Rules are checked at run time: no mutable borrow while any other borrow lives, no
 use of a moved or freed owner, no freeing or moving an owner while borrowed (a
 borrow keeps its owner alive, so it cannot outlive it).
+
+Ownership speaks to the rest of pxexec only through the Store's API (put, copy,
+evict) and the proxy module's small API (rebind, share_target, keep, kept); leases
+are held through ``pxexec.store.leases`` and end when the Store evicts an object.
 """
 
 from __future__ import annotations
@@ -22,12 +26,22 @@ import threading
 import weakref
 from typing import Any, TypeVar
 
-from pxexec import proxy as _proxy_module
 from pxexec.errors import OwnershipError
-from pxexec.factory import StoreFactory
 from pxexec.forking import on_fork_child
-from pxexec.proxy import _UNSET as _UNSET_TARGET
-from pxexec.proxy import Proxy, ProxyInfo, _target, get_info
+from pxexec.proxy import (
+    Proxy,
+    ProxyInfo,
+    extract,
+    get_factory,
+    get_info,
+    keep,
+    kept,
+    rebind,
+    set_owner_lookup,
+    share_target,
+)
+from pxexec.store.factory import StoreFactory
+from pxexec.store.leases import hold as hold_leases
 
 log = logging.getLogger("pxexec")
 
@@ -75,10 +89,7 @@ def _drop(state: _State) -> None:
     state.status = "freed" if state.status == "live" else state.status
     if state.pid != os.getpid():  # a forked child's copy: the parent still owns it
         return
-    try:
-        _lease_forget(state)
-    except Exception:  # at interpreter exit: the lease expires by itself
-        pass
+    # evicting ends the lease too (the Store forgets it): one forget per key
     state.store.evict_or_defer([state.key])  # a failure is logged, counted, retried
 
 
@@ -177,7 +188,7 @@ class RefProxy(Proxy[T]):
 
 def plain(proxy: Proxy[T]) -> Proxy[T]:
     """A plain (non-owning, non-borrowing) proxy of the same stored object."""
-    return Proxy(proxy.__px_factory__, info=get_info(proxy))
+    return Proxy(get_factory(proxy), info=get_info(proxy))
 
 
 class RefMutProxy(RefProxy[T]):
@@ -208,9 +219,8 @@ class _Borrow:
 
 
 def _kill(proxy: Proxy[Any], why: str) -> None:
-    key = proxy.__px_factory__.key if hasattr(proxy.__px_factory__, "key") else "?"
-    object.__setattr__(proxy, "__px_factory__", _Dead(key, why))
-    object.__setattr__(proxy, "__px_target__", _UNSET_TARGET)
+    key = getattr(get_factory(proxy), "key", "?")
+    rebind(proxy, _Dead(key, why), drop_target=True)
 
 
 def _live(owner: OwnedProxy[Any]) -> _State:
@@ -243,9 +253,8 @@ def _make_ref(owner: OwnedProxy[T], kind: type[RefProxy[Any]], mutable: bool) ->
             state.mut = True
         else:
             state.shared += 1
-    ref = kind(owner.__px_factory__, info=get_info(owner))
-    if owner.__px_target__ is not _UNSET_TARGET:  # share an already fetched target
-        object.__setattr__(ref, "__px_target__", owner.__px_target__)
+    ref = kind(get_factory(owner), info=get_info(owner))
+    share_target(owner, ref)  # an already fetched target is shared
     borrow = _Borrow(owner)
     borrow.finalizer = weakref.finalize(ref, _release_borrow, state, mutable)
     object.__setattr__(ref, "__px_ref__", borrow)
@@ -318,14 +327,10 @@ def clone(owner: OwnedProxy[T]) -> OwnedProxy[T]:
     (True, [1, 2])
     """
     state = _live(owner)
-    store = state.store
-    buffer = store.connector.get(state.key)
-    if buffer is None:
-        from pxexec.errors import MissingKeyError
-
-        raise MissingKeyError(state.key, store.name)
-    key = store.connector.put([buffer])
-    return _own(store, key, get_info(owner))
+    info = get_info(owner)
+    key = state.store.copy(state.key, obj_type=info.cls)
+    return _own(state.store, key, ProxyInfo(info.cls, info.hash, info.hashable, info.nbytes,
+                                            key))
 
 
 def into_owned(proxy: Proxy[T]) -> OwnedProxy[T]:
@@ -344,7 +349,7 @@ def into_owned(proxy: Proxy[T]) -> OwnedProxy[T]:
     """
     if isinstance(proxy, OwnedProxy):
         return proxy
-    factory = proxy.__px_factory__
+    factory = get_factory(proxy)
     if not isinstance(factory, StoreFactory):
         raise TypeError("into_owned() needs a proxy made by a pxexec Store.")
     with _OWNERS_LOCK:
@@ -359,7 +364,7 @@ def _own(store: Any, key: str, info: ProxyInfo) -> OwnedProxy[Any]:
     owner: OwnedProxy[Any] = OwnedProxy(StoreFactory(key, store.config(), store=store), info=info)
     with _OWNERS_LOCK:
         _OWNERS[key] = owner
-    _lease_hold(owner.__px_own__)
+    hold_leases(store, [key])
     return owner
 
 
@@ -424,7 +429,7 @@ def update(proxy: OwnedProxy[Any] | RefMutProxy[Any]) -> None:
     else:
         raise OwnershipError("update() takes an OwnedProxy or a RefMutProxy (a mut_borrow).")
     store = state.store
-    target = _target(proxy)
+    target = extract(proxy)
     # A new version goes under a new key: a cache anywhere (a Redis worker's LRU, a
     # mapped file) may still hold the old bytes under the old key, and must never
     # serve them as the new value. The old version is evicted.
@@ -434,31 +439,17 @@ def update(proxy: OwnedProxy[Any] | RefMutProxy[Any]) -> None:
     info = ProxyInfo(info.cls, info.hash, info.hashable, info.nbytes, key)
     factory = StoreFactory(key, store.config(), store=store)
     holders = [proxy] if isinstance(proxy, OwnedProxy) else [proxy, proxy.__px_ref__.owner]
-    _lease_hold(state, key)
+    hold_leases(store, [key])
     with state.lock:
         state.key = key
     for holder in holders:
-        object.__setattr__(holder, "__px_factory__", factory)
-        object.__setattr__(holder, "__px_info__", info)
+        rebind(holder, factory, info=info)
     with _OWNERS_LOCK:
         owner = holders[-1]
         if _OWNERS.get(old) is owner:
             del _OWNERS[old]
         _OWNERS[key] = owner
-    _lease_forget(state, old)
-    store.evict_or_defer([old])
-
-
-def _lease_hold(state: _State, key: str | None = None) -> None:
-    from pxexec.lease import keeper
-
-    keeper().hold(state.store, [key or state.key])
-
-
-def _lease_forget(state: _State, key: str | None = None) -> None:
-    from pxexec.lease import keeper
-
-    keeper().forget(state.store, [key or state.key])
+    store.evict_or_defer([old])  # its lease ends with it
 
 
 def live_owner(key: str) -> OwnedProxy[Any] | None:
@@ -490,22 +481,13 @@ def keep_alive(holder: Proxy[Any], owner: OwnedProxy[Any]) -> None:
     >>> store.exists(key)
     False
     """
-    if holder is owner:
-        return
-    kept = holder.__px_keep__
-    if kept is None:
-        object.__setattr__(holder, "__px_keep__", owner)
-    elif isinstance(kept, list):
-        kept.append(owner)
-    elif kept is not owner:
-        object.__setattr__(holder, "__px_keep__", [kept, owner])
+    keep(holder, owner)
 
 
 def kept_by(holder: Proxy[Any]) -> list[OwnedProxy[Any]]:
     """The owners ``holder`` keeps alive."""
-    kept = holder.__px_keep__
-    return [] if kept is None else list(kept) if isinstance(kept, list) else [kept]
+    return [o for o in kept(holder) if isinstance(o, OwnedProxy)]
 
 
 # A store proxy unpickled in this process keeps the live owner of its key alive.
-_proxy_module.owner_of = live_owner
+set_owner_lookup(live_owner)

@@ -1,0 +1,93 @@
+"""Dependencies for engines whose tasks cannot take futures: submit once they are done.
+
+Threads: the last dependency to finish runs the launch, on its own callback thread;
+a counter under one lock decides which callback is the last. A failed or cancelled
+dependency completes the task (through the completion race) instead of launching
+it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from pxexec.executor.worker import Boxed
+from pxexec.proxy import Proxy
+from pxexec.store.ownership import OwnedProxy, plain
+from pxexec.store.reachable import shallow_map
+
+__all__ = ["submit_after"]
+
+Launch = Callable[[tuple[Any, ...], dict[str, Any]], None]
+Fail = Callable[[BaseException | None], None]  # None: the task was cancelled
+
+
+def _unowned(value: Any) -> Any:
+    return plain(value) if isinstance(value, OwnedProxy) else value
+
+
+def _substitute(value: Any) -> Any:
+    # The engine may keep a task's arguments for as long as it likes (Parsl keeps
+    # task records): it gets plain proxies, never owners, so an upstream result is
+    # freed when its StoreFuture goes, not when the engine forgets the task.
+    if isinstance(value, Proxy):
+        return Boxed(_unowned(value))
+    return shallow_map(value, _unowned)
+
+
+def submit_after(deps: list[cf.Future], target: cf.Future,  # type: ignore[type-arg]
+                 args: tuple[Any, ...], kwargs: dict[str, Any], launch: Launch,
+                 fail: Fail) -> None:
+    """Call ``launch(args, kwargs)`` with the dependencies' results in place once every
+    one of ``deps`` is done; ``fail(error)`` instead if one failed or ``target`` was
+    cancelled meanwhile.
+
+    >>> import concurrent.futures as cf
+    >>> dep, target = cf.Future(), cf.Future()
+    >>> submit_after([dep], target, (dep, 1), {}, lambda a, k: print("launch", a),
+    ...              lambda error: print("failed", error))
+    >>> dep.set_result(41)
+    launch (41, 1)
+    """
+    # The callbacks stay registered on the finished deps; the state they need lives
+    # in ``pending`` and is dropped at launch, so no reference cycle keeps a dep (and
+    # its owned result) alive until the garbage collector runs.
+    pending: dict[str, Any] = {"deps": deps, "args": args, "kwargs": kwargs,
+                               "target": target, "launch": launch, "fail": fail,
+                               "left": len(deps)}
+    lock = threading.Lock()
+
+    def on_dep_done(_: Any) -> None:
+        with lock:
+            pending["left"] -= 1
+            if pending["left"]:
+                return
+            state = dict(pending)
+            pending.clear()
+        fail: Fail = state.pop("fail")
+        launch: Launch = state.pop("launch")
+        if state.pop("target").cancelled():
+            fail(None)
+            return
+        for dep in state["deps"]:
+            error = dep.exception() if not dep.cancelled() else cf.CancelledError()
+            if error is not None:
+                fail(error)
+                return
+        resolved_args = tuple(
+            _substitute(a.result()) if isinstance(a, cf.Future) else a for a in state["args"]
+        )
+        resolved_kwargs = {
+            k: _substitute(v.result()) if isinstance(v, cf.Future) else v
+            for k, v in state["kwargs"].items()
+        }
+        del state
+        try:
+            launch(resolved_args, resolved_kwargs)
+        except BaseException as exc:
+            fail(exc)
+
+    for dep in deps:
+        dep.add_done_callback(on_dep_done)
