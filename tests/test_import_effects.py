@@ -49,12 +49,12 @@ def test_the_exit_flush_is_registered_when_a_store_executor_is_first_made() -> N
 import concurrent.futures as cf
 from pxexec import Store, StoreExecutor
 from pxexec.connectors.local import LocalConnector
-before = [h for h in hooks if h[1] == "pxexec.executor.facade"]
+before = [h for h in hooks if h[1] == "pxexec.executor.freer"]
 with StoreExecutor(cf.ThreadPoolExecutor(1), Store("effects", LocalConnector())) as ex:
     ex.submit(len, b"x").result()
 with StoreExecutor(cf.ThreadPoolExecutor(1), Store("effects-2", LocalConnector())) as ex:
     ex.submit(len, b"x").result()
-after = [h[2] for h in hooks if h[1] == "pxexec.executor.facade"]
+after = [h[2] for h in hooks if h[1] == "pxexec.executor.freer"]
 print(json.dumps({"before": before, "after": after}))
 """
     assert _run(code) == {"before": [], "after": ["_flush_all"]}

@@ -198,12 +198,14 @@ def _node_objects(connector: Any, lease: float | None) -> list[StoredObject]:
         holders.setdefault(key, []).append(owner)
         if beat is not None:
             beats[key] = max(beats.get(key, 0.0), float(beat))
+    suffix_of = getattr(connector, "key_suffix", None)  # keys name their node (HostKeys)
+    suffix = suffix_of() if callable(suffix_of) else ""
     found = []
     for key, length, created in rows:
         expires = None
         if lease is not None:
             expires = beats.get(key, float(created)) + lease - now
-        found.append(StoredObject(key, int(length), now - float(created),
+        found.append(StoredObject(key + suffix, int(length), now - float(created),
                                   tuple(sorted(holders.get(key, ()))), expires,
                                   connector.namespace))
     return found

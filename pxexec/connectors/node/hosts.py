@@ -132,6 +132,10 @@ class HostKeys(NodeTransfer):
             return f"{token}@{self._here}@{self.server_address()}"
         return f"{token}@{self._here}"
 
+    def key_suffix(self) -> str:
+        """What this node's keys carry after their token (``@host~boot[@ip:port]``)."""
+        return self._suffix()
+
     def _suffix(self) -> str:
         suffix = f"@{self._here}"
         if self.transfer and not self.serving:
