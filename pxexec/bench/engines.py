@@ -49,7 +49,7 @@ def session(name: str, workers: int) -> Iterator[Session]:
     if name == "dask":
         from distributed import Client, LocalCluster
 
-        with _children_ignore_interrupts():  # worker processes inherit "ignore Ctrl-C"
+        with _children_hold_interrupts():  # worker processes inherit a blocked Ctrl-C
             cluster = LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
             )
@@ -107,6 +107,33 @@ def _children_ignore_interrupts() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
+def _children_hold_interrupts() -> Iterator[None]:
+    """Threads started inside, and the processes they start, have SIGINT blocked, while
+    this process keeps its handler: a Ctrl-C that comes meanwhile is held, not lost.
+
+    Dask's LocalCluster starts its IO loop thread here, and that thread's threads start the
+    worker processes (spawn); a blocked signal mask is inherited by threads and across fork
+    and exec, so the workers never see the terminal's Ctrl-C. Ignoring SIGINT here instead
+    (``_children_ignore_interrupts``) would discard a Ctrl-C that comes during the seconds
+    the cluster takes to start, and the run would go on to its end. Once the main thread
+    unblocks SIGINT, a held Ctrl-C reaches its handler. Main thread only.
+
+    multiprocessing's resource tracker is started first, here: starting it unblocks SIGINT
+    in the thread that starts it, which would otherwise be Dask's IO loop thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _ignore_interrupts() -> None:
