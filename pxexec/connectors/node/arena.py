@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pxexec.connectors.node import allocator
+import pxexec.connectors.node.allocator as allocator
 from pxexec.connectors.node.files import (
     create_segment,
     ensure_private_directory,

@@ -15,8 +15,8 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import pxexec.connectors.node_transfer.protocol as p
 from pxexec.codec.frames import alloc
-from pxexec.connectors.node_transfer import protocol as p
 from pxexec.connectors.node_transfer.seam import NodeLocalStore
 from pxexec.errors import NodeUnreachableError
 

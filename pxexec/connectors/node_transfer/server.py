@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from pxexec.connectors.node_transfer import protocol as p
+import pxexec.connectors.node_transfer.protocol as p
 from pxexec.connectors.private_dir import ensure_private_directory
 
 __all__ = ["ensure_server", "server_pid", "stop_server"]
