@@ -35,6 +35,7 @@ PUBLIC = [
     "pxexec.connectors.private_dir",
     "pxexec.connectors.owners",
     "pxexec.forking",
+    "pxexec.exit_hooks",
     "pxexec.connectors.node",
     "pxexec.connectors.nodeid",
     "pxexec.connectors.node_local",

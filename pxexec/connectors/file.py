@@ -467,22 +467,8 @@ class FileConnector(NodeTransfer, BaseConnector):
             raise
         if not self.transfer:
             return
-        # objects of other nodes held by ``owner``: their node server records the owner
-        # there and renews its heartbeat, so that node's reaper spares them while the
-        # owner lives and reaps them once it stops (one round trip per node)
-        remote: dict[tuple[str, str], list[str]] = {}
-        for key in keys:
-            token, holder, address = self._where(key)
-            if holder is not None and address is not None:
-                remote.setdefault((holder, address), []).append(token)
-        failed = []
-        for (holder, address), tokens in remote.items():
-            try:
-                self.transfer_client().touch(holder, address, tokens, owner)
-            except ConnectionError as exc:
-                failed.append(str(exc))
-        if failed:
-            raise StoreIOError("Could not renew leases on other nodes: " + "; ".join(failed))
+        # objects of other nodes held by ``owner``: renewed on their nodes
+        self.renew_elsewhere(owner, keys)
 
     def hold_for(self, owner: str, tokens: Sequence[str]) -> list[bool]:
         """(The node server's side of ``renew``.) Record ``owner``, a process on another

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pxexec.connectors.owners import process_owner
+from pxexec.errors import StoreIOError
 
 __all__ = ["IncomingFile", "NodeTransfer"]
 
@@ -52,6 +53,30 @@ class NodeTransfer:
 
     def _evict_local(self, key: str) -> None:
         raise NotImplementedError
+
+    def _where(self, key: str) -> tuple[str, str | None, str | None]:
+        raise NotImplementedError
+
+    def renew_elsewhere(self, owner: str, keys: Sequence[str]) -> None:
+        """Renew ``owner``'s hold on the objects of ``keys`` that live on other nodes.
+
+        Their node server records the owner there and renews its heartbeat, so that
+        node's reaper spares them while the owner lives and reaps them once it stops
+        (one round trip per node).
+        """
+        remote: dict[tuple[str, str], list[str]] = {}
+        for key in keys:
+            token, holder, address = self._where(key)
+            if holder is not None and address is not None:
+                remote.setdefault((holder, address), []).append(token)
+        failed = []
+        for (holder, address), tokens in remote.items():
+            try:
+                self.transfer_client().touch(holder, address, tokens, owner)
+            except ConnectionError as exc:
+                failed.append(str(exc))
+        if failed:
+            raise StoreIOError("Could not renew leases on other nodes: " + "; ".join(failed))
 
     def transfer_secret(self) -> bytes | None:
         if self.secret_env is None:

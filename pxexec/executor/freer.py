@@ -8,12 +8,13 @@ registered when the first freer is made, not on import).
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import threading
 import weakref
 from typing import TYPE_CHECKING
+
+from pxexec.exit_hooks import at_exit_once
 
 if TYPE_CHECKING:
     from pxexec.store.store import Store
@@ -23,8 +24,6 @@ __all__ = ["Freer"]
 log = logging.getLogger("pxexec")
 
 _FREERS: weakref.WeakSet[Freer] = weakref.WeakSet()
-_EXIT_HOOK = threading.Lock()
-_HOOKED = False
 
 
 class Freer:
@@ -93,13 +92,8 @@ class Freer:
 
 
 def _register(freer: Freer) -> None:
-    global _HOOKED
     _FREERS.add(freer)
-    if not _HOOKED:
-        with _EXIT_HOOK:
-            if not _HOOKED:
-                atexit.register(_flush_all)
-                _HOOKED = True
+    at_exit_once(_flush_all)
 
 
 def _flush_all() -> None:

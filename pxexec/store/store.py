@@ -346,16 +346,10 @@ class Store:
         ``default`` is given.
         """
         start = time.perf_counter()
-        buffer = self._cache.get(key) if self._cache is not None else None
-        hit = buffer is not None
-        if buffer is None:
-            buffer = self.connector.get(key)
-            if buffer is None:
-                self._count(misses=1)
-                if default is _MISSING:
-                    raise MissingKeyError(key, self.name, self._missing_detail(key))
-                return default
-            buffer = self._remember(key, self._verify(key, buffer))
+        fetched = self._fetch(key, missing_ok=default is not _MISSING)
+        if fetched is None:
+            return default
+        buffer, hit = fetched
         obj = self._decoder(key)(buffer)
         self._count(
             gets=1,
@@ -364,6 +358,21 @@ class Store:
             get_seconds=time.perf_counter() - start,
         )
         return obj
+
+    def _fetch(self, key: str, missing_ok: bool, cache: bool = True) -> tuple[Any, bool] | None:
+        """``key``'s verified buffer and whether the cache had it; None if missing and
+        ``missing_ok`` (else MissingKeyError). ``cache``: remember what was fetched."""
+        buffer = self._cache.get(key) if self._cache is not None else None
+        if buffer is not None:
+            return buffer, True
+        buffer = self.connector.get(key)
+        if buffer is None:
+            self._count(misses=1)
+            if missing_ok:
+                return None
+            raise MissingKeyError(key, self.name, self._missing_detail(key))
+        buffer = self._verify(key, buffer)
+        return (self._remember(key, buffer) if cache else buffer), False
 
     def _decoder(self, key: str) -> Deserializer:
         """How to decode ``key``'s buffer: zero-copy views where its backend's are immutable."""
@@ -485,14 +494,9 @@ class Store:
         (True, [1, 2], 2)
         """
         start = time.perf_counter()
-        buffer = self._cache.get(key) if self._cache is not None else None
-        hit = buffer is not None
-        if buffer is None:
-            buffer = self.connector.get(key)
-            if buffer is None:
-                self._count(misses=1)
-                raise MissingKeyError(key, self.name, self._missing_detail(key))
-            buffer = self._verify(key, buffer)
+        fetched = self._fetch(key, missing_ok=False, cache=False)
+        assert fetched is not None  # a missing key raised
+        buffer, hit = fetched
         self._count(gets=1, cache_hits=int(hit), bytes_got=memoryview(buffer).nbytes)
         frames = [buffer]
         route = {"obj_type": obj_type, "tags": tuple(tags)} if self._routes else {}

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import atexit
 import os
 import re
-import threading
 import time
 import weakref
 from collections.abc import Sequence
@@ -24,6 +22,7 @@ from pxexec.connectors.node.arena import Arena, Slot
 from pxexec.connectors.node.hosts import TRANSFER_OPTIONS, HostKeys
 from pxexec.connectors.node.liveness import alive, this_process
 from pxexec.errors import ConfigError, MissingKeyError, StoreIOError
+from pxexec.exit_hooks import at_exit_once
 
 __all__ = ["ArenaConnector", "NodeConnector", "ShmConnector", "default_capacity",
            "default_node_directory"]
@@ -429,19 +428,12 @@ def _beat(db: Any, owner: str) -> None:
 
 
 _OPEN: weakref.WeakSet[ArenaConnector] = weakref.WeakSet()
-_EXIT_HOOK = threading.Lock()  # held while the exit hook is registered (first connector)
-_exit_hook_set = False
 
 
 def _opened(connector: ArenaConnector) -> None:
     """Remember an open connector; the first one registers the exit hook (not the import)."""
-    global _exit_hook_set
     _OPEN.add(connector)
-    if not _exit_hook_set:
-        with _EXIT_HOOK:
-            if not _exit_hook_set:
-                atexit.register(_trim_all)
-                _exit_hook_set = True
+    at_exit_once(_trim_all)
 
 
 def _trim_all() -> None:

@@ -27,7 +27,7 @@ from pxexec.connectors.base import Buffer, ConnectorConfig
 from pxexec.connectors.node.arena import Arena, Slot
 from pxexec.connectors.node_local import NodeTransfer
 from pxexec.connectors.nodeid import this_node
-from pxexec.errors import ConfigError, MissingKeyError, ObjectOnOtherHostError, StoreIOError
+from pxexec.errors import ConfigError, MissingKeyError, ObjectOnOtherHostError
 
 __all__ = ["TRANSFER_OPTIONS", "ArenaIncoming", "HostKeys"]
 
@@ -269,19 +269,7 @@ class HostKeys(NodeTransfer):
         super().renew(owner, keys, seconds)  # type: ignore[misc]
         if self.lease is None or not self.transfer:
             return
-        remote: dict[tuple[str, str], list[str]] = {}
-        for key in keys:
-            token, holder, address = self._where(key)
-            if holder is not None and address is not None:
-                remote.setdefault((holder, address), []).append(token)
-        failed = []
-        for (holder, address), tokens in remote.items():
-            try:
-                self.transfer_client().touch(holder, address, tokens, owner)
-            except ConnectionError as exc:
-                failed.append(str(exc))
-        if failed:
-            raise StoreIOError("Could not renew leases on other nodes: " + "; ".join(failed))
+        self.renew_elsewhere(owner, keys)
 
     def hold_for(self, owner: str, tokens: Sequence[str]) -> list[bool]:
         """(The node server's side of ``renew``.) Record ``owner``, a process on another
