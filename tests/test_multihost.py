@@ -25,6 +25,7 @@ from pxexec.connectors.shm import SharedMemoryConnector
 from pxexec.errors import NodeUnreachableError, ObjectOnOtherHostError, StoreConnectionError
 from pxexec.policies import SizeAtLeast
 from pxexec.store.registry import clear_registry
+from tests.bed_helpers import network, wait_until
 
 MB = 1 << 20
 
@@ -70,19 +71,6 @@ def objects_on(bed: Any, host: str, path: str) -> list[str]:
         out = bed.check_output(host, ["sh", "-c", f"ls {path}/* 2>/dev/null || true"])
         names = out.split()
     return sorted(n for n in names if len(n) == 32 and not n.startswith("."))
-
-
-def wait_until(check: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
-def network(bed: Any) -> str:
-    return bed.head_address.rsplit(".", 1)[0] + ".0/24"
 
 
 def transfer_store(bed: Any, store_dir: str, name: str, namespace: str) -> Store:
@@ -271,7 +259,6 @@ def test_redis_link_down_fails_fast_naming_host_and_address_then_recovers(bed: A
     store.evict(key)
     assert store.connector.keys() == []
     clear_registry()
-
 
 
 def test_parsl_htex_workers_on_another_host(bed: Any, store_dir: str, tmp_path: Any) -> None:

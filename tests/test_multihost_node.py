@@ -28,6 +28,7 @@ from pxexec.connectors.node.connector import ArenaConnector
 from pxexec.connectors.node_transfer.server import stop_server
 from pxexec.errors import NodeUnreachableError, ObjectOnOtherHostError
 from pxexec.policies import SizeAtLeast
+from tests.bed_helpers import network, wait_until
 
 MB = 1 << 20
 
@@ -47,19 +48,6 @@ _COUNT = (
 def objects_on(bed: Any, host: str, path: str) -> int:
     """Objects (any state) in every node store namespace under ``path`` on ``host``."""
     return int(bed.check_output(host, [sys.executable, "-c", _COUNT, path]))
-
-
-def wait_until(check: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
-def network(bed: Any) -> str:
-    return bed.head_address.rsplit(".", 1)[0] + ".0/24"
 
 
 def total(x: Any) -> float:

@@ -23,7 +23,7 @@ from pxexec.connectors.base import (
     directory_from_url,
     new_token,
 )
-from pxexec.connectors.node_local import NodeTransfer
+from pxexec.connectors.node_local import NodeTransfer, check_transfer_options
 from pxexec.connectors.nodeid import this_node
 from pxexec.connectors.owners import LEASES, OWNER, ReapReport, process_owner, reap_store
 from pxexec.connectors.private_dir import check_trusted_parent, ensure_private_directory
@@ -152,16 +152,8 @@ class FileConnector(NodeTransfer, BaseConnector):
                 "hosts; it needs node_local=True (a directory private to each host, such as "
                 "/dev/shm or a local disk). A shared file system needs no transfer."
             )
-        for name, value in (("transfer_timeout", transfer_timeout),
-                            ("replica_lease", replica_lease), ("idle", idle)):
-            if (isinstance(value, bool) or not isinstance(value, (int, float))
-                    or not value > 0):
-                raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}.")
-        if transfer and secret_env is not None and not os.environ.get(secret_env):
-            raise ConfigError(
-                f"The transfer secret variable {secret_env!r} is not set in this process; set "
-                "it to the same value on every host (or leave secret_env out)."
-            )
+        check_transfer_options(transfer, secret_env, transfer_timeout=transfer_timeout,
+                               replica_lease=replica_lease, idle=idle)
         self.node_local = node_local
         self.transfer = bool(transfer)
         self.bind = bind

@@ -19,11 +19,30 @@ from collections.abc import Sequence
 from typing import Any
 
 from pxexec.connectors.owners import process_owner
-from pxexec.errors import StoreIOError
+from pxexec.errors import ConfigError, StoreIOError
 
-__all__ = ["IncomingFile", "NodeTransfer"]
+__all__ = ["IncomingFile", "NodeTransfer", "check_transfer_options"]
 
 Buffer = Any
+
+
+def check_transfer_options(transfer: bool, secret_env: str | None, **seconds: float) -> None:
+    """Refuse bad transfer options before any I/O: periods (``transfer_timeout``,
+    ``replica_lease``, ``idle``) must be positive seconds; a secret variable must be set.
+
+    >>> check_transfer_options(True, None, idle=0)
+    Traceback (most recent call last):
+    ...
+    pxexec.errors.ConfigError: idle must be a positive number of seconds, got 0.
+    """
+    for name, value in seconds.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}.")
+    if transfer and secret_env is not None and not os.environ.get(secret_env):
+        raise ConfigError(
+            f"The transfer secret variable {secret_env!r} is not set in this process; set "
+            "it to the same value on every host (or leave secret_env out)."
+        )
 
 
 class NodeTransfer:

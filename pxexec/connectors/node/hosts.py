@@ -25,9 +25,9 @@ from typing import Any
 
 from pxexec.connectors.base import Buffer, ConnectorConfig
 from pxexec.connectors.node.arena import Arena, Slot
-from pxexec.connectors.node_local import NodeTransfer
+from pxexec.connectors.node_local import NodeTransfer, check_transfer_options
 from pxexec.connectors.nodeid import this_node
-from pxexec.errors import ConfigError, MissingKeyError, ObjectOnOtherHostError
+from pxexec.errors import MissingKeyError, ObjectOnOtherHostError
 
 __all__ = ["TRANSFER_OPTIONS", "ArenaIncoming", "HostKeys"]
 
@@ -92,16 +92,8 @@ class HostKeys(NodeTransfer):
                  bind: str | None = None, secret_env: str | None = None,
                  transfer_timeout: float = 5.0, replica_lease: float = 30.0,
                  idle: float = 60.0, **options: Any) -> None:
-        for name, value in (("transfer_timeout", transfer_timeout),
-                            ("replica_lease", replica_lease), ("idle", idle)):
-            if (isinstance(value, bool) or not isinstance(value, (int, float))
-                    or not value > 0):
-                raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}.")
-        if transfer and secret_env is not None and not os.environ.get(secret_env):
-            raise ConfigError(
-                f"The transfer secret variable {secret_env!r} is not set in this process; set "
-                "it to the same value on every host (or leave secret_env out)."
-            )
+        check_transfer_options(transfer, secret_env, transfer_timeout=transfer_timeout,
+                               replica_lease=replica_lease, idle=idle)
         self.transfer = bool(transfer)
         self.bind = bind
         self.secret_env = secret_env
