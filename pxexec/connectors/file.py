@@ -27,7 +27,7 @@ from pxexec.connectors.node_local import NodeTransfer, check_transfer_options
 from pxexec.connectors.nodeid import this_node
 from pxexec.connectors.owners import LEASES, OWNER, ReapReport, process_owner, reap_store
 from pxexec.connectors.private_dir import check_trusted_parent, ensure_private_directory
-from pxexec.errors import ConfigError, MissingKeyError, ObjectOnOtherHostError, StoreIOError
+from pxexec.errors import ConfigError, MissingKeyError, StoreIOError
 from pxexec.forking import on_fork_child, renew_locks_after_fork
 
 log = logging.getLogger("pxexec")
@@ -230,34 +230,6 @@ class FileConnector(NodeTransfer, BaseConnector):
         (True, 1)
         """
         return self._file(key)
-
-    def _where(self, key: str) -> tuple[str, str | None, str | None]:
-        """(token, holder node tag or None if it is this node, its server address)."""
-        token, _, rest = key.partition("@")
-        if not rest:
-            return token, None, None
-        holder, _, address = rest.partition("@")
-        if holder == this_node().tag:
-            return token, None, None
-        return token, holder, address or None
-
-    def describe_key(self, key: str) -> str:
-        """Where ``key``'s object lives, for error messages ("" if nothing to add)."""
-        _, holder, _ = self._where(key)
-        if holder is None:
-            return ""
-        return (f"It was stored in the node-local {self.type_name} store of host "
-                f"{holder.rpartition('~')[0]!r}, which no longer has it.")
-
-    def _elsewhere(self, key: str, holder: str, action: str) -> ObjectOnOtherHostError:
-        return ObjectOnOtherHostError(key, holder, this_node().tag, self.type_name, action)
-
-    def _local_token(self, key: str, action: str) -> str:
-        """The token of ``key`` if its object lives on this node, else raise."""
-        token, holder, _ = self._where(key)
-        if holder is not None:
-            raise self._elsewhere(key, holder, action)
-        return token
 
     def put(self, frames: Sequence[Buffer]) -> str:
         token = new_token()

@@ -18,8 +18,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from pxexec.connectors.nodeid import this_node
 from pxexec.connectors.owners import process_owner
-from pxexec.errors import ConfigError, StoreIOError
+from pxexec.errors import ConfigError, ObjectOnOtherHostError, StoreIOError
 
 __all__ = ["IncomingFile", "NodeTransfer", "check_transfer_options"]
 
@@ -57,6 +58,7 @@ class NodeTransfer:
     """
 
     path: str
+    type_name: str
     bind: str | None
     secret_env: str | None
     transfer: bool
@@ -73,8 +75,35 @@ class NodeTransfer:
     def _evict_local(self, key: str) -> None:
         raise NotImplementedError
 
+    # -- keys that name their node: token@host~boot[@ip:port] ---------------------------
+
     def _where(self, key: str) -> tuple[str, str | None, str | None]:
-        raise NotImplementedError
+        """(token, holder node tag or None if it is this node, its server address)."""
+        token, _, rest = key.partition("@")
+        if not rest:
+            return token, None, None
+        holder, _, address = rest.partition("@")
+        if holder == this_node().tag:
+            return token, None, None
+        return token, holder, address or None
+
+    def describe_key(self, key: str) -> str:
+        """Where ``key``'s object lives, for error messages ("" if nothing to add)."""
+        _, holder, _ = self._where(key)
+        if holder is None:
+            return ""
+        return (f"It was stored in the node-local {self.type_name} store of host "
+                f"{holder.rpartition('~')[0]!r}, which no longer has it.")
+
+    def _elsewhere(self, key: str, holder: str, action: str) -> ObjectOnOtherHostError:
+        return ObjectOnOtherHostError(key, holder, this_node().tag, self.type_name, action)
+
+    def _local_token(self, key: str, action: str) -> str:
+        """The token of ``key`` if its object lives on this node, else raise."""
+        token, holder, _ = self._where(key)
+        if holder is not None:
+            raise self._elsewhere(key, holder, action)
+        return token
 
     def renew_elsewhere(self, owner: str, keys: Sequence[str]) -> None:
         """Renew ``owner``'s hold on the objects of ``keys`` that live on other nodes.

@@ -27,7 +27,7 @@ from pxexec.connectors.base import Buffer, ConnectorConfig
 from pxexec.connectors.node.arena import Arena, Slot
 from pxexec.connectors.node_local import NodeTransfer, check_transfer_options
 from pxexec.connectors.nodeid import this_node
-from pxexec.errors import MissingKeyError, ObjectOnOtherHostError
+from pxexec.errors import MissingKeyError
 
 __all__ = ["TRANSFER_OPTIONS", "ArenaIncoming", "HostKeys"]
 
@@ -109,16 +109,6 @@ class HostKeys(NodeTransfer):
 
     # -- keys -------------------------------------------------------------------------
 
-    def _where(self, key: str) -> tuple[str, str | None, str | None]:
-        """(token, holder node tag or None if it is this node, its server address)."""
-        token, _, rest = key.partition("@")
-        if not rest:
-            return token, None, None
-        holder, _, address = rest.partition("@")
-        if holder == self._here:
-            return token, None, None
-        return token, holder, address or None
-
     def _key_for(self, token: str) -> str:
         if self.transfer:
             return f"{token}@{self._here}@{self.server_address()}"
@@ -135,29 +125,11 @@ class HostKeys(NodeTransfer):
             suffix += f"@{address}" if address else ""
         return suffix
 
-    def _elsewhere(self, key: str, holder: str, action: str) -> ObjectOnOtherHostError:
-        return ObjectOnOtherHostError(key, holder, self._here, getattr(self, "type_name", "node"),
-                                      action)
-
     def _remote(self, key: str, action: str) -> tuple[str, str | None, str | None]:
         token, holder, address = self._where(key)
         if holder is not None and (not self.transfer or address is None):
             raise self._elsewhere(key, holder, action)
         return token, holder, address
-
-    def _local_token(self, key: str, action: str) -> str:
-        token, holder, _ = self._where(key)
-        if holder is not None:
-            raise self._elsewhere(key, holder, action)
-        return token
-
-    def describe_key(self, key: str) -> str:
-        """Where ``key``'s object lived, for error messages ("" if nothing to add)."""
-        _, holder, _ = self._where(key)
-        if holder is None:
-            return ""
-        return (f"It was stored in the node-local {getattr(self, 'type_name', 'node')} store "
-                f"of host {holder.rpartition('~')[0]!r}, which no longer has it.")
 
     # -- the connector contract, keys in and out ---------------------------------------
 
