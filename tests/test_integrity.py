@@ -10,6 +10,7 @@ import pytest
 
 from pxexec import Store
 from pxexec.codec import integrity
+from pxexec.connectors.node import NodeConnector
 from pxexec.connectors.shm import SharedMemoryConnector
 from pxexec.errors import DeserializationError
 
@@ -52,4 +53,68 @@ def test_a_reader_without_xxhash_reads_unchecked(shm_dir: str, monkeypatch: Any)
         key = store.put(np.ones(100_000))
         monkeypatch.setattr(integrity, "HAVE_XXHASH", False)
         assert float(store.get(key).sum()) == 100_000.0
+        store.evict(key)
+
+
+class _CountingDigests:
+    def __init__(self, monkeypatch: Any) -> None:
+        self.calls = 0
+        real = integrity.xxhash.xxh3_64_intdigest
+
+        def counted(data: Any) -> int:
+            self.calls += 1
+            return int(real(data))
+
+        monkeypatch.setattr(integrity.xxhash, "xxh3_64_intdigest", counted)
+
+
+def _corrupt_node_object(connector: NodeConnector, key: str) -> None:
+    located = connector.locate(key)
+    assert located is not None
+    path, offset, length = located
+    with open(path, "r+b") as f:
+        f.seek(offset + length // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def test_the_node_store_verifies_a_stored_object_once_per_process(
+        shm_dir: str, monkeypatch: Any) -> None:
+    connector = NodeConnector(shm_dir, namespace="once", chunk=1 << 24)
+    with Store("verify-once", connector, cache_size=0) as store:
+        array = np.random.default_rng(2).random(1_000_000)
+        key = store.put(array)
+        digests = _CountingDigests(monkeypatch)
+        views = [store.get(key) for _ in range(3)]
+        assert all(np.array_equal(v, array) for v in views)
+        assert digests.calls == 1  # checked at the first read only
+        digests.calls = 0
+        store.replace(key, array * 2)  # new bytes under the same key: checked again
+        assert np.array_equal(store.get(key), array * 2)
+        assert digests.calls == 2  # the replace's own digest, then one verification
+        del views
+        store.evict(key)
+
+
+def test_a_corrupted_node_object_is_refused_at_every_read(shm_dir: str) -> None:
+    connector = NodeConnector(shm_dir, namespace="corrupt", chunk=1 << 24)
+    with Store("node-corrupt", connector, cache_size=0) as store:
+        key = store.put(np.arange(1_000_000, dtype=np.float64))
+        _corrupt_node_object(connector, key)
+        for _ in range(2):  # a failed check is not remembered as a passed one
+            with pytest.raises(DeserializationError, match="XXH3"):
+                store.get(key)
+        store.evict(key)
+
+
+def test_bytes_corrupted_after_a_replace_are_refused(shm_dir: str) -> None:
+    connector = NodeConnector(shm_dir, namespace="after", chunk=1 << 24)
+    with Store("node-after", connector, cache_size=0) as store:
+        key = store.put(np.ones(1_000_000))
+        assert float(store.get(key).sum()) == 1_000_000.0  # verified, remembered
+        store.replace(key, np.full(1_000_000, 2.0))
+        _corrupt_node_object(connector, key)
+        with pytest.raises(DeserializationError, match="XXH3"):
+            store.get(key)
         store.evict(key)

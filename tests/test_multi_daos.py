@@ -46,7 +46,8 @@ class TestDAOS(ConnectorConformance):
 
 
 class TestMulti(ConnectorConformance):
-    expected_capabilities = {"ChoosesKeys", "Leases", "ListsKeys", "Replaces", "RoutesObjects"}
+    expected_capabilities = {"ChoosesKeys", "IdentifiesContent", "Leases", "ListsKeys",
+                             "Replaces", "RoutesObjects"}
 
     @pytest.fixture
     def connector(self, shm_dir: str, tmp_path: Any, redis_url: str) -> Iterator[Any]:

@@ -69,7 +69,8 @@ def node(node_dirs: tuple[str, str]) -> Iterator[NodeConnector]:
 
 
 class TestNodeConformance(ConnectorConformance):
-    expected_capabilities = {"AllocatesInPlace", "Leases", "ListsKeys", "Replaces"}
+    expected_capabilities = {"AllocatesInPlace", "IdentifiesContent", "Leases", "ListsKeys",
+                             "Replaces"}
 
     @pytest.fixture(params=["view", "private"])
     def connector(self, request: Any, node_dirs: tuple[str, str]) -> Iterator[Any]:
@@ -82,7 +83,8 @@ class TestNodeConformance(ConnectorConformance):
 class TestShmLeasedConformance(ConnectorConformance):
     """What ``shm`` names (ShmConnector), with a lease: held objects survive the reaper."""
 
-    expected_capabilities = {"AllocatesInPlace", "Leases", "ListsKeys", "Replaces"}
+    expected_capabilities = {"AllocatesInPlace", "IdentifiesContent", "Leases", "ListsKeys",
+                             "Replaces"}
 
     @pytest.fixture
     def connector(self, node_dirs: tuple[str, str]) -> Iterator[Any]:

@@ -24,12 +24,16 @@ The contract has three parts; ``pxexec.testing.ConnectorConformance`` checks eac
                                 and ``tags`` (the MultiConnector)
   ``AllocatesInPlace``          ``allocate``, ``seal``: build an object in the store
                                 (``Store.empty``)
+  ``IdentifiesContent``         ``get_identified``: ``get`` plus a token naming the
+                                stored bytes (a Store verifies each payload once)
   ============================  =====================================================
 
 - **Flags**: class attributes that say how a connector behaves, read with ``flag``:
   ``cacheable`` (default True: a Store may keep recent reads; False where reads are
-  already local memory) and ``readonly_views`` (default False: ``get`` returns
-  read-only views of shared memory, so a Store decodes them without a copy).
+  already local memory), ``readonly_views`` (default False: ``get`` returns
+  read-only views of shared memory, so a Store decodes them without a copy) and
+  ``located`` (default False: a read costs the same on every node; True where a
+  read on another node moves the object there, as with the node store's transfer).
 
 URLs: a connector parses its own (the classmethod ``options_from_url`` returns
 constructor options, or raises ``ConfigError`` before any I/O); the registry
@@ -48,7 +52,7 @@ Two optional methods only improve messages: ``missing_detail(key)`` and
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
 Buffer = Any  # bytes, bytearray, memoryview (an mmap-backed view is fine)
@@ -61,6 +65,7 @@ __all__ = [
     "BaseConnector",
     "ChoosesKeys",
     "Connector",
+    "IdentifiesContent",
     "Leases",
     "ListsKeys",
     "Replaces",
@@ -242,10 +247,35 @@ class AllocatesInPlace(Protocol):
     def seal(self, key: str) -> None: ...
 
 
+@runtime_checkable
+class IdentifiesContent(Protocol):
+    """Names what it returns: ``get_identified(key)`` is ``get(key)`` with a token
+    that differs whenever the bytes under ``key`` may differ (the node store's object
+    id: a replaced or re-stored object gets a new one), or None for a missing key.
+
+    A reader that verified the payload under ``(key, token)`` once need not verify it
+    again (``Store`` checks the XXH3 digests of large frames once per process).
+
+    >>> import tempfile
+    >>> from pxexec.connectors.node import NodeConnector
+    >>> connector = NodeConnector(tempfile.mkdtemp(), chunk=1 << 20)
+    >>> key = connector.put([b"abc"])
+    >>> (buffer, first), (_, again) = connector.get_identified(key), connector.get_identified(key)
+    >>> bytes(buffer), first == again, connector.get_identified("0" * 32)
+    (b'abc', True, None)
+    >>> connector.replace(key, [b"xyz"]); connector.get_identified(key)[1] != first
+    True
+    >>> connector.evict(key); del buffer
+    """
+
+    def get_identified(self, key: str) -> tuple[Buffer, Hashable] | None: ...
+
+
 #: every capability, by name
 CAPABILITIES: dict[str, type[Any]] = {
     "AllocatesInPlace": AllocatesInPlace,
     "ChoosesKeys": ChoosesKeys,
+    "IdentifiesContent": IdentifiesContent,
     "Leases": Leases,
     "ListsKeys": ListsKeys,
     "Replaces": Replaces,
@@ -253,7 +283,7 @@ CAPABILITIES: dict[str, type[Any]] = {
 }
 
 #: behaviour flags and their values for a connector that does not set them
-FLAGS: dict[str, bool] = {"cacheable": True, "readonly_views": False}
+FLAGS: dict[str, bool] = {"cacheable": True, "readonly_views": False, "located": False}
 
 
 def capabilities(connector: object) -> frozenset[str]:
@@ -261,13 +291,13 @@ def capabilities(connector: object) -> frozenset[str]:
 
     >>> from pxexec.connectors.node import NodeConnector
     >>> sorted(capabilities(NodeConnector))  # checked on the class: nothing is made
-    ['AllocatesInPlace', 'Leases', 'ListsKeys', 'Replaces']
+    ['AllocatesInPlace', 'IdentifiesContent', 'Leases', 'ListsKeys', 'Replaces']
     """
     return frozenset(name for name, protocol in CAPABILITIES.items()
                      if isinstance(connector, protocol))
 
 
-def flag(connector: object, name: Literal["cacheable", "readonly_views"]) -> bool:
+def flag(connector: object, name: Literal["cacheable", "readonly_views", "located"]) -> bool:
     """The behaviour flag ``name`` of ``connector`` (its default where it sets none).
 
     >>> from pxexec.connectors.local import LocalConnector

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,10 +22,12 @@ from pxexec.connectors.base import (
     Buffer,
     ChoosesKeys,
     ConnectorConfig,
+    IdentifiesContent,
     Leases,
     ListsKeys,
     Replaces,
     check_options,
+    flag,
     require,
 )
 from pxexec.errors import ConfigError, MissingKeyError, NoRouteError
@@ -234,6 +236,11 @@ class MultiConnector(BaseConnector):
         inner = route.connector.new_key(nbytes)
         return None if inner is None else f"{route.name}:{inner}"
 
+    @property
+    def located(self) -> bool:
+        """Whether a backend's reads on another node move the object there."""
+        return any(flag(route.connector, "located") for route in self.routes)
+
     def readonly_views_for(self, key: str) -> bool:
         """Whether ``key``'s backend returns read-only views of immutable memory (the node
         store): the store decodes those without copying, as it would from that backend."""
@@ -266,6 +273,18 @@ class MultiConnector(BaseConnector):
     def get(self, key: str) -> Buffer | None:
         target = self._backend(key)
         return None if target is None else target[0].get(target[1])
+
+    def get_identified(self, key: str) -> tuple[Buffer, Hashable] | None:
+        """``get(key)`` with its backend's id of the bytes (None where it names none)."""
+        target = self._backend(key)
+        if target is None:
+            return None
+        backend, inner = target
+        if isinstance(backend, IdentifiesContent):
+            got: tuple[Buffer, Hashable] | None = backend.get_identified(inner)
+            return got
+        buffer = backend.get(inner)
+        return None if buffer is None else (buffer, None)
 
     def get_batch(self, keys: Sequence[str]) -> list[Buffer | None]:
         results: list[Buffer | None] = [None] * len(keys)

@@ -66,6 +66,11 @@ class NodeTransfer:
     _client: Any
     _server: tuple[float, str] | None
 
+    @property
+    def located(self) -> bool:
+        """A read on another node pulls the object there (the ``located`` flag)."""
+        return self.transfer
+
     def _file(self, key: str) -> str:
         raise NotImplementedError
 

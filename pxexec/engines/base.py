@@ -35,6 +35,10 @@ class Engine:
     #: the submit options this engine takes (``StoreExecutor.options``); none here
     option_names: frozenset[str] = frozenset()
     native_futures = False
+    #: the engine runs a task where its dependencies' results are (Dask): consumers
+    #: of a proxied result, which any worker reads as cheaply, are better handed the
+    #: proxy than the future (``pxexec.executor.placement``)
+    places_near_data = False
     #: the engine delivers a task's exception with the worker's traceback
     keeps_tracebacks = True
     #: futures complete without anyone blocking in ``wait`` (false for TaskVine)

@@ -178,6 +178,8 @@ class DaskEngine(Engine):
     option_names = frozenset({"workers", "resources", "retries", "priority", "key",
                               "allow_other_workers", "fifo_timeout"})
     native_futures = True
+    #: decide_worker picks the only worker holding a task's dependency, whatever its size
+    places_near_data = True
     #: closing the client ends its tasks: their callbacks never come
     close_cancels_tasks = True
     #: results stored by a task Dask then discards are freed on the worker

@@ -51,6 +51,7 @@ class Arguments:
         hold_inputs: bool = True,
         is_future: Callable[[Any], bool] = _never,
         native_futures: bool = False,
+        dependency: Callable[[StoreFuture], Any] | None = None,
     ) -> None:
         self.store = store
         self.policy = policy
@@ -58,6 +59,9 @@ class Arguments:
         self.hold_inputs = hold_inputs  # keep stored inputs' leases while tasks run
         self.is_future = is_future  # the engine's own futures pass as they are
         self.native_futures = native_futures  # they may be task arguments
+        #: what a StoreFuture argument becomes (pxexec.executor.placement); None: its
+        #: engine future where the engine takes them, else the StoreFuture (waited on)
+        self.dependency = dependency
 
     def all(self, args: tuple[Any, ...], kwargs: dict[str, Any], ledger: Ledger
             ) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -69,6 +73,8 @@ class Arguments:
         kind = type(value)
         if kind is StoreFuture:
             ledger.record_upstream(value)  # its result must outlive this task
+            if self.dependency is not None:
+                return self.dependency(value)
             if self.native_futures and value.engine_future is not None:
                 return value.engine_future
             return value
@@ -104,10 +110,11 @@ class Arguments:
             sent = plain(value)
             ledger.record_stored(take(value))
             return Boxed(sent)
+        # sealed: the owner of what these proxies name may live in this process
         if isinstance(value, RefProxy):  # borrowed until the task completes
             ledger.record_borrow(hold(value))
-            return Boxed(plain(value))
+            return Boxed(plain(value), sealed=True)
         key = proxy_key(value)
         if key is not None:
             ledger.record_foreign(key)
-        return Boxed(value)
+        return Boxed(value, sealed=True)

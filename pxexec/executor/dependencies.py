@@ -22,27 +22,33 @@ __all__ = ["submit_after"]
 
 Launch = Callable[[tuple[Any, ...], dict[str, Any]], None]
 Fail = Callable[[BaseException | None], None]  # None: the task was cancelled
+Native = Callable[[Any], Any]  # a done dependency -> its engine future, or None
 
 
 def _unowned(value: Any) -> Any:
     return plain(value) if isinstance(value, OwnedProxy) else value
 
 
-def _substitute(value: Any) -> Any:
+def _substitute(dep: cf.Future, native: Native | None) -> Any:  # type: ignore[type-arg]
     # The engine may keep a task's arguments for as long as it likes (Parsl keeps
     # task records): it gets plain proxies, never owners, so an upstream result is
     # freed when its StoreFuture goes, not when the engine forgets the task.
+    value = dep.result()
     if isinstance(value, Proxy):
-        return Boxed(_unowned(value))
+        return Boxed(_unowned(value), sealed=True)  # its owner lives here
+    engine_future = native(dep) if native is not None else None
+    if engine_future is not None:  # the engine moves that result itself
+        return engine_future
     return shallow_map(value, _unowned)
 
 
 def submit_after(deps: list[cf.Future], target: cf.Future,  # type: ignore[type-arg]
                  args: tuple[Any, ...], kwargs: dict[str, Any], launch: Launch,
-                 fail: Fail) -> None:
+                 fail: Fail, native: Native | None = None) -> None:
     """Call ``launch(args, kwargs)`` with the dependencies' results in place once every
     one of ``deps`` is done; ``fail(error)`` instead if one failed or ``target`` was
-    cancelled meanwhile.
+    cancelled meanwhile. ``native(dep)``: what to pass for a result that is not a
+    proxy (its engine future), instead of the value (None: the value).
 
     >>> import concurrent.futures as cf
     >>> dep, target = cf.Future(), cf.Future()
@@ -76,11 +82,12 @@ def submit_after(deps: list[cf.Future], target: cf.Future,  # type: ignore[type-
             if error is not None:
                 fail(error)
                 return
+        waited = set(map(id, state["deps"]))
         resolved_args = tuple(
-            _substitute(a.result()) if isinstance(a, cf.Future) else a for a in state["args"]
+            _substitute(a, native) if id(a) in waited else a for a in state["args"]
         )
         resolved_kwargs = {
-            k: _substitute(v.result()) if isinstance(v, cf.Future) else v
+            k: _substitute(v, native) if id(v) in waited else v
             for k, v in state["kwargs"].items()
         }
         del state

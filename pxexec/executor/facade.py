@@ -25,6 +25,7 @@ from pxexec.executor.freer import Freer
 from pxexec.executor.future import Outcome, StoreFuture
 from pxexec.executor.ledger import Ledger, proxy_key
 from pxexec.executor.mapping import Chunk, map_on_submit
+from pxexec.executor.placement import Placement
 from pxexec.executor.results import free_owners, settle, unread
 from pxexec.executor.worker import Boxed, ProxyTask
 from pxexec.policies.apply import DEFAULT_THRESHOLD, default_policy
@@ -105,9 +106,12 @@ class StoreExecutor(cf.Executor):
         self.proxy_results = proxy_results
         self.close_engine = close_engine
         self._engine: Engine = engine_for(executor, engine)
+        #: where consumers of proxied results run (engines that place by data: Dask)
+        self._placement = Placement(self._engine, store.connector)
         self._arguments = Arguments(
             store, should_proxy, containers=proxy_containers, hold_inputs=ownership,
             is_future=self._engine.is_future, native_futures=self._engine.native_futures,
+            dependency=self._dependency if self._placement.active else None,
         )
         #: one lock for this executor's own tables (the task wrappers and the pending
         #: futures); never held while calling the engine or the store
@@ -165,6 +169,7 @@ class StoreExecutor(cf.Executor):
             raise RuntimeError("cannot schedule new futures after shutdown")
         future = StoreFuture(self._engine, self._on_engine_done)
         ledger = Ledger()
+        ledger.fn = fn
         try:
             new_args, new_kwargs = self._arguments.all(args, kwargs, ledger)
         except BaseException:
@@ -173,8 +178,12 @@ class StoreExecutor(cf.Executor):
         with self._lock:
             self._pending[future] = ledger
             self._ledgers[future] = ledger
-        deps = [a for a in (*new_args, *new_kwargs.values()) if isinstance(a, cf.Future)]
-        if deps and not self._engine.native_futures:
+        native = self._engine.native_futures
+        # futures to wait for here: every Future on an engine that takes none; on one
+        # that does, the StoreFutures it cannot be given yet (pxexec.executor.placement)
+        deps = [a for a in (*new_args, *new_kwargs.values()) if isinstance(a, cf.Future)
+                and (not native or type(a) is StoreFuture)]
+        if deps:
             def launch(a: tuple[Any, ...], k: dict[str, Any]) -> None:
                 self._launch(future, fn, a, k, options)
 
@@ -182,7 +191,8 @@ class StoreExecutor(cf.Executor):
                 if future.claim():
                     self._complete(future, (error is None, error, None))
 
-            submit_after(deps, future, new_args, new_kwargs, launch, fail)
+            submit_after(deps, future, new_args, new_kwargs, launch, fail,
+                         self._placement.native() if native else None)
             return future
         try:
             self._launch(future, fn, new_args, new_kwargs, options)
@@ -192,6 +202,11 @@ class StoreExecutor(cf.Executor):
                 self._pending.pop(future, None)
             raise
         return future
+
+    def _dependency(self, upstream: StoreFuture) -> Any:
+        """What the StoreFuture argument ``upstream`` becomes (see ``Placement``)."""
+        ledger = self._ledgers.get(upstream)
+        return self._placement.argument(upstream, ledger.fn if ledger is not None else None)
 
     def _task(self, fn: Callable[..., Any]) -> ProxyTask:
         # One wrapper per function: engines that cache per function (Parsl) stay small.
@@ -262,6 +277,8 @@ class StoreExecutor(cf.Executor):
         with self._lock:
             ledger = self._pending.pop(future, None) or self._ledgers.get(future, Ledger())
         ok = not cancelled and exc is None
+        if ok:
+            self._placement.learn(ledger.fn, result)
         # Inputs are freed before the future completes: once result() returns, the
         # store holds only what the caller owns.
         try:

@@ -55,7 +55,7 @@ class Ledger:
     (['k1'], {'k2'})
     """
 
-    __slots__ = ("abandoned", "borrows", "foreign_keys", "input_keys", "upstream")
+    __slots__ = ("abandoned", "borrows", "fn", "foreign_keys", "input_keys", "upstream")
 
     def __init__(self) -> None:
         self.input_keys: list[str] = []  # objects this submission stored (or moved in)
@@ -63,6 +63,7 @@ class Ledger:
         self.borrows: list[_Borrow] = []  # borrows held until the task completes
         self.upstream: list[Any] = []  # futures whose results the task reads
         self.abandoned = False  # nobody will read the result: free it on completion
+        self.fn: Any = None  # what the task runs (its results say where consumers go)
 
     def record_stored(self, key: str) -> None:
         """The submission stored (or an owner moved in) the object under ``key``."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import pickle
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -44,19 +45,62 @@ class Boxed:
     hashes callables (a proxy is callable), TaskVine compares results with ``==``.
     A box is opaque to all of them; the task unboxes its arguments on the worker
     and StoreExecutor unboxes results on the client.
+
+    ``sealed=True`` (a proxy whose owner may live in this process): the box pickles
+    as the proxy's pickled bytes, unpickled only where ``value`` is read. A process
+    that merely passes it on (Dask's scheduler, which runs in the client's process
+    with a LocalCluster and keeps recent messages) then builds no proxy, and so keeps
+    no owner alive (a store proxy unpickled beside its owner keeps it).
+
+    >>> import pickle
+    >>> box = pickle.loads(pickle.dumps(Boxed([1, 2], sealed=True)))
+    >>> box._pickled is not None, box.value, box._pickled is None
+    (True, [1, 2], True)
     """
 
-    __slots__ = ("refs", "value")
+    __slots__ = ("_pickled", "_value", "refs", "sealed")
 
-    def __init__(self, value: Any, refs: tuple[str, ...] = ()) -> None:
-        self.value = value
+    def __init__(self, value: Any, refs: tuple[str, ...] = (), *, sealed: bool = False) -> None:
+        self._value = value
+        self._pickled: bytes | None = None
         self.refs = refs  # keys a stored result references (proxies pickled inside it)
+        self.sealed = sealed
+
+    @property
+    def value(self) -> Any:
+        pickled = self._pickled
+        if pickled is not None:  # unpickled here, on first use
+            self._value = pickle.loads(pickled)
+            self._pickled = None
+        return self._value
 
     def __reduce__(self) -> tuple[Any, ...]:
+        if self.sealed:
+            pickled = self._pickled
+            return (_sealed_box, (pickled if pickled is not None else _dumps(self._value),
+                                  self.refs))
         return (Boxed, (self.value, self.refs) if self.refs else (self.value,))
 
     def __repr__(self) -> str:
-        return f"Boxed({self.value!r})"
+        if self._pickled is not None:
+            return f"Boxed(<{len(self._pickled)} pickled bytes>)"
+        return f"Boxed({self._value!r})"
+
+
+def _dumps(value: Any) -> bytes:
+    try:
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, AttributeError, TypeError):
+        import cloudpickle  # a proxy with a hand-made factory (a lambda, say)
+
+        pickled: bytes = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        return pickled
+
+
+def _sealed_box(pickled: bytes, refs: tuple[str, ...]) -> Boxed:
+    box = Boxed(None, refs, sealed=True)
+    box._pickled = pickled
+    return box
 
 
 def _open(value: Any) -> Any:

@@ -13,7 +13,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -30,6 +30,7 @@ from pxexec.codec.signing import FRAME_SIZE, Signer
 from pxexec.connectors.base import (
     AllocatesInPlace,
     ChoosesKeys,
+    IdentifiesContent,
     Replaces,
     RoutesObjects,
     flag,
@@ -38,6 +39,7 @@ from pxexec.connectors.base import (
 from pxexec.errors import ConfigError, MissingKeyError, SignatureError
 from pxexec.forking import renew_locks_after_fork
 from pxexec.proxy import Proxy, ProxyInfo
+from pxexec.store.checked import CheckedPayloads
 from pxexec.store.evictions import FailedEvictions
 from pxexec.store.factory import StoreFactory
 from pxexec.store.leases import forget as forget_leases
@@ -157,6 +159,9 @@ class Store:
         self._signer = Signer(_read_secret(secret_env)) if secret_env else None
         self._cache = _LRU(cache_size) if cache_size and _cacheable(connector) else None
         self._routes = isinstance(connector, RoutesObjects)
+        #: reads name the stored bytes: each payload's digests are verified once here
+        self._identifies = isinstance(connector, IdentifiesContent)
+        self._checked = CheckedPayloads()
         #: decodes buffers: zero-copy read-only views where the connector's are immutable
         self._decode: Deserializer = (
             deserialize_views
@@ -175,6 +180,7 @@ class Store:
         #: an older one read later is a rollback (objects never replaced: not kept)
         self._versions: dict[str, int] = {}
         renew_locks_after_fork(self, "_metrics_lock")
+        renew_locks_after_fork(self._checked, "_lock")
         if self._cache is not None:
             renew_locks_after_fork(self._cache, "_lock")
         self._deferred: set[str] = set()  # keys whose eviction failed
@@ -349,8 +355,10 @@ class Store:
         fetched = self._fetch(key, missing_ok=default is not _MISSING)
         if fetched is None:
             return default
-        buffer, hit = fetched
-        obj = self._decoder(key)(buffer)
+        buffer, hit, ident = fetched
+        decode = self._decoder(key)
+        obj = decode(buffer) if ident is None else self._checked.decode(key, ident, decode,
+                                                                        buffer)
         self._count(
             gets=1,
             cache_hits=int(hit),
@@ -359,20 +367,27 @@ class Store:
         )
         return obj
 
-    def _fetch(self, key: str, missing_ok: bool, cache: bool = True) -> tuple[Any, bool] | None:
-        """``key``'s verified buffer and whether the cache had it; None if missing and
+    def _fetch(self, key: str, missing_ok: bool, cache: bool = True
+               ) -> tuple[Any, bool, Hashable | None] | None:
+        """``key``'s verified buffer, whether the cache had it and the connector's id of
+        the stored bytes (``IdentifiesContent``, else None); None if missing and
         ``missing_ok`` (else MissingKeyError). ``cache``: remember what was fetched."""
         buffer = self._cache.get(key) if self._cache is not None else None
         if buffer is not None:
-            return buffer, True
-        buffer = self.connector.get(key)
+            return buffer, True, None
+        ident: Hashable | None = None
+        if self._identifies:
+            got = self.connector.get_identified(key)  # type: ignore[attr-defined]
+            buffer, ident = (None, None) if got is None else got
+        else:
+            buffer = self.connector.get(key)
         if buffer is None:
             self._count(misses=1)
             if missing_ok:
                 return None
             raise MissingKeyError(key, self.name, self._missing_detail(key))
         buffer = self._verify(key, buffer)
-        return (self._remember(key, buffer) if cache else buffer), False
+        return (self._remember(key, buffer) if cache else buffer), False, ident
 
     def _decoder(self, key: str) -> Deserializer:
         """How to decode ``key``'s buffer: zero-copy views where its backend's are immutable."""
@@ -496,7 +511,7 @@ class Store:
         start = time.perf_counter()
         fetched = self._fetch(key, missing_ok=False, cache=False)
         assert fetched is not None  # a missing key raised
-        buffer, hit = fetched
+        buffer, hit, _ = fetched
         self._count(gets=1, cache_hits=int(hit), bytes_got=memoryview(buffer).nbytes)
         frames = [buffer]
         route = {"obj_type": obj_type, "tags": tuple(tags)} if self._routes else {}

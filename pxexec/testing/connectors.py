@@ -31,6 +31,7 @@ from pxexec.connectors.base import (
     AllocatesInPlace,
     ChoosesKeys,
     Connector,
+    IdentifiesContent,
     Leases,
     ListsKeys,
     Replaces,
@@ -278,3 +279,24 @@ class ConnectorConformance:
         with pytest.raises(KeyError):
             connector.seal(key)  # sealed once
         connector.evict(key)
+
+    # -- IdentifiesContent -------------------------------------------------------------
+
+    def test_identifies_content(self, connector: Any) -> None:
+        _needs(connector, IdentifiesContent)
+        key = connector.put(_payload(b"first" * 30_000))  # large: a view where views exist
+        buffer, ident = connector.get_identified(key)
+        assert bytes(buffer) == bytes(connector.get(key))
+        assert connector.get_identified(key)[1] == ident  # the same bytes: the same id
+        hash(ident)
+        if isinstance(connector, Replaces) and ident is not None:
+            replacing: Any = connector
+            replacing.replace(key, _payload(b"other" * 30_000))
+            replaced, new_ident = replacing.get_identified(key)
+            assert deserialize(replaced) == b"other" * 30_000 and new_ident != ident
+            del replaced
+        del buffer
+        connector.evict(key)
+        assert connector.get_identified(key) is None
+        assert connector.get_identified("not-a-key-of-this-connector") is None
+

@@ -226,6 +226,11 @@ class Arena:
 
     def open(self, key: str) -> Any:
         """A buffer of the sealed object ``key``, or None. See the module doc."""
+        opened = self.open_identified(key)
+        return None if opened is None else opened[0]
+
+    def open_identified(self, key: str) -> tuple[Any, int] | None:
+        """``open(key)`` and the object's id (a new id for every object written)."""
         who = this_process()
         with self.index.transaction() as db:
             row = db.execute(
@@ -239,16 +244,17 @@ class Arena:
                 mapped = self._map(seg, seg_size, db)
             if seg is not None and (length <= SMALL or not _HAVE_NUMPY):
                 # small: copy out while no one can free the space
-                return bytearray(mapped[off : off + length])
+                return bytearray(mapped[off : off + length]), obj
             if seg is not None:
                 db.execute(
                     "INSERT INTO pins VALUES (?, ?, ?, 1) ON CONFLICT DO UPDATE SET n = n + 1",
                     (obj, *who),
                 )
         if seg is None:
-            return self._open_spill(path, length)
+            spilled = self._open_spill(path, length)
+            return None if spilled is None else (spilled, obj)
         try:
-            return self._pinned_view(obj, seg, seg_size, off, length, who)
+            return self._pinned_view(obj, seg, seg_size, off, length, who), obj
         except BaseException:
             self._unpin(obj, who)
             raise

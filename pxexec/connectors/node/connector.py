@@ -6,7 +6,7 @@ import os
 import re
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 from pxexec.connectors.base import (
@@ -171,6 +171,12 @@ class ArenaConnector(BaseConnector):
         if not _KEY.fullmatch(key):
             return None
         return self.arena.open(key)
+
+    def get_identified(self, key: str) -> tuple[Buffer, Hashable] | None:
+        """``get(key)`` and the object's id in this node's index (``IdentifiesContent``)."""
+        if not _KEY.fullmatch(key):
+            return None
+        return self.arena.open_identified(key)
 
     def exists(self, key: str) -> bool:
         if not _KEY.fullmatch(key):

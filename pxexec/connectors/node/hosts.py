@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 from pxexec.connectors.base import Buffer, ConnectorConfig
@@ -145,6 +145,16 @@ class HostKeys(NodeTransfer):
             if fetched:
                 return fetched[0]
         got: Buffer | None = super().get(token)  # type: ignore[misc]
+        return got
+
+    def get_identified(self, key: str) -> tuple[Buffer, Hashable] | None:
+        """``get(key)`` with the id of the local object (a pulled replica's own id)."""
+        token, holder, address = self._remote(key, "read")
+        if holder is not None and address is not None and not self.has_local(token):
+            from pxexec.connectors.node_transfer import replicas
+
+            replicas.pull(self, token, holder, address)
+        got: tuple[Buffer, Hashable] | None = super().get_identified(token)  # type: ignore[misc]
         return got
 
     def get_batch(self, keys: Sequence[str]) -> list[Buffer | None]:

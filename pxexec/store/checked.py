@@ -1,0 +1,54 @@
+"""Payloads this process has verified: decoded again without checking their digests.
+
+A node store maps the same stored bytes for every read; verifying the XXH3 digests of
+a 100 MB array costs about 10 ms, so a worker that runs four tasks on one array would
+pay that four times for bytes that cannot have changed: a sealed object is immutable,
+and a replaced or re-stored one gets a new id (``IdentifiesContent``). What is
+remembered is the pair (key, object id), never the bytes, for the last ``size`` pairs.
+
+>>> checked = CheckedPayloads(2)
+>>> calls = []
+>>> decode = lambda buffer: calls.append(buffer) or len(buffer)
+>>> checked.decode("k", 7, decode, b"abc"), checked.seen("k", 7), checked.seen("k", 8)
+(3, True, False)
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from pxexec.codec.integrity import digests_checked
+
+__all__ = ["CheckedPayloads"]
+
+
+class CheckedPayloads:
+    """The last ``size`` (key, object id) pairs whose payload decoded and verified."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._pairs: OrderedDict[tuple[str, Hashable], None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def seen(self, key: str, ident: Hashable) -> bool:
+        with self._lock:
+            if (key, ident) not in self._pairs:
+                return False
+            self._pairs.move_to_end((key, ident))
+            return True
+
+    def decode(self, key: str, ident: Hashable, decode: Callable[[Any], Any],
+               buffer: Any) -> Any:
+        """``decode(buffer)``, without digest checks if this pair decoded before."""
+        if self.seen(key, ident):
+            with digests_checked():
+                return decode(buffer)
+        obj = decode(buffer)  # raises on a corrupted payload: nothing remembered
+        with self._lock:
+            self._pairs[(key, ident)] = None
+            while len(self._pairs) > self.size:
+                self._pairs.popitem(last=False)
+        return obj

@@ -1,0 +1,157 @@
+"""Consumers of a proxied result on Dask run where there is room, not where the proxy is.
+
+Dask sends a task to the only worker that holds its dependency (``decide_worker``);
+for a proxied result, which every worker on the node reads as cheaply, StoreExecutor
+hands consumers the proxy instead (``pxexec.executor.placement``). Work stealing is off
+in these clusters, so the placement the tests see is the scheduler's first choice.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pxexec import Store
+from pxexec.connectors.local import LocalConnector
+from pxexec.connectors.node import NodeConnector
+from pxexec.engines.base import Engine
+from pxexec.engines.dask import DaskEngine
+from pxexec.executor.facade import StoreExecutor
+from pxexec.executor.placement import Placement
+from pxexec.policies import SizeAtLeast
+
+distributed = pytest.importorskip("distributed")
+
+MB = 1 << 20
+
+
+def make(n: int, seed: int = 0) -> Any:
+    return np.full(n, float(seed))
+
+
+def small(seed: int) -> int:
+    return seed * 10
+
+
+def where(data: Any, pause: float = 0.3) -> tuple[str, float]:
+    """The worker this ran on (and the sum of ``data``), after ``pause`` seconds."""
+    time.sleep(pause)
+    total = float(np.asarray(data).sum()) if not isinstance(data, int) else float(data)
+    return distributed.get_worker().address, total
+
+
+def fails(n: int) -> Any:
+    raise ValueError(f"no array of {n} today")
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    import dask
+
+    with dask.config.set({"distributed.scheduler.work-stealing": False}):
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                           dashboard_address=None)
+        with cluster, distributed.Client(cluster) as c:
+            yield c
+
+
+@pytest.fixture
+def node(shm_dir: str) -> Iterator[NodeConnector]:
+    connector = NodeConnector(shm_dir, namespace=uuid.uuid4().hex[:8], chunk=64 * MB)
+    yield connector
+    gc.collect()
+
+
+def _left(connector: NodeConnector) -> int:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        gc.collect()
+        if connector.stats()["objects"] == 0:
+            return 0
+        time.sleep(0.05)
+    return int(connector.stats()["objects"])
+
+
+def test_consumers_of_a_done_proxied_result_spread_over_the_workers(
+        client: Any, node: NodeConnector) -> None:
+    with Store(f"place-{uuid.uuid4().hex[:6]}", node) as store, \
+            StoreExecutor(client, store, SizeAtLeast(MB), close_engine=False) as ex:
+        made = ex.submit(make, MB, 2)
+        made.result()  # done before the consumers are submitted
+        placed = [f.result() for f in [ex.submit(where, made) for _ in range(4)]]
+        assert {total for _, total in placed} == {2.0 * MB}
+        assert len({worker for worker, _ in placed}) == 2, placed
+        del made
+        ex.flush()
+    assert _left(node) == 0
+
+
+def test_consumers_submitted_before_the_result_is_there_spread_too(
+        client: Any, node: NodeConnector) -> None:
+    with Store(f"place-{uuid.uuid4().hex[:6]}", node) as store, \
+            StoreExecutor(client, store, SizeAtLeast(MB), close_engine=False) as ex:
+        ex.submit(make, MB, 0).result()  # the executor learns: make returns a proxy
+        for seed in (3, 4):
+            made = ex.submit(make, MB, seed)  # not done yet: the consumers wait for it here
+            placed = [f.result() for f in [ex.submit(where, made) for _ in range(4)]]
+            assert {total for _, total in placed} == {seed * MB}
+            assert len({worker for worker, _ in placed}) == 2, placed
+            del made, placed
+        ex.flush()
+    assert _left(node) == 0
+
+
+def test_a_result_that_is_not_a_proxy_still_reaches_its_consumers(
+        client: Any, node: NodeConnector) -> None:
+    with Store(f"place-{uuid.uuid4().hex[:6]}", node) as store, \
+            StoreExecutor(client, store, SizeAtLeast(MB), close_engine=False) as ex:
+        ex.submit(make, MB, 1).result()  # learned: a proxy
+        # the same function now returns a small array, which is not proxied
+        tiny = ex.submit(make, 10, 5)
+        assert ex.submit(where, tiny, 0.0).result()[1] == 50.0
+        assert ex.submit(where, ex.submit(small, 7), 0.0).result()[1] == 70.0
+        del tiny
+        ex.flush()
+    assert _left(node) == 0
+
+
+def test_a_failed_upstream_fails_its_waiting_consumers(client: Any, node: NodeConnector
+                                                       ) -> None:
+    with Store(f"place-{uuid.uuid4().hex[:6]}", node) as store, \
+            StoreExecutor(client, store, SizeAtLeast(MB), close_engine=False) as ex:
+        ex.submit(make, MB).result()
+        consumer = ex.submit(where, ex.submit(fails, MB), 0.0)
+        with pytest.raises(ValueError, match="no array"):
+            consumer.result(timeout=30)
+        ex.flush()
+    assert _left(node) == 0
+
+
+def test_a_pipeline_leaves_nothing_stored_with_the_scheduler_in_this_process(
+        client: Any, node: NodeConnector) -> None:
+    # A LocalCluster's scheduler runs here and keeps recent messages; a proxy it
+    # unpickled beside its owner would keep that owner (and the object) alive.
+    with Store(f"place-{uuid.uuid4().hex[:6]}", node) as store, \
+            StoreExecutor(client, store, SizeAtLeast(MB), close_engine=False) as ex:
+        for seed in range(3):
+            made = ex.submit(make, MB, seed)
+            parts = [ex.submit(where, made, 0.0) for _ in range(4)]
+            assert [p.result()[1] for p in parts] == [seed * MB] * 4
+            del made, parts
+        ex.flush()
+        assert _left(node) == 0
+
+
+def test_placement_is_off_where_reads_on_another_node_move_the_data(shm_dir: str) -> None:
+    located = NodeConnector(shm_dir, namespace="located", transfer=True)
+    local = NodeConnector(shm_dir, namespace="one-node")
+    dask_like = DaskEngine.__new__(DaskEngine)  # only its class flags are read
+    assert Placement(dask_like, local).active
+    assert not Placement(dask_like, located).active  # running beside the data saves a pull
+    assert not Placement(Engine(None), LocalConnector()).active  # engines that place freely
