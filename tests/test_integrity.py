@@ -118,3 +118,62 @@ def test_bytes_corrupted_after_a_replace_are_refused(shm_dir: str) -> None:
         with pytest.raises(DeserializationError, match="XXH3"):
             store.get(key)
         store.evict(key)
+
+
+@pytest.mark.parametrize("payload", [
+    np.random.default_rng(3).random(1_000_000),          # one numpy frame
+    {"weights": np.ones((500, 500)), "name": "model"},    # pickle-5 buffers beside a stream
+    [np.arange(300_000), np.arange(10), b"x" * 200_000],  # large and small frames mixed
+    bytes(range(256)) * 20_000,
+])
+def test_node_store_puts_digest_while_copying_and_the_digests_hold(
+        payload: Any, shm_dir: str) -> None:
+    connector = NodeConnector(shm_dir, namespace="fused", chunk=1 << 24)
+    with Store("fused", connector, cache_size=0) as store:
+        key = store.put(payload)
+        got = store.get(key)
+        if isinstance(payload, np.ndarray):
+            assert np.array_equal(got, payload)
+        elif isinstance(payload, dict):
+            assert np.array_equal(got["weights"], payload["weights"]) and got["name"] == "model"
+        elif isinstance(payload, list):
+            assert all(np.array_equal(a, b) for a, b in zip(got, payload, strict=True))
+        else:
+            assert got == payload
+        del got
+        other = store.put(payload)  # the digests are real: a changed byte is refused
+        _corrupt_node_object(connector, other)
+        with pytest.raises(DeserializationError, match="XXH3"):
+            Store("fused-reader", connector, cache_size=0, register=False).get(other)
+        store.evict_batch([key, other])
+
+
+def test_a_put_that_fails_while_copying_leaves_nothing(shm_dir: str, monkeypatch: Any) -> None:
+    from pxexec.store import store as store_module
+
+    def broken(frames: Any, target: memoryview) -> None:
+        target[:10] = b"0123456789"
+        raise OSError("the copy failed half-way")
+
+    connector = NodeConnector(shm_dir, namespace="broken", chunk=1 << 24)
+    with Store("broken", connector) as store:
+        monkeypatch.setattr(store_module, "copy_digesting", broken)
+        with pytest.raises(OSError, match="half-way"):
+            store.put(np.ones(1_000_000))
+        import gc
+
+        gc.collect()
+        stats = connector.stats()
+        assert stats["objects"] == stats["writing"] == stats["bytes_in_use"] == 0, stats
+
+
+def test_an_object_larger_than_the_arena_spills_with_its_digests(shm_dir: str) -> None:
+    spill = os.path.join(shm_dir, "spill")
+    connector = NodeConnector(shm_dir, namespace="spilled", chunk=1 << 20, capacity=1 << 20,
+                              spill_directory=spill)
+    with Store("spilled", connector, cache_size=0) as store:
+        array = np.random.default_rng(4).random(500_000)  # 4 MB > the 1 MB arena
+        key = store.put(array)
+        assert np.array_equal(store.get(key), array)
+        assert connector.stats()["spilled_objects_now"] == 1
+        store.evict(key)

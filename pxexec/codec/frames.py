@@ -28,7 +28,14 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
-from pxexec.codec.integrity import digest_large_frames, verify_large_frames
+from pxexec.codec.integrity import (
+    DIGESTS,
+    HAVE_XXHASH,
+    LARGE_FRAME,
+    deferring_digests,
+    digest_large_frames,
+    verify_large_frames,
+)
 from pxexec.errors import DeserializationError
 
 MAGIC = b"PXF1"
@@ -80,9 +87,13 @@ def make_frames(codec: int, meta: dict[str, Any] | None, data: Sequence[Any], *,
         # not checksummed (it would cost a pass over the data); signing covers them.
         checks = [zlib.crc32(v) if v.nbytes <= CHECKED_FRAME else None for v in views]
         meta = {**(meta or {}), _CHECKS: checks}
-    if digest:  # frames filled in after the header is written (Store.empty) have none
+    large = [i for i, v in enumerate(views) if v.nbytes > LARGE_FRAME]
+    pending = digest and bool(large) and HAVE_XXHASH and deferring_digests()
+    if digest and not pending:  # frames filled in later (Store.empty) have none
         meta = digest_large_frames(meta, views)
     meta_bytes = json.dumps(meta, separators=(",", ":")).encode() if meta else b""
+    if pending:  # room for the digests, filled in by copy_digesting
+        meta_bytes = _with_digest_room(meta_bytes, len(views), large)
     body_len = _FIXED.size + 8 * len(views) + len(meta_bytes) + _CRC.size
     header_len = body_len + padding(body_len)
     head = bytearray(
@@ -92,12 +103,86 @@ def make_frames(codec: int, meta: dict[str, Any] | None, data: Sequence[Any], *,
     head += meta_bytes
     head += _CRC.pack(zlib.crc32(head))
     head += _ZEROS[: header_len - len(head)]
-    frames: Frames = [bytes(head)]
+    frames: Frames = DigestsPending(large, body_len - _CRC.size) if pending else []
+    frames.append(bytes(head))
     for i, view in enumerate(views):
         frames.append(view)
         if i < len(views) - 1:
             frames.append(_ZEROS[: padding(view.nbytes)])
     return frames
+
+
+#: a digest not computed yet: as wide as the widest one, so the header keeps its size
+_DIGEST_WIDTH = 20
+_DIGESTS_KEY = f'"{DIGESTS}":['.encode()
+
+
+def _with_digest_room(meta_bytes: bytes, nframes: int, large: list[int]) -> bytes:
+    room = b",".join(b"0".rjust(_DIGEST_WIDTH) if i in large else b"null"
+                     for i in range(nframes))
+    field = _DIGESTS_KEY + room + b"]"
+    return b"{" + field + b"}" if not meta_bytes else meta_bytes[:-1] + b"," + field + b"}"
+
+
+class DigestsPending(list):  # type: ignore[type-arg]
+    """Frames whose header has room for the XXH3 digests of its large frames, not the
+    digests: ``copy_digesting`` fills them in while it copies (one pass over the data
+    instead of two). Written any other way, every digest check would fail."""
+
+    def __init__(self, large: list[int], body_len: int) -> None:
+        super().__init__()
+        self.large = large  # indexes of the data frames to digest
+        self.body_len = body_len  # where the header's CRC32 goes
+
+
+#: bytes copied, then hashed while still in cache
+_PIECE = 256 * 1024
+
+
+def copy_digesting(frames: DigestsPending, target: memoryview) -> None:
+    """Copy ``frames`` into ``target`` (their payload size, writable), hashing each
+    large frame piece by piece right after copying it, then write the finished header.
+
+    >>> import numpy as np
+    >>> from pxexec.codec.integrity import defer_digests
+    >>> with defer_digests():
+    ...     frames = make_frames(NDARRAY, {"x": 1}, [np.arange(100_000).view(np.uint8)])
+    >>> out = memoryview(bytearray(payload_size(frames)))
+    >>> copy_digesting(frames, out) if isinstance(frames, DigestsPending) else None
+    >>> parse_buffer(out)[1]["x"]  # parsing verified the header's CRC32 and the digests
+    1
+    """
+    from xxhash import xxh3_64 as hasher  # present: frames with room come only with it
+    digests: list[int] = []
+    pos = 0
+    hashed = {1 + 2 * i for i in frames.large}  # after the header, padding between
+    for index, frame in enumerate(frames):
+        view = byte_view(frame)
+        end = pos + view.nbytes
+        if index in hashed:
+            digest = hasher()
+            for start in range(0, view.nbytes, _PIECE):
+                piece = view[start : start + _PIECE]
+                target[pos + start : pos + start + piece.nbytes] = piece
+                digest.update(piece)
+            digests.append(digest.intdigest())
+        else:
+            target[pos:end] = view
+        pos = end
+    head = target[: byte_view(frames[0]).nbytes]
+    _fill_digests(head, frames, digests)
+
+
+def _fill_digests(head: memoryview, frames: DigestsPending, digests: list[int]) -> None:
+    body = bytes(head[: frames.body_len])
+    start = body.rindex(_DIGESTS_KEY) + len(_DIGESTS_KEY)
+    filled = iter(digests)
+    nframes = len(frames) // 2  # the header, then data frames with padding between
+    room = b",".join(str(next(filled)).encode().rjust(_DIGEST_WIDTH) if i in frames.large
+                     else b"null" for i in range(nframes))
+    head[start : start + len(room)] = room
+    head[frames.body_len : frames.body_len + _CRC.size] = _CRC.pack(
+        zlib.crc32(head[: frames.body_len]))
 
 
 def alloc(nbytes: int) -> memoryview:

@@ -40,8 +40,8 @@ try:
 except ImportError:  # the optional extra is not installed: large frames go unchecked
     HAVE_XXHASH = False
 
-__all__ = ["DIGESTS", "HAVE_XXHASH", "digest_large_frames", "digests_checked",
-           "verify_large_frames"]
+__all__ = ["DIGESTS", "HAVE_XXHASH", "defer_digests", "deferring_digests",
+           "digest_large_frames", "digests_checked", "verify_large_frames"]
 
 #: the payload meta key of the XXH3-64 digests (one per frame, null for small frames)
 DIGESTS = "_xxh3"
@@ -51,6 +51,27 @@ LARGE_FRAME = 64 * 1024
 #: set while decoding a payload whose digests this process has checked already
 _CHECKED: contextvars.ContextVar[bool] = contextvars.ContextVar("pxexec_digests_checked",
                                                                default=False)
+
+
+#: set while serializing for a writer that digests large frames as it copies them
+_DEFER: contextvars.ContextVar[bool] = contextvars.ContextVar("pxexec_digests_deferred",
+                                                             default=False)
+
+
+@contextlib.contextmanager
+def defer_digests() -> Iterator[None]:
+    """Serialize with room for the digests instead of them: the writer computes them
+    while copying (``pxexec.codec.frames.copy_digesting``), one pass instead of two."""
+    token = _DEFER.set(True)
+    try:
+        yield
+    finally:
+        _DEFER.reset(token)
+
+
+def deferring_digests() -> bool:
+    """Whether ``defer_digests`` is in effect here."""
+    return _DEFER.get()
 
 
 @contextlib.contextmanager

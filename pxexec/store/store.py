@@ -17,7 +17,8 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pxexec.codec.frames import CHECKED_FRAME, payload_size
+from pxexec.codec.frames import CHECKED_FRAME, DigestsPending, copy_digesting, payload_size
+from pxexec.codec.integrity import HAVE_XXHASH, defer_digests
 from pxexec.codec.serialize import (
     Deserializer,
     Serializer,
@@ -159,6 +160,10 @@ class Store:
         self._signer = Signer(_read_secret(secret_env)) if secret_env else None
         self._cache = _LRU(cache_size) if cache_size and _cacheable(connector) else None
         self._routes = isinstance(connector, RoutesObjects)
+        #: large puts go into allocated space, their digests computed while copying
+        self._builds_in_place = (isinstance(connector, AllocatesInPlace) and not self._routes
+                                 and serializer is None and secret_env is None
+                                 and HAVE_XXHASH)
         #: reads name the stored bytes: each payload's digests are verified once here
         self._identifies = isinstance(connector, IdentifiesContent)
         self._checked = CheckedPayloads()
@@ -225,9 +230,15 @@ class Store:
         if self._building and self._is_building(obj):
             return self.seal(obj)
         start = time.perf_counter()
-        frames = self.serializer(obj)
+        if self._builds_in_place:
+            with defer_digests():  # room for them: hashed while copied, in one pass
+                frames = self.serializer(obj)
+        else:
+            frames = self.serializer(obj)
         route = {"obj_type": type(obj), "tags": tuple(tags)} if self._routes else {}
-        if self._signer is not None:
+        if isinstance(frames, DigestsPending):
+            key = self._put_digesting(frames)
+        elif self._signer is not None:
             key, frames = self._put_signed(frames, route)
         elif self._routes:
             key = self.connector.put(frames, **route)
@@ -238,6 +249,17 @@ class Store:
             log.debug("pxexec: stored %s (a %s, %d bytes) in store %r", key,
                       type(obj).__qualname__, payload_size(frames), self.name)
         return key
+
+    def _put_digesting(self, frames: DigestsPending) -> str:
+        """Write ``frames`` into space the connector allocates, digesting as it copies."""
+        allocating: Any = self.connector
+        key, buffer = allocating.allocate(payload_size(frames))
+        try:
+            copy_digesting(frames, memoryview(buffer).cast("B"))
+            allocating.seal(key)
+        finally:
+            del buffer  # unsealed: its space goes back
+        return str(key)
 
     def _put_signed(self, frames: Any, route: dict[str, Any]) -> tuple[str, Any]:
         """Write a signed object, binding its key when the connector lets one choose it."""
