@@ -121,7 +121,8 @@ def test_bytes_corrupted_after_a_replace_are_refused(shm_dir: str) -> None:
 
 
 @pytest.mark.parametrize("payload", [
-    np.random.default_rng(3).random(1_000_000),          # one numpy frame
+    np.random.default_rng(3).random(3_000_000),          # 24 MB: digested while copied
+    np.random.default_rng(3).random(1_000_000),          # 8 MB: digested, then copied
     {"weights": np.ones((500, 500)), "name": "model"},    # pickle-5 buffers beside a stream
     [np.arange(300_000), np.arange(10), b"x" * 200_000],  # large and small frames mixed
     bytes(range(256)) * 20_000,
@@ -159,7 +160,7 @@ def test_a_put_that_fails_while_copying_leaves_nothing(shm_dir: str, monkeypatch
     with Store("broken", connector) as store:
         monkeypatch.setattr(store_module, "copy_digesting", broken)
         with pytest.raises(OSError, match="half-way"):
-            store.put(np.ones(1_000_000))
+            store.put(np.ones(3_000_000))  # 24 MB: from FUSED_PUT up, copied while digested
         import gc
 
         gc.collect()

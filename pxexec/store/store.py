@@ -17,7 +17,13 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pxexec.codec.frames import CHECKED_FRAME, DigestsPending, copy_digesting, payload_size
+from pxexec.codec.frames import (
+    CHECKED_FRAME,
+    DigestsPending,
+    copy_digesting,
+    payload_size,
+    with_digests,
+)
 from pxexec.codec.integrity import HAVE_XXHASH, defer_digests
 from pxexec.codec.serialize import (
     Deserializer,
@@ -97,6 +103,11 @@ class StoreMetrics:
     def as_dict(self) -> dict[str, float]:
         """The counters as a plain dict."""
         return asdict(self)
+
+
+#: payloads from this size are put into allocated space, hashed while copied (below it,
+#: the allocation's extra index write costs more than the second pass over the data)
+FUSED_PUT = 16 << 20
 
 
 class _LRU:
@@ -236,6 +247,8 @@ class Store:
         else:
             frames = self.serializer(obj)
         route = {"obj_type": type(obj), "tags": tuple(tags)} if self._routes else {}
+        if isinstance(frames, DigestsPending) and payload_size(frames) < FUSED_PUT:
+            frames = with_digests(frames)
         if isinstance(frames, DigestsPending):
             key = self._put_digesting(frames)
         elif self._signer is not None:
