@@ -26,7 +26,7 @@ from pxexec.connectors.multi import MultiConnector, Route
 from pxexec.connectors.node import ShmConnector
 from pxexec.connectors.node.connector import ArenaConnector
 from pxexec.connectors.node_transfer.server import stop_server
-from pxexec.errors import NodeUnreachableError, ObjectOnOtherHostError
+from pxexec.errors import DeserializationError, NodeUnreachableError, ObjectOnOtherHostError
 from pxexec.policies import SizeAtLeast
 from tests.bed_helpers import network, wait_until
 
@@ -312,6 +312,91 @@ def test_an_owner_on_another_node_keeps_the_lease_alive(bed: Any, store_dir: str
     assert wait_until(lambda: objects_on(bed, "n1", store_dir) == 0, timeout=15)
     store.evict(held)
     assert wait_until(lambda: objects_on(bed, "head", store_dir) == 0)
+
+
+class _CountedHashing:
+    """Bytes this process hashes with XXH3: streamed (``xxh3_64().update``, the pull)
+    and one-shot (``xxh3_64_intdigest``, a decode's verification)."""
+
+    def __init__(self, monkeypatch: Any) -> None:
+        import xxhash
+
+        self.streamed = self.one_shot = 0
+        real_stream, real_once = xxhash.xxh3_64, xxhash.xxh3_64_intdigest
+        counter = self
+
+        class Counted:
+            def __init__(self) -> None:
+                self.inner = real_stream()
+
+            def update(self, data: Any) -> None:
+                counter.streamed += memoryview(data).nbytes
+                self.inner.update(data)
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self.inner, name)
+
+        def once(data: Any) -> int:
+            self.one_shot += memoryview(data).nbytes
+            return int(real_once(data))
+
+        monkeypatch.setattr(xxhash, "xxh3_64", Counted)
+        monkeypatch.setattr(xxhash, "xxh3_64_intdigest", once)
+
+
+def test_a_pull_hashes_each_large_frame_once_as_it_arrives(
+    bed: Any, store_dir: str, monkeypatch: Any,
+) -> None:
+    pytest.importorskip("xxhash")
+    connector = node_store(bed, store_dir, "verify")
+    store = Store("mhn-verify", connector, cache_size=0)
+    expr = ("{'a': np.arange(3 * 2**20 // 8, dtype=np.float64), "
+            "'b': np.arange(2**20 + 3, dtype=np.uint8), 'name': 'pulled'}")
+    key = put_on(bed, "n1", store, expr)
+    hashed = _CountedHashing(monkeypatch)  # in this process: the one that pulls
+    got = store.get(key)
+    assert got["name"] == "pulled"
+    assert np.array_equal(got["a"], np.arange(3 * MB // 8, dtype=np.float64))
+    assert np.array_equal(got["b"], np.arange(MB + 3, dtype=np.uint8))
+    large = 3 * MB + MB + 3
+    assert (hashed.streamed, hashed.one_shot) == (large, 0)  # while receiving, only
+    again = Store("mhn-verify-2", connector, cache_size=0).get(key)  # the same copy
+    assert np.array_equal(again["b"], got["b"])
+    assert (hashed.streamed, hashed.one_shot) == (large, 0)  # not hashed again
+    del got, again
+    store.evict(key)
+    for host in ("head", "n1"):
+        assert wait_until(lambda h=host: objects_on(bed, h, store_dir) == 0), host
+
+
+def test_an_object_corrupted_on_its_host_is_refused_and_never_kept(
+    bed: Any, store_dir: str,
+) -> None:
+    pytest.importorskip("xxhash")
+    store = Store("mhn-corrupt", node_store(bed, store_dir, "corrupt"))
+    # n1 stores an array, then one byte in the middle of its sealed bytes flips
+    code = (
+        "import json, numpy as np\n"
+        "from pxexec.store.store import get_or_create_store\n"
+        f"s = get_or_create_store(json.loads({json.dumps(store.config())!r}))\n"
+        "key = s.put(np.arange(4 * 2**20 // 8, dtype=np.float64))\n"
+        "path, offset, length = s.connector.locate(key)\n"
+        "with open(path, 'r+b') as f:\n"
+        "    f.seek(offset + length // 2); byte = f.read(1)\n"
+        "    f.seek(offset + length // 2); f.write(bytes([byte[0] ^ 0xFF]))\n"
+        "print(key)\n"
+    )
+    key = bed.python("n1", code)
+    for _ in range(2):  # each read is refused; nothing is sealed here
+        with pytest.raises(DeserializationError,
+                           match=r"received from host 'n1' at 10\..* is corrupted .*XXH3"):
+            store.get(key)
+        assert objects_on(bed, "head", store_dir) == 0
+    assert objects_on(bed, "n1", store_dir) == 1
+    store.evict(key)
+    for host in ("head", "n1"):
+        assert wait_until(lambda h=host: objects_on(bed, h, store_dir) == 0), host
+    assert store.connector.keys() == []
 
 
 def test_on_one_node_keys_name_it_and_no_server_starts(tmp_path: Any) -> None:

@@ -15,7 +15,10 @@ page at ``get`` time (``python benchmarks/integrity.py``: put + get of 100 MB on
 
 A Store on a connector that names the bytes it returns (``IdentifiesContent``: the node
 store) verifies each stored object once per process: four tasks of one worker that
-read the same 100 MB array hash it once (``pxexec.store.checked``).
+read the same 100 MB array hash it once (``pxexec.store.checked``). An object the node
+store pulls from another node is hashed as its pieces arrive, while they are in cache
+(``pxexec.codec.streaming``): corrupted in transit, it is never kept; intact, this
+process does not hash it again when it decodes it.
 
 >>> meta = digest_large_frames({}, [memoryview(bytes(100_000))])
 >>> verify_large_frames(meta, [memoryview(bytes(100_000))]) is None or not HAVE_XXHASH

@@ -25,7 +25,8 @@ The contract has three parts; ``pxexec.testing.ConnectorConformance`` checks eac
   ``AllocatesInPlace``          ``allocate``, ``seal``: build an object in the store
                                 (``Store.empty``)
   ``IdentifiesContent``         ``get_identified``: ``get`` plus a token naming the
-                                stored bytes (a Store verifies each payload once)
+                                stored bytes and whether the connector verified them
+                                (a Store verifies each payload once)
   ============================  =====================================================
 
 - **Flags**: class attributes that say how a connector behaves, read with ``flag``:
@@ -249,26 +250,30 @@ class AllocatesInPlace(Protocol):
 
 @runtime_checkable
 class IdentifiesContent(Protocol):
-    """Names what it returns: ``get_identified(key)`` is ``get(key)`` with a token
-    that differs whenever the bytes under ``key`` may differ (the node store's object
-    id: a replaced or re-stored object gets a new one), or None for a missing key.
+    """Names what it returns: ``get_identified(key)`` is ``(buffer, token, checked)``:
+    ``get(key)``, a token that differs whenever the bytes under ``key`` may differ (the
+    node store's object id: a replaced or re-stored object gets a new one), and whether
+    the connector itself verified these bytes' XXH3 digests in this process (the node
+    store, while pulling them from another node); None for a missing key.
 
     A reader that verified the payload under ``(key, token)`` once need not verify it
-    again (``Store`` checks the XXH3 digests of large frames once per process).
+    again, nor one the connector checked (``Store`` checks the XXH3 digests of large
+    frames once per process).
 
     >>> import tempfile
     >>> from pxexec.connectors.node import NodeConnector
     >>> connector = NodeConnector(tempfile.mkdtemp(), chunk=1 << 20)
     >>> key = connector.put([b"abc"])
-    >>> (buffer, first), (_, again) = connector.get_identified(key), connector.get_identified(key)
-    >>> bytes(buffer), first == again, connector.get_identified("0" * 32)
-    (b'abc', True, None)
+    >>> (buffer, first, checked), (_, again, _) = (connector.get_identified(key),
+    ...                                            connector.get_identified(key))
+    >>> bytes(buffer), first == again, checked, connector.get_identified("0" * 32)
+    (b'abc', True, False, None)
     >>> connector.replace(key, [b"xyz"]); connector.get_identified(key)[1] != first
     True
     >>> connector.evict(key); del buffer
     """
 
-    def get_identified(self, key: str) -> tuple[Buffer, Hashable] | None: ...
+    def get_identified(self, key: str) -> tuple[Buffer, Hashable, bool] | None: ...
 
 
 #: every capability, by name

@@ -274,17 +274,18 @@ class MultiConnector(BaseConnector):
         target = self._backend(key)
         return None if target is None else target[0].get(target[1])
 
-    def get_identified(self, key: str) -> tuple[Buffer, Hashable] | None:
-        """``get(key)`` with its backend's id of the bytes (None where it names none)."""
+    def get_identified(self, key: str) -> tuple[Buffer, Hashable, bool] | None:
+        """``get(key)`` with its backend's id of the bytes (None where it names none)
+        and whether the backend verified them (False where it names none)."""
         target = self._backend(key)
         if target is None:
             return None
         backend, inner = target
         if isinstance(backend, IdentifiesContent):
-            got: tuple[Buffer, Hashable] | None = backend.get_identified(inner)
+            got: tuple[Buffer, Hashable, bool] | None = backend.get_identified(inner)
             return got
         buffer = backend.get(inner)
-        return None if buffer is None else (buffer, None)
+        return None if buffer is None else (buffer, None, False)
 
     def get_batch(self, keys: Sequence[str]) -> list[Buffer | None]:
         results: list[Buffer | None] = [None] * len(keys)

@@ -266,7 +266,8 @@ class IncomingFile:
             os.close(self.fd)
             self.fd = -1
 
-    def seal(self) -> None:
+    def seal(self, verified: bool = False) -> None:
+        """Rename the file into place (``verified`` is not kept: files have no ids)."""
         self._close()
         os.replace(self.temp, self.final)
 

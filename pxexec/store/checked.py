@@ -11,6 +11,8 @@ remembered is the pair (key, object id), never the bytes, for the last ``size`` 
 >>> decode = lambda buffer: calls.append(buffer) or len(buffer)
 >>> checked.decode("k", 7, decode, b"abc"), checked.seen("k", 7), checked.seen("k", 8)
 (3, True, False)
+>>> checked.remember("k", 8); checked.seen("k", 8)  # verified elsewhere (a pull)
+True
 """
 
 from __future__ import annotations
@@ -47,8 +49,14 @@ class CheckedPayloads:
             with digests_checked():
                 return decode(buffer)
         obj = decode(buffer)  # raises on a corrupted payload: nothing remembered
+        self.remember(key, ident)
+        return obj
+
+    def remember(self, key: str, ident: Hashable) -> None:
+        """Record that the payload under (key, ident) was verified (here, or by the
+        connector as it received the bytes)."""
         with self._lock:
             self._pairs[(key, ident)] = None
+            self._pairs.move_to_end((key, ident))
             while len(self._pairs) > self.size:
                 self._pairs.popitem(last=False)
-        return obj

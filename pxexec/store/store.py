@@ -24,7 +24,7 @@ from pxexec.codec.frames import (
     payload_size,
     with_digests,
 )
-from pxexec.codec.integrity import HAVE_XXHASH, defer_digests
+from pxexec.codec.integrity import HAVE_XXHASH, defer_digests, digests_checked
 from pxexec.codec.serialize import (
     Deserializer,
     Serializer,
@@ -390,10 +390,16 @@ class Store:
         fetched = self._fetch(key, missing_ok=default is not _MISSING)
         if fetched is None:
             return default
-        buffer, hit, ident = fetched
+        buffer, hit, ident, checked = fetched
         decode = self._decoder(key)
-        obj = decode(buffer) if ident is None else self._checked.decode(key, ident, decode,
-                                                                        buffer)
+        if ident is None:
+            obj = decode(buffer)
+        elif checked:  # the connector verified these bytes as it received them
+            with digests_checked():
+                obj = decode(buffer)
+            self._checked.remember(key, ident)
+        else:
+            obj = self._checked.decode(key, ident, decode, buffer)
         self._count(
             gets=1,
             cache_hits=int(hit),
@@ -403,17 +409,19 @@ class Store:
         return obj
 
     def _fetch(self, key: str, missing_ok: bool, cache: bool = True
-               ) -> tuple[Any, bool, Hashable | None] | None:
-        """``key``'s verified buffer, whether the cache had it and the connector's id of
-        the stored bytes (``IdentifiesContent``, else None); None if missing and
-        ``missing_ok`` (else MissingKeyError). ``cache``: remember what was fetched."""
+               ) -> tuple[Any, bool, Hashable | None, bool] | None:
+        """``key``'s verified buffer, whether the cache had it, the connector's id of
+        the stored bytes (``IdentifiesContent``, else None) and whether the connector
+        verified their digests itself; None if missing and ``missing_ok`` (else
+        MissingKeyError). ``cache``: remember what was fetched."""
         buffer = self._cache.get(key) if self._cache is not None else None
         if buffer is not None:
-            return buffer, True, None
+            return buffer, True, None, False
         ident: Hashable | None = None
+        checked = False
         if self._identifies:
             got = self.connector.get_identified(key)  # type: ignore[attr-defined]
-            buffer, ident = (None, None) if got is None else got
+            buffer, ident, checked = (None, None, False) if got is None else got
         else:
             buffer = self.connector.get(key)
         if buffer is None:
@@ -422,7 +430,7 @@ class Store:
                 return None
             raise MissingKeyError(key, self.name, self._missing_detail(key))
         buffer = self._verify(key, buffer)
-        return (self._remember(key, buffer) if cache else buffer), False, ident
+        return (self._remember(key, buffer) if cache else buffer), False, ident, checked
 
     def _decoder(self, key: str) -> Deserializer:
         """How to decode ``key``'s buffer: zero-copy views where its backend's are immutable."""
@@ -546,7 +554,7 @@ class Store:
         start = time.perf_counter()
         fetched = self._fetch(key, missing_ok=False, cache=False)
         assert fetched is not None  # a missing key raised
-        buffer, hit, _ = fetched
+        buffer, hit, _, _ = fetched
         self._count(gets=1, cache_hits=int(hit), bytes_got=memoryview(buffer).nbytes)
         frames = [buffer]
         route = {"obj_type": obj_type, "tags": tuple(tags)} if self._routes else {}

@@ -19,10 +19,11 @@ from pxexec.connectors.base import (
     new_token,
 )
 from pxexec.connectors.node.arena import Arena, Slot
-from pxexec.connectors.node.hosts import TRANSFER_OPTIONS, HostKeys
+from pxexec.connectors.node.hosts import TRANSFER_OPTIONS, HostKeys, VerifiedObjects
 from pxexec.connectors.node.liveness import alive, this_process
 from pxexec.errors import ConfigError, MissingKeyError, StoreIOError
 from pxexec.exit_hooks import at_exit_once
+from pxexec.forking import renew_locks_after_fork
 
 __all__ = ["ArenaConnector", "NodeConnector", "ShmConnector", "default_capacity",
            "default_node_directory"]
@@ -129,6 +130,9 @@ class ArenaConnector(BaseConnector):
             self.path, capacity=capacity or default_capacity(self.directory), chunk=chunk,
             spill=self.spill_directory, reads=reads,
         )
+        #: objects whose digests this process checked while receiving them (pulls)
+        self.verified = VerifiedObjects()
+        renew_locks_after_fork(self.verified, "_lock")
         _opened(self)
         #: objects that dead processes left, freed when this connector was created
         self.swept_on_start = self.sweep()
@@ -172,11 +176,16 @@ class ArenaConnector(BaseConnector):
             return None
         return self.arena.open(key)
 
-    def get_identified(self, key: str) -> tuple[Buffer, Hashable] | None:
-        """``get(key)`` and the object's id in this node's index (``IdentifiesContent``)."""
+    def get_identified(self, key: str) -> tuple[Buffer, Hashable, bool] | None:
+        """``get(key)``, the object's id in this node's index and whether this process
+        verified its digests while receiving it (``IdentifiesContent``)."""
         if not _KEY.fullmatch(key):
             return None
-        return self.arena.open_identified(key)
+        opened = self.arena.open_identified(key)
+        if opened is None:
+            return None
+        buffer, obj = opened
+        return buffer, obj, obj in self.verified
 
     def exists(self, key: str) -> bool:
         if not _KEY.fullmatch(key):

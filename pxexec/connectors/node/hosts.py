@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Hashable, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 from pxexec.connectors.base import Buffer, ConnectorConfig
@@ -29,30 +31,66 @@ from pxexec.connectors.node_local import NodeTransfer, check_transfer_options
 from pxexec.connectors.nodeid import this_node
 from pxexec.errors import MissingKeyError
 
-__all__ = ["TRANSFER_OPTIONS", "ArenaIncoming", "HostKeys"]
+__all__ = ["TRANSFER_OPTIONS", "ArenaIncoming", "HostKeys", "VerifiedObjects"]
 
 #: constructor options of the transfer (in configs only when ``transfer`` is on)
 TRANSFER_OPTIONS = {"transfer", "bind", "secret_env", "transfer_timeout", "replica_lease",
                     "idle"}
 
 
+class VerifiedObjects:
+    """Ids of arena objects whose digests this process checked while receiving them
+    (the last ``size``): a sealed object never changes and ids are never reused, so
+    reading one of them need not hash its bytes again.
+
+    >>> verified = VerifiedObjects(size=2)
+    >>> for obj in (1, 2, 3):
+    ...     verified.add(obj)
+    >>> 1 in verified, 3 in verified
+    (False, True)
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._ids: OrderedDict[int, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, obj: int) -> None:
+        with self._lock:
+            self._ids[obj] = None
+            self._ids.move_to_end(obj)
+            while len(self._ids) > self.size:
+                self._ids.popitem(last=False)
+
+    def __contains__(self, obj: object) -> bool:
+        with self._lock:
+            return obj in self._ids
+
+
 class ArenaIncoming:
     """An object being received into the arena: reserved space, sealed under ``token``.
+
+    ``seal(verified=True)`` (its digests were checked as it arrived) reports the
+    object's id to ``on_verified`` once it is sealed under ``token``.
 
     >>> import tempfile
     >>> from pxexec.connectors.node import NodeConnector
     >>> store = NodeConnector(tempfile.mkdtemp(), chunk=1 << 20)
     >>> incoming = store.new_object("2" * 32, 3)
-    >>> incoming.buffer[:] = b"abc"; incoming.seal()
+    >>> incoming.buffer[:] = b"abc"; incoming.seal(verified=True)
     >>> store.has_local("2" * 32), bytes(store.arena.open("2" * 32))
     (True, b'abc')
+    >>> store.get_identified("2" * 32)[2]  # this process checked these bytes
+    True
     >>> store.remove_local("2" * 32)
     True
     """
 
-    def __init__(self, arena: Arena, token: str, nbytes: int) -> None:
+    def __init__(self, arena: Arena, token: str, nbytes: int,
+                 on_verified: Callable[[int], None] | None = None) -> None:
         self.arena = arena
         self.token = token
+        self.on_verified = on_verified
         self.slot: Slot = arena.reserve(None, nbytes)
         try:
             self.buffer: memoryview = (arena.writable(self.slot) if nbytes
@@ -61,7 +99,7 @@ class ArenaIncoming:
             arena.abort(self.slot.obj)
             raise
 
-    def seal(self) -> None:
+    def seal(self, verified: bool = False) -> None:
         self.buffer.release()
         try:
             sealed = self.arena.seal(self.slot.obj, key=self.token)
@@ -69,6 +107,8 @@ class ArenaIncoming:
             sealed = False
         if not sealed:
             self.arena.abort(self.slot.obj)
+        elif verified and self.on_verified is not None:
+            self.on_verified(self.slot.obj)
 
     def abort(self) -> None:
         self.buffer.release()
@@ -85,6 +125,8 @@ class HostKeys(NodeTransfer):
     arena: Arena
     path: str
     lease: float | None
+    #: objects this process received and verified (``ArenaConnector``)
+    verified: VerifiedObjects
     #: received objects go straight into arena space (``recv_into``)
     receive_in_place = True
 
@@ -147,14 +189,16 @@ class HostKeys(NodeTransfer):
         got: Buffer | None = super().get(token)  # type: ignore[misc]
         return got
 
-    def get_identified(self, key: str) -> tuple[Buffer, Hashable] | None:
-        """``get(key)`` with the id of the local object (a pulled replica's own id)."""
+    def get_identified(self, key: str) -> tuple[Buffer, Hashable, bool] | None:
+        """``get(key)`` with the id of the local object (a pulled replica's own id) and
+        whether this process verified its digests while pulling it."""
         token, holder, address = self._remote(key, "read")
         if holder is not None and address is not None and not self.has_local(token):
             from pxexec.connectors.node_transfer import replicas
 
             replicas.pull(self, token, holder, address)
-        got: tuple[Buffer, Hashable] | None = super().get_identified(token)  # type: ignore[misc]
+        got: tuple[Buffer, Hashable, bool] | None = super().get_identified(  # type: ignore[misc]
+            token)
         return got
 
     def get_batch(self, keys: Sequence[str]) -> list[Buffer | None]:
@@ -268,7 +312,7 @@ class HostKeys(NodeTransfer):
     def new_object(self, token: str, nbytes: int) -> ArenaIncoming:  # type: ignore[override]
         if len(token) != 32 or token.strip("0123456789abcdef"):
             raise KeyError(f"{token!r} is not a token of a node store.")
-        return ArenaIncoming(self.arena, token, nbytes)
+        return ArenaIncoming(self.arena, token, nbytes, on_verified=self.verified.add)
 
     def sealed_file(self, token: str) -> tuple[int, int, int] | None:
         raise NotImplementedError("the node store serves through sealed_range")

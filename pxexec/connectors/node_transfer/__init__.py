@@ -33,7 +33,9 @@ file-per-object ``shm-files``/``file`` connectors do, and so does the node store
 - ``new_object(token, nbytes) -> Incoming``: a writable buffer of ``nbytes``
   (``Incoming.buffer``) to ``recv_into``, then ``Incoming.seal()`` publishes it under
   ``token`` atomically (for files: a temporary file renamed into place) or
-  ``Incoming.abort()`` drops it;
+  ``Incoming.abort()`` drops it. ``TransferClient.pull`` checks the XXH3 digests of
+  large frames as the pieces arrive (``pxexec.codec.streaming``): a corrupted object
+  is aborted, a verified one sealed with ``seal(verified=True)``;
 - ``remove_local(token)``: unlink the local object; ``has_local(token)``;
 - ``path``: a private directory of the store for the node server's state files;
 - optional: ``write_object(token, frames)`` (a faster way to publish received bytes)

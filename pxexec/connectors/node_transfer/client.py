@@ -17,8 +17,9 @@ from typing import Any
 
 import pxexec.connectors.node_transfer.protocol as p
 from pxexec.codec.frames import alloc
+from pxexec.codec.streaming import StreamingDigests
 from pxexec.connectors.node_transfer.seam import NodeLocalStore
-from pxexec.errors import NodeUnreachableError
+from pxexec.errors import DeserializationError, NodeUnreachableError
 
 __all__ = ["TransferClient"]
 
@@ -119,7 +120,7 @@ class TransferClient:
 
         def exchange(sock: socket.socket) -> list[bool]:
             sock.sendall(b"".join(p.request(p.GET, t, reply_to) for t in tokens))
-            return [_receive(sock, token, into) for token in tokens]
+            return [_receive(sock, token, into, holder, address) for token in tokens]
 
         with self._session(holder, address, what) as run:
             found: list[bool] = run(exchange)
@@ -179,16 +180,29 @@ class TransferClient:
             self._idle.clear()
 
 
-def _receive(sock: socket.socket, token: str, into: NodeLocalStore) -> bool:
+def _receive(sock: socket.socket, token: str, into: NodeLocalStore, holder: str,
+             address: str) -> bool:
+    """Receive ``token`` into a new object of ``into`` and seal it, verifying the large
+    frames' XXH3 digests piece by piece as they arrive: a corrupted object is aborted
+    (never sealed) and raises ``DeserializationError`` naming the node that sent it."""
     status, nbytes = p.ANSWER.unpack(p.read_exact(sock, p.ANSWER.size))
     if status != p.OK:
         return False
     incoming = into.new_object(token, nbytes)
+    digests = StreamingDigests(nbytes)
     try:
         view = incoming.buffer
-        _receive_into(sock, view)
+        _receive_into(sock, view, digests)
         del view
-        incoming.seal()
+        try:
+            verified = digests.result()
+        except DeserializationError as exc:
+            raise DeserializationError(
+                f"The object {token!r} received from host {_host(holder)!r} at {address} "
+                f"is corrupted ({exc}); it was not kept. Read it again: if the error "
+                f"repeats, the copy on {_host(holder)!r} is damaged (store it again)."
+            ) from None
+        incoming.seal(verified=verified is True)
     except BaseException:
         incoming.abort()
         raise
@@ -206,11 +220,15 @@ def _describe(exc: BaseException, timeout: float) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _receive_into(sock: Any, view: memoryview) -> None:
-    """Fill ``view`` from ``sock`` in chunks (recv_into: no intermediate copy)."""
+def _receive_into(sock: Any, view: memoryview, digests: StreamingDigests | None = None
+                  ) -> None:
+    """Fill ``view`` from ``sock`` in chunks (recv_into: no intermediate copy), feeding
+    each piece to ``digests`` right after it arrives (while it is in cache)."""
     pos, nbytes = 0, view.nbytes
     while pos < nbytes:
         got = sock.recv_into(view[pos : pos + CHUNK])
         if not got:
             raise ConnectionError("the node server closed the connection mid-object")
+        if digests is not None:
+            digests.feed(view[pos : pos + got])
         pos += got

@@ -10,6 +10,10 @@ __all__ = ["Incoming", "NodeLocalStore"]
 class Incoming(Protocol):
     """A new object being received: fill ``buffer``, then ``seal()`` or ``abort()``.
 
+    ``seal(verified=True)`` says the digests of the received bytes were checked as
+    they arrived: a store that names its objects (``IdentifiesContent``) remembers it,
+    so that this process does not hash them again when it reads them.
+
     >>> import tempfile
     >>> from pxexec.connectors.file import FileConnector
     >>> store = FileConnector(tempfile.mkdtemp(), node_local=True)
@@ -22,7 +26,7 @@ class Incoming(Protocol):
 
     buffer: memoryview
 
-    def seal(self) -> None: ...
+    def seal(self, verified: bool = False) -> None: ...
 
     def abort(self) -> None: ...
 
