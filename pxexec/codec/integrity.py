@@ -64,7 +64,14 @@ _DEFER: contextvars.ContextVar[bool] = contextvars.ContextVar("pxexec_digests_de
 @contextlib.contextmanager
 def defer_digests() -> Iterator[None]:
     """Serialize with room for the digests instead of them: the writer computes them
-    while copying (``pxexec.codec.frames.copy_digesting``), one pass instead of two."""
+    while copying (``pxexec.codec.frames.copy_digesting``), one pass instead of two.
+
+    >>> with defer_digests():
+    ...     print(deferring_digests())
+    True
+    >>> deferring_digests()
+    False
+    """
     token = _DEFER.set(True)
     try:
         yield
@@ -73,7 +80,11 @@ def defer_digests() -> Iterator[None]:
 
 
 def deferring_digests() -> bool:
-    """Whether ``defer_digests`` is in effect here."""
+    """Whether ``defer_digests`` is in effect here.
+
+    >>> deferring_digests()
+    False
+    """
     return _DEFER.get()
 
 
