@@ -68,6 +68,16 @@ def node(shm_dir: str) -> Iterator[NodeConnector]:
     gc.collect()
 
 
+@pytest.fixture
+def ex(client: Any, node: NodeConnector) -> Iterator[StoreExecutor]:
+    """A StoreExecutor on the Dask cluster and a node store that must end up empty."""
+    with Store(f"place-{uuid.uuid4().hex[:6]}", node) as store, \
+            StoreExecutor(client, store, SizeAtLeast(MB), close_engine=False) as executor:
+        yield executor
+        executor.flush()
+    assert _left(node) == 0
+
+
 def _left(connector: NodeConnector) -> int:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -78,74 +88,55 @@ def _left(connector: NodeConnector) -> int:
     return int(connector.stats()["objects"])
 
 
-def test_consumers_of_a_done_proxied_result_spread_over_the_workers(
-        client: Any, node: NodeConnector) -> None:
-    with Store(f"place-{uuid.uuid4().hex[:6]}", node) as store, \
-            StoreExecutor(client, store, SizeAtLeast(MB), close_engine=False) as ex:
-        made = ex.submit(make, MB, 2)
-        made.result()  # done before the consumers are submitted
-        placed = [f.result() for f in [ex.submit(where, made) for _ in range(4)]]
-        assert {total for _, total in placed} == {2.0 * MB}
-        assert len({worker for worker, _ in placed}) == 2, placed
+def _assert_spread(ex: StoreExecutor, made: Any, seed: int) -> None:
+    """Four consumers of ``made`` read it whole and run on both workers."""
+    placed = [f.result() for f in [ex.submit(where, made) for _ in range(4)]]
+    assert {total for _, total in placed} == {seed * MB}
+    assert len({worker for worker, _ in placed}) == 2, placed
+
+
+def test_consumers_of_a_done_proxied_result_spread_over_the_workers(ex: StoreExecutor) -> None:
+    made = ex.submit(make, MB, 2)
+    made.result()  # done before the consumers are submitted
+    _assert_spread(ex, made, 2)
+    del made
+
+
+def test_consumers_submitted_before_the_result_is_there_spread_too(ex: StoreExecutor) -> None:
+    ex.submit(make, MB, 0).result()  # the executor learns: make returns a proxy
+    for seed in (3, 4):
+        made = ex.submit(make, MB, seed)  # not done yet: the consumers wait for it here
+        _assert_spread(ex, made, seed)
         del made
-        ex.flush()
-    assert _left(node) == 0
 
 
-def test_consumers_submitted_before_the_result_is_there_spread_too(
-        client: Any, node: NodeConnector) -> None:
-    with Store(f"place-{uuid.uuid4().hex[:6]}", node) as store, \
-            StoreExecutor(client, store, SizeAtLeast(MB), close_engine=False) as ex:
-        ex.submit(make, MB, 0).result()  # the executor learns: make returns a proxy
-        for seed in (3, 4):
-            made = ex.submit(make, MB, seed)  # not done yet: the consumers wait for it here
-            placed = [f.result() for f in [ex.submit(where, made) for _ in range(4)]]
-            assert {total for _, total in placed} == {seed * MB}
-            assert len({worker for worker, _ in placed}) == 2, placed
-            del made, placed
-        ex.flush()
-    assert _left(node) == 0
+def test_a_result_that_is_not_a_proxy_still_reaches_its_consumers(ex: StoreExecutor) -> None:
+    ex.submit(make, MB, 1).result()  # learned: a proxy
+    # the same function now returns a small array, which is not proxied
+    tiny = ex.submit(make, 10, 5)
+    assert ex.submit(where, tiny, 0.0).result()[1] == 50.0
+    assert ex.submit(where, ex.submit(small, 7), 0.0).result()[1] == 70.0
+    del tiny
 
 
-def test_a_result_that_is_not_a_proxy_still_reaches_its_consumers(
-        client: Any, node: NodeConnector) -> None:
-    with Store(f"place-{uuid.uuid4().hex[:6]}", node) as store, \
-            StoreExecutor(client, store, SizeAtLeast(MB), close_engine=False) as ex:
-        ex.submit(make, MB, 1).result()  # learned: a proxy
-        # the same function now returns a small array, which is not proxied
-        tiny = ex.submit(make, 10, 5)
-        assert ex.submit(where, tiny, 0.0).result()[1] == 50.0
-        assert ex.submit(where, ex.submit(small, 7), 0.0).result()[1] == 70.0
-        del tiny
-        ex.flush()
-    assert _left(node) == 0
-
-
-def test_a_failed_upstream_fails_its_waiting_consumers(client: Any, node: NodeConnector
-                                                       ) -> None:
-    with Store(f"place-{uuid.uuid4().hex[:6]}", node) as store, \
-            StoreExecutor(client, store, SizeAtLeast(MB), close_engine=False) as ex:
-        ex.submit(make, MB).result()
-        consumer = ex.submit(where, ex.submit(fails, MB), 0.0)
-        with pytest.raises(ValueError, match="no array"):
-            consumer.result(timeout=30)
-        ex.flush()
-    assert _left(node) == 0
+def test_a_failed_upstream_fails_its_waiting_consumers(ex: StoreExecutor) -> None:
+    ex.submit(make, MB).result()
+    consumer = ex.submit(where, ex.submit(fails, MB), 0.0)
+    with pytest.raises(ValueError, match="no array"):
+        consumer.result(timeout=30)
 
 
 def test_a_pipeline_leaves_nothing_stored_with_the_scheduler_in_this_process(
-        client: Any, node: NodeConnector) -> None:
+        ex: StoreExecutor, node: NodeConnector) -> None:
     # A LocalCluster's scheduler runs here and keeps recent messages; a proxy it
     # unpickled beside its owner would keep that owner (and the object) alive.
-    with Store(f"place-{uuid.uuid4().hex[:6]}", node) as store, \
-            StoreExecutor(client, store, SizeAtLeast(MB), close_engine=False) as ex:
-        for seed in range(3):
-            made = ex.submit(make, MB, seed)
-            parts = [ex.submit(where, made, 0.0) for _ in range(4)]
-            assert [p.result()[1] for p in parts] == [seed * MB] * 4
-            del made, parts
-        ex.flush()
-        assert _left(node) == 0
+    for seed in range(3):
+        made = ex.submit(make, MB, seed)
+        parts = [ex.submit(where, made, 0.0) for _ in range(4)]
+        assert [p.result()[1] for p in parts] == [seed * MB] * 4
+        del made, parts
+    ex.flush()
+    assert _left(node) == 0  # while the scheduler that saw the proxies still runs
 
 
 def test_placement_is_off_where_reads_on_another_node_move_the_data(shm_dir: str) -> None:
@@ -155,3 +146,14 @@ def test_placement_is_off_where_reads_on_another_node_move_the_data(shm_dir: str
     assert Placement(dask_like, local).active
     assert not Placement(dask_like, located).active  # running beside the data saves a pull
     assert not Placement(Engine(None), LocalConnector()).active  # engines that place freely
+
+
+def test_a_borrowed_argument_is_freed_when_its_owner_goes_with_the_scheduler_here(
+        ex: StoreExecutor, node: NodeConnector) -> None:
+    from pxexec.store.ownership import borrow
+
+    owner = ex.store.owned_proxy(np.ones(MB))
+    assert ex.submit(where, borrow(owner), 0.0).result()[1] == MB
+    ex.flush()
+    del owner  # the scheduler (in this process) saw only sealed bytes: nothing keeps it
+    assert _left(node) == 0

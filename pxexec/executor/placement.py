@@ -17,14 +17,13 @@ its own future, as before.
 
 from __future__ import annotations
 
-import collections
-import threading
 from collections.abc import Callable
 from typing import Any
 
 from pxexec.connectors.base import flag
 from pxexec.executor.worker import Boxed
 from pxexec.proxy import Proxy
+from pxexec.recent import Recent
 from pxexec.store.ownership import OwnedProxy, plain
 
 __all__ = ["Placement"]
@@ -45,19 +44,14 @@ class Placement:
     def __init__(self, engine: Any, connector: Any) -> None:
         self.active = bool(engine.places_near_data) and not flag(connector, "located")
         self._native = bool(engine.native_futures)
-        self._proxies: collections.OrderedDict[Any, bool] = collections.OrderedDict()
-        self._lock = threading.Lock()
+        self._proxies: Recent[Any, bool] = Recent(_RECENT)
 
     def learn(self, fn: Any, result: Any) -> None:
         """``fn``'s task returned ``result`` (its next consumers are placed by it)."""
         if not self.active:
             return
         try:
-            with self._lock:
-                self._proxies[fn] = isinstance(result, Proxy)
-                self._proxies.move_to_end(fn)
-                while len(self._proxies) > _RECENT:
-                    self._proxies.popitem(last=False)
+            self._proxies.put(fn, isinstance(result, Proxy))
         except TypeError:  # an unhashable callable: nothing learned
             pass
 
@@ -82,9 +76,8 @@ class Placement:
 
     def _expects_proxy(self, fn: Any) -> bool:
         try:
-            with self._lock:
-                return self._proxies.get(fn, False)
-        except TypeError:
+            return bool(self._proxies.get(fn))
+        except TypeError:  # an unhashable callable
             return False
 
     def native(self) -> Callable[[Any], Any] | None:

@@ -17,30 +17,23 @@ True
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
 
 from pxexec.codec.integrity import digests_checked
+from pxexec.recent import Recent
 
 __all__ = ["CheckedPayloads"]
 
 
-class CheckedPayloads:
+class CheckedPayloads(Recent[tuple[str, Hashable], bool]):
     """The last ``size`` (key, object id) pairs whose payload decoded and verified."""
 
     def __init__(self, size: int = 4096) -> None:
-        self.size = size
-        self._pairs: OrderedDict[tuple[str, Hashable], None] = OrderedDict()
-        self._lock = threading.Lock()
+        super().__init__(size)
 
     def seen(self, key: str, ident: Hashable) -> bool:
-        with self._lock:
-            if (key, ident) not in self._pairs:
-                return False
-            self._pairs.move_to_end((key, ident))
-            return True
+        return (key, ident) in self
 
     def decode(self, key: str, ident: Hashable, decode: Callable[[Any], Any],
                buffer: Any) -> Any:
@@ -55,8 +48,4 @@ class CheckedPayloads:
     def remember(self, key: str, ident: Hashable) -> None:
         """Record that the payload under (key, ident) was verified (here, or by the
         connector as it received the bytes)."""
-        with self._lock:
-            self._pairs[(key, ident)] = None
-            self._pairs.move_to_end((key, ident))
-            while len(self._pairs) > self.size:
-                self._pairs.popitem(last=False)
+        self.put((key, ident), True)

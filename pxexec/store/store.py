@@ -12,7 +12,6 @@ import os
 import threading
 import time
 import weakref
-from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -46,6 +45,7 @@ from pxexec.connectors.base import (
 from pxexec.errors import ConfigError, MissingKeyError, SignatureError
 from pxexec.forking import renew_locks_after_fork
 from pxexec.proxy import Proxy, ProxyInfo
+from pxexec.recent import Recent
 from pxexec.store.checked import CheckedPayloads
 from pxexec.store.evictions import FailedEvictions
 from pxexec.store.factory import StoreFactory
@@ -110,33 +110,6 @@ class StoreMetrics:
 FUSED_PUT = 16 << 20
 
 
-class _LRU:
-    """A small LRU of read-only payload buffers; its lock never covers I/O."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._data: OrderedDict[str, memoryview] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> memoryview | None:
-        with self._lock:
-            value = self._data.get(key)
-            if value is not None:
-                self._data.move_to_end(key)
-            return value
-
-    def put(self, key: str, value: memoryview) -> None:
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.size:
-                self._data.popitem(last=False)
-
-    def pop(self, key: str) -> None:
-        with self._lock:
-            self._data.pop(key, None)
-
-
 class Store:
     """Puts objects into a connector's backend and hands out proxies to them.
 
@@ -169,7 +142,8 @@ class Store:
         self.cache_size = cache_size
         self.secret_env = secret_env
         self._signer = Signer(_read_secret(secret_env)) if secret_env else None
-        self._cache = _LRU(cache_size) if cache_size and _cacheable(connector) else None
+        self._cache: Recent[str, memoryview] | None = (
+            Recent(cache_size) if cache_size and _cacheable(connector) else None)
         self._routes = isinstance(connector, RoutesObjects)
         #: large puts go into allocated space, their digests computed while copying
         self._builds_in_place = (isinstance(connector, AllocatesInPlace) and not self._routes

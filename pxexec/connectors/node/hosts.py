@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
@@ -30,6 +28,7 @@ from pxexec.connectors.node.arena import Arena, Slot
 from pxexec.connectors.node_local import NodeTransfer, check_transfer_options
 from pxexec.connectors.nodeid import this_node
 from pxexec.errors import MissingKeyError
+from pxexec.recent import Recent
 
 __all__ = ["TRANSFER_OPTIONS", "ArenaIncoming", "HostKeys", "VerifiedObjects"]
 
@@ -51,20 +50,13 @@ class VerifiedObjects:
     """
 
     def __init__(self, size: int = 4096) -> None:
-        self.size = size
-        self._ids: OrderedDict[int, None] = OrderedDict()
-        self._lock = threading.Lock()
+        self._ids: Recent[int, bool] = Recent(size)
 
     def add(self, obj: int) -> None:
-        with self._lock:
-            self._ids[obj] = None
-            self._ids.move_to_end(obj)
-            while len(self._ids) > self.size:
-                self._ids.popitem(last=False)
+        self._ids.put(obj, True)
 
     def __contains__(self, obj: object) -> bool:
-        with self._lock:
-            return obj in self._ids
+        return obj in self._ids
 
 
 class ArenaIncoming:
