@@ -105,6 +105,30 @@ def test_docstring_examples_run(name: str, redis_url: str, monkeypatch: pytest.M
     assert result.failed == 0, f"{result.failed} docstring example(s) of {name} failed"
 
 
+def _every_module() -> list[str]:
+    import pkgutil
+
+    import pxexec
+
+    return sorted(m.name for m in pkgutil.walk_packages(pxexec.__path__, "pxexec.")
+                  if not m.name.startswith("pxexec.bench") and m.name != "pxexec.mypy_plugin")
+
+
+@pytest.mark.parametrize("name", sorted(set(_every_module()) - set(PUBLIC)))
+def test_internal_modules_docstring_examples_run(name: str, redis_url: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Modules outside the API reference: their examples run too (an example that no
+    test runs goes stale)."""
+    monkeypatch.setenv("PXEXEC_DOCTEST_REDIS", redis_url)
+    try:
+        module = importlib.import_module(name)
+    except ImportError as exc:  # an optional dependency's module without the extra
+        pytest.skip(f"{name} needs an optional dependency: {exc}")
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
+                             verbose=False)
+    assert result.failed == 0, f"{result.failed} docstring example(s) of {name} failed"
+
+
 def test_docs_site_builds_in_strict_mode(tmp_path: object) -> None:
     mkdocs = shutil.which("mkdocs") or os.path.join(os.path.dirname(sys.executable), "mkdocs")
     if not os.path.exists(mkdocs):

@@ -64,7 +64,7 @@ def signed_header(alg: int, flags: int, version: int, nbytes: int, store: str,
                   key: str) -> bytes:
     """The canonical header that is authenticated with the payload.
 
-    >>> signed_header(2, 0, 1, 5, "s", "k")[-8:]
+    >>> signed_header(2, 0, 1, 5, "s", "k")[-6:]  # the store and key, length-prefixed
     b'\\x01\\x00s\\x01\\x00k'
     """
     name, where = store.encode(), key.encode()
