@@ -157,3 +157,21 @@ def test_a_borrowed_argument_is_freed_when_its_owner_goes_with_the_scheduler_her
     ex.flush()
     del owner  # the scheduler (in this process) saw only sealed bytes: nothing keeps it
     assert _left(node) == 0
+
+
+def slow_make(n: int, seed: int = 0) -> Any:
+    time.sleep(0.5)
+    return np.full(n, float(seed))
+
+
+def test_a_waiting_consumer_cancelled_before_its_upstream_is_done_never_runs(
+        ex: StoreExecutor) -> None:
+    ex.submit(slow_make, MB).result()  # learned: slow_make returns a proxy
+    made = ex.submit(slow_make, MB, 1)
+    consumer = ex.submit(where, made, 0.0)  # waits on the client for made
+    assert consumer.engine_future is None and consumer.cancel()
+    assert made.result() is not None
+    assert consumer.cancelled() and consumer.engine_future is None  # never submitted
+    other = ex.submit(where, made, 0.0)  # made is done now: the proxy goes at once
+    assert other.result()[1] == MB
+    del made
