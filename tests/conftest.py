@@ -29,6 +29,12 @@ if _OWN_NODE_DIR:
         prefix=f"pxexec-node-{os.getuid()}-test-", dir="/dev/shm")
 _NODE_DIR = os.environ["PXEXEC_TEST_RUN_NODE_DIR"]
 os.environ["PXEXEC_NODE_DIR"] = _NODE_DIR
+# The same for the file-per-object shm store (``shm-files``): its default directory.
+if _OWN_NODE_DIR:
+    os.environ["PXEXEC_TEST_RUN_SHM_DIR"] = tempfile.mkdtemp(
+        prefix=f"pxexec-{os.getuid()}-test-", dir="/dev/shm")
+_SHM_DIR = os.environ["PXEXEC_TEST_RUN_SHM_DIR"]
+os.environ["PXEXEC_SHM_DIR"] = _SHM_DIR
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -37,13 +43,16 @@ def _node_stores_left_empty() -> Iterator[None]:
     yield
     if not _OWN_NODE_DIR:  # a run inside the run: the outer one checks
         return
-    from tests.node_leftovers import leftovers
+    from tests.node_leftovers import file_leftovers, leftovers
 
     try:
         left = leftovers(_NODE_DIR)
+        files = file_leftovers(_SHM_DIR)
     finally:
         shutil.rmtree(_NODE_DIR, ignore_errors=True)
+        shutil.rmtree(_SHM_DIR, ignore_errors=True)
     assert not left, f"the test run left objects in its node stores: {left}"
+    assert not files, f"the test run left objects in its shm-files stores: {files}"
 
 
 @pytest.fixture(scope="session")

@@ -45,6 +45,9 @@ class OtherUser:
                 os.dup2(write, 1)
                 os.dup2(write, 2)
                 sys.stdout = sys.stderr = open(write, "w", buffering=1, closefd=False)  # noqa: SIM115
+                # the run's private shm-files directory is ours, not this user's: it
+                # gets its own default, as on a real machine
+                os.environ.pop("PXEXEC_SHM_DIR", None)
                 os.setgroups([])
                 os.setgid(self.gid)
                 os.setuid(self.uid)

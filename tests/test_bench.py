@@ -157,10 +157,14 @@ def test_missing_matplotlib_skips_the_plot_with_a_hint(
 def test_missing_proxystore_names_the_package(
     tmp_path: Any, monkeypatch: Any, capsys: Any,
 ) -> None:
+    import glob
+
     monkeypatch.setitem(sys.modules, "proxystore", None)
+    peer_dirs = set(glob.glob("/dev/shm/pxexec-peer-*"))
     assert main(["bench", "roundtrip", "--engine", "thread", "--arm", "proxystore",
                  "--out", str(tmp_path)]) == 1
     assert "pip install proxystore" in capsys.readouterr().err
+    assert set(glob.glob("/dev/shm/pxexec-peer-*")) == peer_dirs  # its directory went too
 
 
 class _Broken(Arm):

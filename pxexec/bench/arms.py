@@ -146,15 +146,15 @@ def arms(
     made: list[Arm] = [Arm(sess)]
     made += [PxexecArm(sess, name, store, policy) for name, store in stores.items()]
     peer_dir = None
-    if peer:
-        import os
+    try:  # an arm that cannot start (its package missing) leaves nothing behind either
+        if peer:
+            import os
 
-        shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
-        peer_dir = tempfile.mkdtemp(prefix="pxexec-peer-", dir=shm)
-        made.append(ProxyStoreArm(sess, peer_dir, threshold))
-    if ray:
-        made.append(RayArm(sess))
-    try:
+            shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+            peer_dir = tempfile.mkdtemp(prefix="pxexec-peer-", dir=shm)
+            made.append(ProxyStoreArm(sess, peer_dir, threshold))
+        if ray:
+            made.append(RayArm(sess))
         yield made
     finally:
         for arm in made:

@@ -39,7 +39,8 @@ class SharedMemoryConnector(FileConnector):
     >>> import numpy as np
     >>> with Store("shm-demo", SharedMemoryConnector(namespace="demo")) as store:
     ...     key = store.put(np.arange(4))
-    ...     store.get(key).tolist()
+    ...     print(store.get(key).tolist())
+    ...     store.evict(key)
     [0, 1, 2, 3]
     """
 
