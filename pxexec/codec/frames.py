@@ -87,8 +87,9 @@ def make_frames(codec: int, meta: dict[str, Any] | None, data: Sequence[Any], *,
         # not checksummed (it would cost a pass over the data); signing covers them.
         checks = [zlib.crc32(v) if v.nbytes <= CHECKED_FRAME else None for v in views]
         meta = {**(meta or {}), _CHECKS: checks}
-    large = [i for i, v in enumerate(views) if v.nbytes > LARGE_FRAME]
-    pending = digest and bool(large) and HAVE_XXHASH and deferring_digests()
+    deferred = digest and HAVE_XXHASH and deferring_digests()
+    large = [i for i, v in enumerate(views) if v.nbytes > LARGE_FRAME] if deferred else []
+    pending = bool(large)
     if digest and not pending:  # frames filled in later (Store.empty) have none
         meta = digest_large_frames(meta, views)
     meta_bytes = json.dumps(meta, separators=(",", ":")).encode() if meta else b""

@@ -23,7 +23,7 @@ from pxexec.connectors.base import (
     directory_from_url,
     new_token,
 )
-from pxexec.connectors.node_local import NodeTransfer, check_transfer_options
+from pxexec.connectors.node_local import NodeTransfer
 from pxexec.connectors.nodeid import this_node
 from pxexec.connectors.owners import LEASES, OWNER, ReapReport, process_owner, reap_store
 from pxexec.connectors.private_dir import check_trusted_parent, ensure_private_directory
@@ -152,21 +152,10 @@ class FileConnector(NodeTransfer, BaseConnector):
                 "hosts; it needs node_local=True (a directory private to each host, such as "
                 "/dev/shm or a local disk). A shared file system needs no transfer."
             )
-        check_transfer_options(transfer, secret_env, transfer_timeout=transfer_timeout,
-                               replica_lease=replica_lease, idle=idle)
+        self._set_transfer(transfer, bind, secret_env, transfer_timeout, replica_lease, idle)
         self.node_local = node_local
-        self.transfer = bool(transfer)
-        self.bind = bind
-        self.secret_env = secret_env
-        self.transfer_timeout = float(transfer_timeout)
-        self.replica_lease = float(replica_lease)
-        self.idle = float(idle)
         #: the node whose process made this store's config (hostname~boot)
         self.node = node or (this_node().tag if node_local else None)
-        #: set in the node server itself (it never starts another one)
-        self.serving = False
-        self._client: Any = None
-        self._server: tuple[float, str] | None = None
         if not directory:
             raise ConfigError("The file connector needs a directory, e.g. 'file:///scratch/px'.")
         check_directory_options(self.type_name, directory, namespace, lease)

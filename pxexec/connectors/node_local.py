@@ -66,6 +66,21 @@ class NodeTransfer:
     _client: Any
     _server: tuple[float, str] | None
 
+    def _set_transfer(self, transfer: bool, bind: str | None, secret_env: str | None,
+                      transfer_timeout: float, replica_lease: float, idle: float) -> None:
+        """Check the transfer options (before any I/O) and keep them; no server yet."""
+        check_transfer_options(transfer, secret_env, transfer_timeout=transfer_timeout,
+                               replica_lease=replica_lease, idle=idle)
+        self.transfer = bool(transfer)
+        self.bind = bind
+        self.secret_env = secret_env
+        self.transfer_timeout = float(transfer_timeout)
+        self.replica_lease = float(replica_lease)
+        self.idle = float(idle)
+        self.serving = False  # set in the node server itself (it never starts another)
+        self._client = None
+        self._server = None
+
     @property
     def located(self) -> bool:
         """A read on another node pulls the object there (the ``located`` flag)."""

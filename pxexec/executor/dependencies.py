@@ -18,7 +18,7 @@ from pxexec.proxy import Proxy
 from pxexec.store.ownership import OwnedProxy, plain
 from pxexec.store.reachable import shallow_map
 
-__all__ = ["submit_after"]
+__all__ = ["proxied_result", "submit_after"]
 
 Launch = Callable[[tuple[Any, ...], dict[str, Any]], None]
 Fail = Callable[[BaseException | None], None]  # None: the task was cancelled
@@ -29,13 +29,27 @@ def _unowned(value: Any) -> Any:
     return plain(value) if isinstance(value, OwnedProxy) else value
 
 
-def _substitute(dep: cf.Future, native: Native | None) -> Any:  # type: ignore[type-arg]
-    # The engine may keep a task's arguments for as long as it likes (Parsl keeps
-    # task records): it gets plain proxies, never owners, so an upstream result is
-    # freed when its StoreFuture goes, not when the engine forgets the task.
-    value = dep.result()
+def proxied_result(value: Any) -> Boxed | None:
+    """An upstream result as a task argument if it is a proxy, else None.
+
+    The engine may keep a task's arguments for as long as it likes (Parsl keeps task
+    records): it gets plain proxies, never owners, so an upstream result is freed when
+    its StoreFuture goes, not when the engine forgets the task. Sealed: the owner lives
+    in this process.
+
+    >>> proxied_result(3) is None
+    True
+    """
     if isinstance(value, Proxy):
-        return Boxed(_unowned(value), sealed=True)  # its owner lives here
+        return Boxed(_unowned(value), sealed=True)
+    return None
+
+
+def _substitute(dep: cf.Future, native: Native | None) -> Any:  # type: ignore[type-arg]
+    value = dep.result()
+    boxed = proxied_result(value)
+    if boxed is not None:
+        return boxed
     engine_future = native(dep) if native is not None else None
     if engine_future is not None:  # the engine moves that result itself
         return engine_future

@@ -192,7 +192,7 @@ class StoreExecutor(cf.Executor):
                     self._complete(future, (error is None, error, None))
 
             submit_after(deps, future, new_args, new_kwargs, launch, fail,
-                         self._placement.native() if native else None)
+                         self._placement.native())
             return future
         try:
             self._launch(future, fn, new_args, new_kwargs, options)

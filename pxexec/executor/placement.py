@@ -21,10 +21,9 @@ from collections.abc import Callable
 from typing import Any
 
 from pxexec.connectors.base import flag
-from pxexec.executor.worker import Boxed
+from pxexec.executor.dependencies import proxied_result
 from pxexec.proxy import Proxy
 from pxexec.recent import Recent
-from pxexec.store.ownership import OwnedProxy, plain
 
 __all__ = ["Placement"]
 
@@ -84,11 +83,3 @@ class Placement:
         """For a waited-on future whose result is not a proxy: its engine future
         (the engine moves that result between its workers), or None (by value)."""
         return (lambda f: f.engine_future) if self._native else None
-
-
-def proxied_result(value: Any) -> Boxed | None:
-    """A result as a task argument if it is a proxy (unowned: the engine may keep
-    arguments; the owner stays with the upstream future, in this process), else None."""
-    if isinstance(value, Proxy):
-        return Boxed(plain(value) if isinstance(value, OwnedProxy) else value, sealed=True)
-    return None

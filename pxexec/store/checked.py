@@ -36,12 +36,14 @@ class CheckedPayloads(Recent[tuple[str, Hashable], bool]):
         return (key, ident) in self
 
     def decode(self, key: str, ident: Hashable, decode: Callable[[Any], Any],
-               buffer: Any) -> Any:
-        """``decode(buffer)``, without digest checks if this pair decoded before."""
-        if self.seen(key, ident):
+               buffer: Any, *, checked: bool = False) -> Any:
+        """``decode(buffer)``, without digest checks if this pair decoded before or the
+        connector verified these bytes itself as it received them (``checked``)."""
+        if checked or self.seen(key, ident):
             with digests_checked():
-                return decode(buffer)
-        obj = decode(buffer)  # raises on a corrupted payload: nothing remembered
+                obj = decode(buffer)
+        else:
+            obj = decode(buffer)  # raises on a corrupted payload: nothing remembered
         self.remember(key, ident)
         return obj
 

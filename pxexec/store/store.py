@@ -23,7 +23,7 @@ from pxexec.codec.frames import (
     payload_size,
     with_digests,
 )
-from pxexec.codec.integrity import HAVE_XXHASH, defer_digests, digests_checked
+from pxexec.codec.integrity import HAVE_XXHASH, defer_digests
 from pxexec.codec.serialize import (
     Deserializer,
     Serializer,
@@ -366,14 +366,8 @@ class Store:
             return default
         buffer, hit, ident, checked = fetched
         decode = self._decoder(key)
-        if ident is None:
-            obj = decode(buffer)
-        elif checked:  # the connector verified these bytes as it received them
-            with digests_checked():
-                obj = decode(buffer)
-            self._checked.remember(key, ident)
-        else:
-            obj = self._checked.decode(key, ident, decode, buffer)
+        obj = decode(buffer) if ident is None else self._checked.decode(
+            key, ident, decode, buffer, checked=checked)
         self._count(
             gets=1,
             cache_hits=int(hit),

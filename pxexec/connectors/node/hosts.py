@@ -25,7 +25,7 @@ from typing import Any
 
 from pxexec.connectors.base import Buffer, ConnectorConfig
 from pxexec.connectors.node.arena import Arena, Slot
-from pxexec.connectors.node_local import NodeTransfer, check_transfer_options
+from pxexec.connectors.node_local import NodeTransfer
 from pxexec.connectors.nodeid import this_node
 from pxexec.errors import MissingKeyError
 from pxexec.recent import Recent
@@ -126,17 +126,7 @@ class HostKeys(NodeTransfer):
                  bind: str | None = None, secret_env: str | None = None,
                  transfer_timeout: float = 5.0, replica_lease: float = 30.0,
                  idle: float = 60.0, **options: Any) -> None:
-        check_transfer_options(transfer, secret_env, transfer_timeout=transfer_timeout,
-                               replica_lease=replica_lease, idle=idle)
-        self.transfer = bool(transfer)
-        self.bind = bind
-        self.secret_env = secret_env
-        self.transfer_timeout = float(transfer_timeout)
-        self.replica_lease = float(replica_lease)
-        self.idle = float(idle)
-        self.serving = False  # set in the node server itself
-        self._client: Any = None
-        self._server: tuple[float, str] | None = None
+        self._set_transfer(transfer, bind, secret_env, transfer_timeout, replica_lease, idle)
         #: this node (a connector is made anew on each host: from_config, unpickling)
         self._here = this_node().tag
         super().__init__(directory, **options)  # type: ignore[call-arg]
