@@ -13,8 +13,10 @@ process each), store (redis-server). Arms, interleaved, first arm rotating:
 - ``pxexec-redis``: StoreExecutor on Redis on the store host.
 
 Workloads: 100 MB round trip (worker on n1), fan-out (one 100 MB object, 4 tasks on 2
-hosts; plain Dask scatters it once), pipeline (make 100 MB on n1 -> 4 consumers on 2
-hosts -> reduce), each unshaped and at 10 Gbit/s; bytes per link end from the veth
+hosts; plain Dask scatters it once), pipeline (make 100 MB on n1 with ``np.full`` -> 4
+consumers on 2 hosts -> reduce), pipeline-in-store (the same, the array built with
+``current_store().empty``: in the node store's arena, in the worker's memory for plain
+Dask), each unshaped and at 10 Gbit/s; bytes per link end from the veth
 counters. Faults: the producer host's processes killed, the link down and up (time to
 a clear error, then whether the next tasks succeed). Finally, objects left per host.
 
@@ -63,6 +65,17 @@ def make(nbytes: int, seed: int) -> Any:
     return np.full(nbytes // 8, float(seed))
 
 
+def make_in_store(nbytes: int, seed: int) -> Any:
+    """``make``, building the array in the worker's store where there is one (a node
+    store's arena: the result is published without the copy a put makes)."""
+    from pxexec import current_store
+
+    store = current_store()
+    out = store.empty(nbytes // 8) if store is not None else np.empty(nbytes // 8)
+    out[:] = float(seed)
+    return out
+
+
 def add_all(*values: float) -> float:
     return float(sum(values))
 
@@ -105,16 +118,17 @@ class Arms:
                 del futures
         assert np.allclose(got, want), (arm, got, want)
 
-    def pipeline(self, arm: str, nbytes: int, seed: int) -> None:
+    def pipeline(self, arm: str, nbytes: int, seed: int, maker: Callable[[int, int], Any] = make
+                 ) -> None:
         targets = ["n1", "n2", "n1", "n2"]
         if arm == "dask":
             c, w = self.client, self.workers
-            made = c.submit(make, nbytes, seed, workers=[w["n1"]], pure=False)
+            made = c.submit(maker, nbytes, seed, workers=[w["n1"]], pure=False)
             parts = [c.submit(total, made, workers=[w[h]], pure=False) for h in targets]
             result = c.submit(add_all, *parts, workers=[w["n1"]], pure=False).result()
             del made, parts
         else:
-            made = self.at(arm, "n1").submit(make, nbytes, seed)
+            made = self.at(arm, "n1").submit(maker, nbytes, seed)
             parts = [self.at(arm, h).submit(total, made) for h in targets]
             result = self.at(arm, "n1").submit(add_all, *parts).result()
             del made, parts
@@ -136,15 +150,18 @@ def link_totals(bed: TestBed) -> dict[str, tuple[int, int]]:
 
 
 def measure(bed: TestBed, arms: Arms, names: list[str], reps: int, nbytes: int,
-            label: str) -> list[str]:
+            label: str, workloads: list[str]) -> list[str]:
     rows = []
     data = np.random.default_rng(1).random(nbytes // 8)
     work: dict[str, Callable[[str, int], None]] = {
         "roundtrip": lambda arm, rep: arms.roundtrip(arm, data),
         "fan-out": lambda arm, rep: arms.fanout(arm, data),
         "pipeline": lambda arm, rep: arms.pipeline(arm, nbytes, rep + 2),
+        "pipeline-in-store": lambda arm, rep: arms.pipeline(arm, nbytes, rep + 2, make_in_store),
     }
     for workload, run in work.items():
+        if workloads and workload not in workloads:
+            continue
         times: dict[str, list[float]] = {a: [] for a in names}
         moved: dict[str, dict[str, list[float]]] = {a: {} for a in names}
         for rep in range(-1, reps):  # one warm-up
@@ -168,7 +185,7 @@ def measure(bed: TestBed, arms: Arms, names: list[str], reps: int, nbytes: int,
             med = statistics.median(times[arm])
             links = ", ".join(f"{h} {statistics.median(v):.2f}" for h, v in moved[arm].items()
                               if statistics.median(v) >= 0.05)
-            rows.append(f"{label:9} {workload:9} {arm:13} {med * 1000:8.1f} ms "
+            rows.append(f"{label:9} {workload:17} {arm:13} {med * 1000:8.1f} ms "
                         f"{base / med:6.2f}x  link ends (x object): {links or '-'}")
     return rows
 
@@ -246,6 +263,10 @@ def main() -> int:
                         default=["dask", "pxexec-arena", "pxexec-view", "pxexec-node",
                                  "pxexec-redis"])
     parser.add_argument("--fault-arms", nargs="*", default=["pxexec-arena", "pxexec-node"])
+    parser.add_argument("--streams", type=int, default=4,
+                        help="transfer_streams of the node stores (connections per large pull)")
+    parser.add_argument("--workloads", nargs="*", default=[],
+                        help="roundtrip, fan-out, pipeline, pipeline-in-store (default: all)")
     args = parser.parse_args()
     reason = can_build()
     if reason:
@@ -267,22 +288,25 @@ def main() -> int:
         client = Client(scheduler, timeout=30)
         client.wait_for_workers(2, timeout=60)
         node = Store("bench-node", SharedMemoryConnector(path, namespace="node", transfer=True,
-                                                        bind=network, replica_lease=3))
+                                                        bind=network, replica_lease=3,
+                                                        transfer_streams=args.streams))
         redis = Store("bench-redis", RedisConnector(url, prefix="bench-mh"), cache_size=0)
         arena = Store("bench-arena", ShmConnector(
             path, namespace="arena", transfer=True, bind=network, replica_lease=3,
+            transfer_streams=args.streams,
             spill_directory=os.path.join(path, "spill")))  # /var/tmp is shared on the bed
         view = Store("bench-view", NodeConnector(
             path, namespace="view", transfer=True, bind=network, replica_lease=3,
-            spill_directory=os.path.join(path, "spill-view")))
+            transfer_streams=args.streams, spill_directory=os.path.join(path, "spill-view")))
         stores = {"pxexec-arena": arena, "pxexec-view": view, "pxexec-node": node,
                   "pxexec-redis": redis}
         arms = Arms(client, _workers(client), {a: stores[a] for a in args.arms if a in stores})
         for rate in args.rates:
             for host in (*HOSTS, "store"):
                 bed.shape(host, rate=None if rate == "unshaped" else rate)
-            rows += measure(bed, arms, args.arms, args.reps, nbytes, rate)
-            for row in rows[-3 * len(args.arms):]:
+            done = len(rows)
+            rows += measure(bed, arms, args.arms, args.reps, nbytes, rate, args.workloads)
+            for row in rows[done:]:
                 print(row, flush=True)
         for host in (*HOSTS, "store"):
             bed.shape(host)

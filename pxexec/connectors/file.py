@@ -143,7 +143,7 @@ class FileConnector(NodeTransfer, BaseConnector):
         node_local: bool | None = None, transfer: bool = False,
         bind: str | None = None, secret_env: str | None = None,
         transfer_timeout: float = 5.0, replica_lease: float = 30.0, idle: float = 60.0,
-        node: str | None = None,
+        transfer_streams: int = 4, node: str | None = None,
     ) -> None:
         node_local = self.node_local_default if node_local is None else bool(node_local)
         if transfer and not node_local:
@@ -152,7 +152,8 @@ class FileConnector(NodeTransfer, BaseConnector):
                 "hosts; it needs node_local=True (a directory private to each host, such as "
                 "/dev/shm or a local disk). A shared file system needs no transfer."
             )
-        self._set_transfer(transfer, bind, secret_env, transfer_timeout, replica_lease, idle)
+        self._set_transfer(transfer, bind, secret_env, transfer_timeout, replica_lease, idle,
+                           transfer_streams)
         self.node_local = node_local
         #: the node whose process made this store's config (hostname~boot)
         self.node = node or (this_node().tag if node_local else None)
@@ -493,6 +494,7 @@ class FileConnector(NodeTransfer, BaseConnector):
             "transfer_timeout": self.transfer_timeout,
             "replica_lease": self.replica_lease,
             "idle": self.idle,
+            "transfer_streams": self.transfer_streams,
             "node": self.node,
         }
 
@@ -513,7 +515,8 @@ class FileConnector(NodeTransfer, BaseConnector):
 
 OPTIONS = {
     "directory", "namespace", "fsync", "lease", "track_owners", "create", "node_local",
-    "transfer", "bind", "secret_env", "transfer_timeout", "replica_lease", "idle", "node",
+    "transfer", "bind", "secret_env", "transfer_timeout", "replica_lease", "idle",
+    "transfer_streams", "node",
 }
 
 

@@ -67,16 +67,23 @@ class NodeTransfer:
     _server: tuple[float, str] | None
 
     def _set_transfer(self, transfer: bool, bind: str | None, secret_env: str | None,
-                      transfer_timeout: float, replica_lease: float, idle: float) -> None:
+                      transfer_timeout: float, replica_lease: float, idle: float,
+                      streams: int) -> None:
         """Check the transfer options (before any I/O) and keep them; no server yet."""
         check_transfer_options(transfer, secret_env, transfer_timeout=transfer_timeout,
                                replica_lease=replica_lease, idle=idle)
+        if isinstance(streams, bool) or not isinstance(streams, int) or not 1 <= streams <= 64:
+            raise ConfigError(
+                f"transfer_streams must be a whole number of connections from 1 to 64 "
+                f"(a large object is pulled over that many at once), got {streams!r}."
+            )
         self.transfer = bool(transfer)
         self.bind = bind
         self.secret_env = secret_env
         self.transfer_timeout = float(transfer_timeout)
         self.replica_lease = float(replica_lease)
         self.idle = float(idle)
+        self.transfer_streams = streams
         self.serving = False  # set in the node server itself (it never starts another)
         self._client = None
         self._server = None
@@ -156,7 +163,8 @@ class NodeTransfer:
         if self._client is None:
             from pxexec.connectors.node_transfer import TransferClient
 
-            self._client = TransferClient(self.transfer_secret(), self.transfer_timeout)
+            self._client = TransferClient(self.transfer_secret(), self.transfer_timeout,
+                                          self.transfer_streams)
         return self._client
 
     def server_address(self) -> str:

@@ -372,8 +372,9 @@ class NodeConnector(HostKeys, ArenaConnector):
     """The node store (``node``): the arena behind keys that name their node.
 
     Keys are ``token@hostname~boot``; ``transfer=True`` (with ``bind``, ``secret_env``,
-    ``transfer_timeout``, ``replica_lease``, ``idle``, as for the shm-files store)
-    pulls objects of other nodes into this node's arena (see ``node.hosts``).
+    ``transfer_timeout``, ``replica_lease``, ``idle``, ``transfer_streams``, as for the
+    shm-files store) pulls objects of other nodes into this node's arena (see
+    ``node.hosts``).
 
     >>> import tempfile
     >>> from pxexec.connectors.nodeid import this_node

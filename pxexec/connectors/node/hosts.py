@@ -34,7 +34,7 @@ __all__ = ["TRANSFER_OPTIONS", "ArenaIncoming", "HostKeys", "VerifiedObjects"]
 
 #: constructor options of the transfer (in configs only when ``transfer`` is on)
 TRANSFER_OPTIONS = {"transfer", "bind", "secret_env", "transfer_timeout", "replica_lease",
-                    "idle"}
+                    "idle", "transfer_streams"}
 
 
 class VerifiedObjects:
@@ -125,8 +125,9 @@ class HostKeys(NodeTransfer):
     def __init__(self, directory: str | None = None, *, transfer: bool = False,
                  bind: str | None = None, secret_env: str | None = None,
                  transfer_timeout: float = 5.0, replica_lease: float = 30.0,
-                 idle: float = 60.0, **options: Any) -> None:
-        self._set_transfer(transfer, bind, secret_env, transfer_timeout, replica_lease, idle)
+                 idle: float = 60.0, transfer_streams: int = 4, **options: Any) -> None:
+        self._set_transfer(transfer, bind, secret_env, transfer_timeout, replica_lease, idle,
+                           transfer_streams)
         #: this node (a connector is made anew on each host: from_config, unpickling)
         self._here = this_node().tag
         super().__init__(directory, **options)  # type: ignore[call-arg]
@@ -318,5 +319,6 @@ class HostKeys(NodeTransfer):
         if self.transfer:
             config.update(transfer=True, bind=self.bind, secret_env=self.secret_env,
                           transfer_timeout=self.transfer_timeout,
-                          replica_lease=self.replica_lease, idle=self.idle)
+                          replica_lease=self.replica_lease, idle=self.idle,
+                          transfer_streams=self.transfer_streams)
         return config

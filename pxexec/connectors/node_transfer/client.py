@@ -3,7 +3,8 @@
 One ``TransferClient`` per connector and process keeps idle connections per node
 (a connection broken while idle in the pool is replaced and the idempotent request
 sent again, once). Every wait is bounded by ``timeout`` seconds; a node that does not
-answer in time raises ``NodeUnreachableError`` naming it.
+answer in time raises ``NodeUnreachableError`` naming it. A large object comes over
+``streams`` connections at once, each part received straight into its place.
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ class TransferClient:
     0
     """
 
-    def __init__(self, secret: bytes | None, timeout: float) -> None:
+    def __init__(self, secret: bytes | None, timeout: float, streams: int = 4) -> None:
         self.secret = secret
         self.timeout = timeout
+        self.streams = streams
         self._idle: dict[str, list[socket.socket]] = {}
         self._lock = threading.Lock()
         self._pid = os.getpid()
@@ -114,16 +116,47 @@ class TransferClient:
     def pull(self, holder: str, address: str, tokens: Sequence[str], into: NodeLocalStore,
              reply_to: str) -> list[bool]:
         """Copy ``tokens`` from the node at ``address`` into the local store ``into``
-        (requests pipelined on one connection); for each, whether it was there."""
-        what = f"fetch object {tokens[0]!r}" if len(tokens) == 1 else (
-            f"fetch {len(tokens)} objects")
+        (several requests pipelined on one connection; one large object in parts over
+        ``streams`` connections); for each, whether it was there."""
+        if len(tokens) == 1:
+            return [self._pull_one(holder, address, tokens[0], into, reply_to)]
 
         def exchange(sock: socket.socket) -> list[bool]:
             sock.sendall(b"".join(p.request(p.GET, t, reply_to) for t in tokens))
             return [_receive(sock, token, into, holder, address) for token in tokens]
 
-        with self._session(holder, address, what) as run:
+        with self._session(holder, address, f"fetch {len(tokens)} objects") as run:
             found: list[bool] = run(exchange)
+            return found
+
+    def _pull_one(self, holder: str, address: str, token: str, into: NodeLocalStore,
+                  reply_to: str) -> bool:
+        def exchange(sock: socket.socket) -> bool:
+            sock.sendall(p.request(p.GET_SPLIT, token, f"{self.streams} {reply_to}"))
+            status, nbytes, first = p.SPLIT_ANSWER.unpack(
+                p.read_exact(sock, p.SPLIT_ANSWER.size))
+            if status != p.OK:
+                return False
+            incoming = into.new_object(token, nbytes)
+            try:
+                digests = StreamingDigests(nbytes)
+                view = incoming.buffer
+                self._receive_parts(sock, view, first, holder, address, token, digests)
+                del view
+                incoming.seal(verified=_verified(digests, token, holder, address))
+            except _Vanished:
+                incoming.abort()
+                return False
+            except BaseException:
+                incoming.abort()
+                raise
+            return True
+
+        with self._session(holder, address, f"fetch object {token!r}") as run:
+            try:
+                found: bool = run(exchange)
+            except _PartFailed as failed:
+                raise failed.cause from None
             return found
 
     def fetch(self, holder: str, address: str, token: str, reply_to: str
@@ -133,17 +166,62 @@ class TransferClient:
         cost page faults to fill (one file per object), receiving here and writing
         the node's copy off the reader's path is faster than ``recv_into`` the file."""
         def exchange(sock: socket.socket) -> memoryview | None:
-            sock.sendall(p.request(p.GET, token, reply_to))
-            status, nbytes = p.ANSWER.unpack(p.read_exact(sock, p.ANSWER.size))
+            sock.sendall(p.request(p.GET_SPLIT, token, f"{self.streams} {reply_to}"))
+            status, nbytes, first = p.SPLIT_ANSWER.unpack(
+                p.read_exact(sock, p.SPLIT_ANSWER.size))
             if status != p.OK:
                 return None
             view = alloc(nbytes)
-            _receive_into(sock, view)
+            try:
+                self._receive_parts(sock, view, first, holder, address, token, None)
+            except _Vanished:
+                return None
             return view
 
         with self._session(holder, address, f"fetch object {token!r}") as run:
-            got: memoryview | None = run(exchange)
+            try:
+                got: memoryview | None = run(exchange)
+            except _PartFailed as failed:
+                raise failed.cause from None
             return got
+
+    def _receive_parts(self, sock: socket.socket, view: memoryview, first: int, holder: str,
+                       address: str, token: str, digests: StreamingDigests | None) -> None:
+        """Fill ``view``: its first ``first`` bytes from ``sock`` (fed to ``digests`` as
+        they arrive), the other parts at the same time over other connections (fed
+        after, in order). Raises ``_Vanished`` if the object went meanwhile."""
+        parts = p.other_parts(first, view.nbytes, self.streams)
+        failures: list[BaseException] = []
+        threads = [threading.Thread(target=self._receive_part,
+                                    args=(holder, address, token, view, start, n, failures),
+                                    name="pxexec-pull", daemon=True)
+                   for start, n in parts]
+        for thread in threads:
+            thread.start()
+        try:
+            _receive_into(sock, view[:first], digests)
+        finally:
+            for thread in threads:
+                thread.join()
+        if failures:  # carried past this connection's retry: it is not the one that failed
+            raise failures[0] if isinstance(failures[0], _Vanished) else _PartFailed(failures[0])
+        if digests is not None and parts:
+            digests.feed(view[first:])
+
+    def _receive_part(self, holder: str, address: str, token: str, view: memoryview,
+                      start: int, nbytes: int, failures: list[BaseException]) -> None:
+        def exchange(sock: socket.socket) -> None:
+            sock.sendall(p.request(p.PART, token, f"{start} {nbytes}"))
+            status, length = p.ANSWER.unpack(p.read_exact(sock, p.ANSWER.size))
+            if status != p.OK or length != nbytes:
+                raise _Vanished(token)
+            _receive_into(sock, view[start : start + nbytes])
+
+        try:
+            with self._session(holder, address, f"fetch object {token!r}") as run:
+                run(exchange)
+        except BaseException as exc:  # raised in the thread that waits for the parts
+            failures.append(exc)
 
     def evict(self, holder: str, address: str, token: str, sender: str) -> bool:
         """Free ``token`` on the node at ``address`` (which frees its copies too)."""
@@ -180,6 +258,31 @@ class TransferClient:
             self._idle.clear()
 
 
+class _Vanished(Exception):
+    """The object was freed on its node while its parts were on their way."""
+
+
+class _PartFailed(Exception):
+    """Receiving another part failed (``cause``): not this connection's fault."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _verified(digests: StreamingDigests, token: str, holder: str, address: str) -> bool:
+    """Whether every digest of the received object matched (False: none to check);
+    a mismatch raises ``DeserializationError`` naming the node that sent it."""
+    try:
+        return digests.result() is True
+    except DeserializationError as exc:
+        raise DeserializationError(
+            f"The object {token!r} received from host {_host(holder)!r} at {address} "
+            f"is corrupted ({exc}); it was not kept. Read it again: if the error "
+            f"repeats, the copy on {_host(holder)!r} is damaged (store it again)."
+        ) from None
+
+
 def _receive(sock: socket.socket, token: str, into: NodeLocalStore, holder: str,
              address: str) -> bool:
     """Receive ``token`` into a new object of ``into`` and seal it, verifying the large
@@ -194,15 +297,7 @@ def _receive(sock: socket.socket, token: str, into: NodeLocalStore, holder: str,
         view = incoming.buffer
         _receive_into(sock, view, digests)
         del view
-        try:
-            verified = digests.result()
-        except DeserializationError as exc:
-            raise DeserializationError(
-                f"The object {token!r} received from host {_host(holder)!r} at {address} "
-                f"is corrupted ({exc}); it was not kept. Read it again: if the error "
-                f"repeats, the copy on {_host(holder)!r} is damaged (store it again)."
-            ) from None
-        incoming.seal(verified=verified is True)
+        incoming.seal(verified=_verified(digests, token, holder, address))
     except BaseException:
         incoming.abort()
         raise

@@ -10,6 +10,13 @@ token and an argument (the requester's node-server address, or empty). Answers:
 ``GET`` -> status (1 byte) and length (u64), then the object's bytes; ``EVICT``,
 ``HAS``, ``PING``, ``TOUCH`` (renew the lease of an object an owner on another node
 holds) -> status (1 byte). Status 0 is yes/ok, 1 is missing.
+
+A large object comes over several connections at once (one TCP stream is bound by
+one core's copying; the parts' copies run in parallel): ``GET_SPLIT`` (argument
+``"<streams> <requester address>"``) -> status, the object's length and the length of
+its first part (u64 each), then that first part (the whole object when it is smaller
+than ``SPLIT_AT``, or when one stream is asked for); ``PART`` (argument
+``"<offset> <length>"``) -> status and length (u64), then those bytes.
 """
 
 from __future__ import annotations
@@ -20,13 +27,61 @@ import os
 import socket
 import struct
 
-__all__ = ["AuthError", "handshake_client", "handshake_server", "kernel_timeouts", "read_exact",
-           "request", "send_range"]
+__all__ = ["AuthError", "first_part", "handshake_client", "handshake_server", "kernel_timeouts",
+           "other_parts", "read_exact", "request", "send_range"]
 
-GET, EVICT, HAS, PING, TOUCH = 1, 2, 3, 4, 5
+GET, EVICT, HAS, PING, TOUCH, GET_SPLIT, PART = 1, 2, 3, 4, 5, 6, 7
 OK, MISSING = 0, 1
 ANSWER = struct.Struct("!BQ")
+SPLIT_ANSWER = struct.Struct("!BQQ")
 _STR = struct.Struct("!H")
+
+#: objects from this size are sent in parts over several connections
+SPLIT_AT = 16 << 20
+#: parts start on multiples of this (page-aligned ranges for sendfile)
+_ALIGN = 1 << 16
+
+
+def first_part(length: int, streams: int) -> int:
+    """How much of a ``length``-byte object the first of ``streams`` connections
+    carries (the whole object if it is small or one stream is asked for).
+
+    >>> first_part(100 << 20, 4) == 25 << 20, first_part(1 << 20, 4) == 1 << 20
+    (True, True)
+    """
+    if streams <= 1 or length < SPLIT_AT:
+        return length
+    return length // streams // _ALIGN * _ALIGN
+
+
+def other_parts(first: int, length: int, streams: int) -> list[tuple[int, int]]:
+    """(offset, length) of the parts after the ``first`` bytes, one per other stream.
+
+    >>> [(offset >> 20, n >> 20) for offset, n in other_parts(25 << 20, 100 << 20, 4)]
+    [(25, 25), (50, 25), (75, 25)]
+    >>> other_parts(100, 100, 4), other_parts(40, 100, 3)  # small rests: one part
+    ([], [(40, 60)])
+    """
+    count = max(1, streams - 1)
+    size = (length - first) // count // _ALIGN * _ALIGN or length  # small: one part
+    parts: list[tuple[int, int]] = []
+    offset = first
+    while offset < length:
+        n = length - offset if len(parts) == count - 1 else min(size, length - offset)
+        parts.append((offset, n))
+        offset += n
+    return parts
+
+
+def parse_numbers(argument: str, count: int) -> list[int] | None:
+    """``count`` non-negative integers at the start of ``argument`` (space separated),
+    or None if it does not hold them."""
+    fields = argument.split(" ", count)
+    try:
+        numbers = [int(f) for f in fields[:count]]
+    except ValueError:
+        return None
+    return numbers if len(numbers) == count and min(numbers) >= 0 else None
 
 
 class AuthError(ConnectionError):

@@ -164,25 +164,8 @@ class NodeServer:
                 self.active -= 1
 
     def _answer(self, conn: socket.socket, op: int, token: str, argument: str) -> None:
-        if op == p.GET:
-            ranged = getattr(self.store, "sealed_range", None)  # (fd, offset, length, hold)
-            sealed = ranged(token) if ranged is not None else self.store.sealed_file(token)
-            if sealed is None:
-                conn.sendall(p.ANSWER.pack(p.MISSING, 0))
-                return
-            fd, offset, length = sealed[:3]
-            try:
-                if argument and argument != self.address:
-                    _append_line(os.path.join(self.store.path, COPIES, token), argument)
-                conn.sendall(p.ANSWER.pack(p.OK, length))
-                if fd < 0:  # a small object, copied out of the store: its bytes
-                    conn.sendall(sealed[3])
-                    return
-                p.send_range(conn, fd, offset, length)
-            finally:
-                if fd >= 0:
-                    os.close(fd)
-                del sealed  # unpins the range (an arena's hold)
+        if op in (p.GET, p.GET_SPLIT, p.PART):
+            self._send_object(conn, op, token, argument)
         elif op == p.EVICT:
             self.store.free_here(token, skip=argument)
             conn.sendall(bytes([p.OK]))
@@ -197,6 +180,47 @@ class NodeServer:
             conn.sendall(bytes([p.OK if found else p.MISSING]))
         else:
             conn.sendall(bytes([p.OK]))
+
+    def _send_object(self, conn: socket.socket, op: int, token: str, argument: str) -> None:
+        """Answer ``GET`` (the whole object), ``GET_SPLIT`` (its first part) or ``PART``
+        (a range), see ``protocol``; a request for a range the object lacks is MISSING."""
+        missing = p.SPLIT_ANSWER.pack(p.MISSING, 0, 0) if op == p.GET_SPLIT else (
+            p.ANSWER.pack(p.MISSING, 0))
+        numbers = p.parse_numbers(argument, 2 if op == p.PART else 1) if op != p.GET else []
+        if numbers is None:
+            conn.sendall(missing)
+            return
+        ranged = getattr(self.store, "sealed_range", None)  # (fd, offset, length, hold)
+        sealed = ranged(token) if ranged is not None else self.store.sealed_file(token)
+        if sealed is None:
+            conn.sendall(missing)
+            return
+        fd, offset, length = sealed[:3]
+        try:
+            if op == p.PART:
+                start, count = numbers
+                if start + count > length:
+                    conn.sendall(missing)
+                    return
+                answer = p.ANSWER.pack(p.OK, count)
+            else:
+                start, count = 0, length
+                if op == p.GET_SPLIT:
+                    count = p.first_part(length, numbers[0])
+                    argument = argument.partition(" ")[2]
+                answer = (p.SPLIT_ANSWER.pack(p.OK, length, count) if op == p.GET_SPLIT
+                          else p.ANSWER.pack(p.OK, length))
+                if argument and argument != self.address:  # who to tell when it is freed
+                    _append_line(os.path.join(self.store.path, COPIES, token), argument)
+            conn.sendall(answer)
+            if fd < 0:  # a small object, copied out of the store: its bytes
+                conn.sendall(memoryview(sealed[3])[start : start + count])
+                return
+            p.send_range(conn, fd, offset + start, count)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+            del sealed  # unpins the range (an arena's hold)
 
     def _housekeep(self) -> None:
         idle_since = time.monotonic()

@@ -1,0 +1,211 @@
+"""A large object pulled from another node in parts, over several connections at once
+(``transfer_streams``): every byte lands in place and is verified once; a part that is
+corrupted, missing or late fails the whole pull and nothing is kept."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pxexec.codec.frames import join
+from pxexec.codec.serialize import serialize
+from pxexec.connectors.node import NodeConnector
+from pxexec.connectors.node_transfer import protocol as p
+from pxexec.connectors.node_transfer.client import TransferClient
+from pxexec.connectors.node_transfer.server import NodeServer
+from pxexec.errors import ConfigError, DeserializationError, NodeUnreachableError
+
+xxhash = pytest.importorskip("xxhash",
+                             reason="the integrity extra (pip install 'pxexec[integrity]')")
+
+HOLDER = "n1~abc"
+
+
+def _payload() -> bytes:
+    """About 34 MB in two large frames (so the parts' borders fall inside frames)."""
+    rng = np.random.default_rng(9)
+    return join(serialize({"a": rng.random(3_000_001),
+                           "b": rng.integers(0, 255, 10_000_003, dtype=np.uint8),
+                           "name": "x"}))
+
+
+PAYLOAD = _payload()
+
+
+class Origin:
+    """A node store serving its objects from a NodeServer in this process."""
+
+    def __init__(self, directory: str) -> None:
+        self.store = NodeConnector(directory, namespace="origin", chunk=1 << 26)
+        self.token = self.store.put([PAYLOAD]).partition("@")[0]
+        listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{listener.getsockname()[1]}"
+        self.server = NodeServer(self.store, listener, self.address)
+        self.requests: list[int] = []
+        answer = self.server._answer
+
+        def counted(conn: socket.socket, op: int, token: str, argument: str) -> None:
+            self.requests.append(op)
+            answer(conn, op, token, argument)
+
+        self.server._answer = counted  # type: ignore[method-assign]
+        self.listener = listener
+        threading.Thread(target=self.server.serve, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.stopped.set()
+        self.listener.close()
+        self.store.remove_local(self.token)
+
+
+@pytest.fixture
+def origin(shm_dir: str) -> Iterator[Origin]:
+    served = Origin(shm_dir)
+    yield served
+    served.close()
+
+
+@pytest.fixture
+def local(shm_dir: str) -> Iterator[NodeConnector]:
+    connector = NodeConnector(shm_dir, namespace="here", chunk=1 << 26)
+    yield connector
+    assert connector.stats()["objects"] == 0
+
+
+def _hash_counter(monkeypatch: Any) -> list[int]:
+    hashed: list[int] = []
+    real = xxhash.xxh3_64
+
+    class Counted:
+        def __init__(self) -> None:
+            self.inner = real()
+
+        def update(self, data: Any) -> None:
+            hashed.append(memoryview(data).nbytes)
+            self.inner.update(data)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+    monkeypatch.setattr(xxhash, "xxh3_64", Counted)
+    return hashed
+
+
+def test_a_large_object_comes_in_parts_over_several_connections(
+        origin: Origin, local: NodeConnector, monkeypatch: Any) -> None:
+    hashed = _hash_counter(monkeypatch)
+    client = TransferClient(None, 5.0, streams=4)
+    assert client.pull(HOLDER, origin.address, [origin.token], local, "") == [True]
+    assert sorted(origin.requests) == [p.GET_SPLIT, p.PART, p.PART, p.PART]
+    assert client.idle_connections() == 4  # one per part, all given back
+    buffer, _ident, checked = local.get_identified(origin.token)
+    assert bytes(buffer) == PAYLOAD and checked is True
+    # every byte of the two large frames hashed once, whichever part brought it
+    assert 13_000_000 < sum(hashed) < len(PAYLOAD)
+    del buffer
+    local.remove_local(origin.token)
+    client.close()
+
+
+def test_one_stream_pulls_the_whole_object_over_one_connection(
+        origin: Origin, local: NodeConnector) -> None:
+    client = TransferClient(None, 5.0, streams=1)
+    assert client.pull(HOLDER, origin.address, [origin.token], local, "") == [True]
+    assert origin.requests == [p.GET_SPLIT] and client.idle_connections() == 1
+    assert bytes(local.get_identified(origin.token)[0]) == PAYLOAD
+    local.remove_local(origin.token)
+    client.close()
+
+
+def test_fetch_into_memory_comes_in_parts_too(origin: Origin) -> None:
+    client = TransferClient(None, 5.0, streams=3)
+    got = client.fetch(HOLDER, origin.address, origin.token, "")
+    assert got is not None and bytes(got) == PAYLOAD
+    assert sorted(origin.requests) == [p.GET_SPLIT, p.PART, p.PART]
+    assert client.fetch(HOLDER, origin.address, "f" * 32, "") is None
+    client.close()
+
+
+def test_a_part_corrupted_on_its_way_is_refused_naming_the_host(
+        origin: Origin, local: NodeConnector, monkeypatch: Any) -> None:
+    where = origin.store.locate(origin.token)
+    assert where is not None
+    base = where[1]
+    real = p.send_range
+
+    def send(sock: socket.socket, fd: int, offset: int, length: int) -> None:
+        target = base + len(PAYLOAD) - 1000  # in the last part: hashed after the others
+        if offset <= target < offset + length:
+            data = bytearray(os.pread(fd, length, offset))
+            data[target - offset] ^= 0x01
+            sock.sendall(data)
+        else:
+            real(sock, fd, offset, length)
+
+    monkeypatch.setattr(p, "send_range", send)
+    client = TransferClient(None, 5.0, streams=4)
+    with pytest.raises(DeserializationError, match=r"from host 'n1' at 127\.0\.0\.1:\d+ is "
+                                                   r"corrupted.*not kept"):
+        client.pull(HOLDER, origin.address, [origin.token], local, "")
+    assert not local.has_local(origin.token)
+    client.close()
+
+
+def test_an_object_freed_between_its_parts_is_missing_and_nothing_is_kept(
+        origin: Origin, local: NodeConnector, monkeypatch: Any) -> None:
+    real = origin.store.sealed_range
+    calls: list[str] = []
+
+    def once(token: str) -> Any:
+        calls.append(token)
+        return real(token) if len(calls) == 1 else None  # freed after the first answer
+
+    monkeypatch.setattr(origin.store, "sealed_range", once)
+    client = TransferClient(None, 5.0, streams=4)
+    assert client.pull(HOLDER, origin.address, [origin.token], local, "") == [False]
+    assert not local.has_local(origin.token) and len(calls) == 4
+    assert client.fetch(HOLDER, origin.address, origin.token, "") is None
+    client.close()
+
+
+def test_a_part_that_stops_coming_names_the_host_in_bounded_time(
+        origin: Origin, local: NodeConnector, monkeypatch: Any) -> None:
+    real = p.send_range
+    where = origin.store.locate(origin.token)
+    assert where is not None
+
+    def stall(sock: socket.socket, fd: int, offset: int, length: int) -> None:
+        if offset > where[1]:  # the parts after the first: half, then silence
+            real(sock, fd, offset, length // 2)
+            time.sleep(3)
+            return
+        real(sock, fd, offset, length)
+
+    monkeypatch.setattr(p, "send_range", stall)
+    client = TransferClient(None, 1.0, streams=2)
+    start = time.monotonic()
+    with pytest.raises(NodeUnreachableError, match="from host 'n1' at 127.0.0.1") as caught:
+        client.pull(HOLDER, origin.address, [origin.token], local, "")
+    assert time.monotonic() - start < 2.9 and caught.value.host == "n1"
+    assert not local.has_local(origin.token)
+    client.close()
+
+
+@pytest.mark.parametrize("streams", [0, 65, 2.5, True, "4"])
+def test_a_wrong_stream_count_is_refused_before_any_io(shm_dir: str, streams: Any) -> None:
+    with pytest.raises(ConfigError, match="transfer_streams must be a whole number"):
+        NodeConnector(os.path.join(shm_dir, "never"), transfer=True, transfer_streams=streams)
+    assert not os.path.exists(os.path.join(shm_dir, "never"))
+
+
+def test_the_stream_count_travels_in_the_config(shm_dir: str) -> None:
+    connector = NodeConnector(shm_dir, namespace="cfg", transfer=True, transfer_streams=2)
+    again = NodeConnector.from_config(connector.config())
+    assert again.transfer_streams == 2 and again.transfer_client().streams == 2
