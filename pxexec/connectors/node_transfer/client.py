@@ -133,7 +133,7 @@ class TransferClient:
                   reply_to: str) -> bool:
         def exchange(sock: socket.socket) -> bool:
             sock.sendall(p.request(p.GET_SPLIT, token, f"{self.streams} {reply_to}"))
-            status, nbytes, first = p.SPLIT_ANSWER.unpack(
+            status, nbytes, stripe = p.SPLIT_ANSWER.unpack(
                 p.read_exact(sock, p.SPLIT_ANSWER.size))
             if status != p.OK:
                 return False
@@ -141,7 +141,7 @@ class TransferClient:
             try:
                 digests = StreamingDigests(nbytes)
                 view = incoming.buffer
-                self._receive_parts(sock, view, first, holder, address, token, digests)
+                self._receive_parts(sock, view, stripe, holder, address, token, digests)
                 del view
                 incoming.seal(verified=_verified(digests, token, holder, address))
             except _Vanished:
@@ -167,13 +167,13 @@ class TransferClient:
         the node's copy off the reader's path is faster than ``recv_into`` the file."""
         def exchange(sock: socket.socket) -> memoryview | None:
             sock.sendall(p.request(p.GET_SPLIT, token, f"{self.streams} {reply_to}"))
-            status, nbytes, first = p.SPLIT_ANSWER.unpack(
+            status, nbytes, stripe = p.SPLIT_ANSWER.unpack(
                 p.read_exact(sock, p.SPLIT_ANSWER.size))
             if status != p.OK:
                 return None
             view = alloc(nbytes)
             try:
-                self._receive_parts(sock, view, first, holder, address, token, None)
+                self._receive_parts(sock, view, stripe, holder, address, token, None)
             except _Vanished:
                 return None
             return view
@@ -185,43 +185,51 @@ class TransferClient:
                 raise failed.cause from None
             return got
 
-    def _receive_parts(self, sock: socket.socket, view: memoryview, first: int, holder: str,
+    def _receive_parts(self, sock: socket.socket, view: memoryview, stripe: int, holder: str,
                        address: str, token: str, digests: StreamingDigests | None) -> None:
-        """Fill ``view``: its first ``first`` bytes from ``sock`` (fed to ``digests`` as
-        they arrive), the other parts at the same time over other connections (fed
-        after, in order). Raises ``_Vanished`` if the object went meanwhile."""
-        parts = p.other_parts(first, view.nbytes, self.streams)
-        failures: list[BaseException] = []
-        threads = [threading.Thread(target=self._receive_part,
-                                    args=(holder, address, token, view, start, n, failures),
+        """Fill ``view``: with ``stripe`` 0 all from ``sock``; else stream 0's stripes
+        from ``sock`` and the other streams' over other connections at the same time,
+        each stripe fed to ``digests`` in order as soon as it and those before it are
+        in. Raises ``_Vanished`` if the object went meanwhile."""
+        if not stripe:
+            _receive_into(sock, view, digests)
+            return
+        arrived = _Arrivals(view.nbytes, stripe)
+        threads = [threading.Thread(target=self._receive_stream,
+                                    args=(holder, address, token, view, stripe, stream, arrived),
                                     name="pxexec-pull", daemon=True)
-                   for start, n in parts]
+                   for stream in range(1, self.streams)]
         for thread in threads:
             thread.start()
         try:
-            _receive_into(sock, view[:first], digests)
+            for start, n in p.stripes(view.nbytes, stripe, 0, self.streams):
+                _receive_into(sock, view[start : start + n])
+                arrived.mark(start)
+                arrived.feed_ready(view, digests, wait=False)
+            arrived.feed_ready(view, digests, wait=True)
         finally:
             for thread in threads:
                 thread.join()
-        if failures:  # carried past this connection's retry: it is not the one that failed
-            raise failures[0] if isinstance(failures[0], _Vanished) else _PartFailed(failures[0])
-        if digests is not None and parts:
-            digests.feed(view[first:])
+        if arrived.failures:  # carried past this connection's retry: not the one that failed
+            failed = arrived.failures[0]
+            raise failed if isinstance(failed, _Vanished) else _PartFailed(failed)
 
-    def _receive_part(self, holder: str, address: str, token: str, view: memoryview,
-                      start: int, nbytes: int, failures: list[BaseException]) -> None:
+    def _receive_stream(self, holder: str, address: str, token: str, view: memoryview,
+                        stripe: int, stream: int, arrived: _Arrivals) -> None:
         def exchange(sock: socket.socket) -> None:
-            sock.sendall(p.request(p.PART, token, f"{start} {nbytes}"))
+            sock.sendall(p.request(p.PART, token, f"{stream} {self.streams} {stripe}"))
             status, length = p.ANSWER.unpack(p.read_exact(sock, p.ANSWER.size))
-            if status != p.OK or length != nbytes:
+            if status != p.OK or length != view.nbytes:
                 raise _Vanished(token)
-            _receive_into(sock, view[start : start + nbytes])
+            for start, n in p.stripes(view.nbytes, stripe, stream, self.streams):
+                _receive_into(sock, view[start : start + n])
+                arrived.mark(start)
 
         try:
             with self._session(holder, address, f"fetch object {token!r}") as run:
                 run(exchange)
-        except BaseException as exc:  # raised in the thread that waits for the parts
-            failures.append(exc)
+        except BaseException as exc:  # raised in the thread that waits for the stripes
+            arrived.fail(exc)
 
     def evict(self, holder: str, address: str, token: str, sender: str) -> bool:
         """Free ``token`` on the node at ``address`` (which frees its copies too)."""
@@ -256,6 +264,42 @@ class TransferClient:
                 for sock in socks:
                     sock.close()
             self._idle.clear()
+
+
+class _Arrivals:
+    """Which stripes of an object have arrived; feeds them to the digests in order."""
+
+    def __init__(self, nbytes: int, stripe: int) -> None:
+        self.nbytes = nbytes
+        self.stripe = stripe
+        self._in = [False] * (-(-nbytes // stripe))
+        self._fed = 0  # stripes fed to the digests so far
+        self.failures: list[BaseException] = []
+        self._changed = threading.Condition()
+
+    def mark(self, start: int) -> None:
+        with self._changed:
+            self._in[start // self.stripe] = True
+            self._changed.notify_all()
+
+    def fail(self, exc: BaseException) -> None:
+        with self._changed:
+            self.failures.append(exc)
+            self._changed.notify_all()
+
+    def feed_ready(self, view: memoryview, digests: StreamingDigests | None, wait: bool) -> None:
+        """Feed every stripe that has arrived after the last one fed; with ``wait``,
+        wait for the rest (until all are in or a stream failed)."""
+        while self._fed < len(self._in):
+            with self._changed:
+                while not self._in[self._fed]:
+                    if self.failures or not wait:
+                        return
+                    self._changed.wait()
+            start = self._fed * self.stripe
+            if digests is not None:
+                digests.feed(view[start : min(self.nbytes, start + self.stripe)])
+            self._fed += 1
 
 
 class _Vanished(Exception):

@@ -12,11 +12,14 @@ token and an argument (the requester's node-server address, or empty). Answers:
 holds) -> status (1 byte). Status 0 is yes/ok, 1 is missing.
 
 A large object comes over several connections at once (one TCP stream is bound by
-one core's copying; the parts' copies run in parallel): ``GET_SPLIT`` (argument
-``"<streams> <requester address>"``) -> status, the object's length and the length of
-its first part (u64 each), then that first part (the whole object when it is smaller
-than ``SPLIT_AT``, or when one stream is asked for); ``PART`` (argument
-``"<offset> <length>"``) -> status and length (u64), then those bytes.
+one core's copying; the parts' copies run in parallel), in stripes: with ``k``
+streams, stream ``j`` carries stripes ``j``, ``j + k``, ``j + 2k``, ... of ``stripe``
+bytes each, so the bytes arrive nearly in order and the reader hashes them as they
+come. ``GET_SPLIT`` (argument ``"<streams> <requester address>"``) -> status, the
+object's length and the stripe size (u64 each), then stripe 0's stream (the whole
+object when the stripe size is 0: below ``SPLIT_AT``, or one stream asked for);
+``PART`` (argument ``"<stream> <streams> <stripe size>"``) -> status and the object's
+length (u64), then that stream's stripes.
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ import os
 import socket
 import struct
 
-__all__ = ["AuthError", "first_part", "handshake_client", "handshake_server", "kernel_timeouts",
-           "other_parts", "read_exact", "request", "send_range"]
+__all__ = ["AuthError", "handshake_client", "handshake_server", "kernel_timeouts", "read_exact",
+           "request", "send_range", "stripe_size", "stripes"]
 
 GET, EVICT, HAS, PING, TOUCH, GET_SPLIT, PART = 1, 2, 3, 4, 5, 6, 7
 OK, MISSING = 0, 1
@@ -36,41 +39,32 @@ ANSWER = struct.Struct("!BQ")
 SPLIT_ANSWER = struct.Struct("!BQQ")
 _STR = struct.Struct("!H")
 
-#: objects from this size are sent in parts over several connections
+#: objects from this size are sent in stripes over several connections
 SPLIT_AT = 16 << 20
-#: parts start on multiples of this (page-aligned ranges for sendfile)
-_ALIGN = 1 << 16
+#: the stripe size of an object sent over several connections
+STRIPE = 2 << 20
+#: the most connections one object is sent over
+MAX_STREAMS = 64
 
 
-def first_part(length: int, streams: int) -> int:
-    """How much of a ``length``-byte object the first of ``streams`` connections
-    carries (the whole object if it is small or one stream is asked for).
+def stripe_size(length: int, streams: int) -> int:
+    """The stripe size for sending a ``length``-byte object over ``streams``
+    connections: 0 (all on one connection) when it is small or one stream is asked for.
 
-    >>> first_part(100 << 20, 4) == 25 << 20, first_part(1 << 20, 4) == 1 << 20
-    (True, True)
+    >>> stripe_size(100 << 20, 4) == STRIPE, stripe_size(1 << 20, 4), stripe_size(100 << 20, 1)
+    (True, 0, 0)
     """
-    if streams <= 1 or length < SPLIT_AT:
-        return length
-    return length // streams // _ALIGN * _ALIGN
+    return STRIPE if 1 < streams <= MAX_STREAMS and length >= SPLIT_AT else 0
 
 
-def other_parts(first: int, length: int, streams: int) -> list[tuple[int, int]]:
-    """(offset, length) of the parts after the ``first`` bytes, one per other stream.
+def stripes(length: int, stripe: int, stream: int, streams: int) -> list[tuple[int, int]]:
+    """(offset, length) of the stripes stream ``stream`` of ``streams`` carries.
 
-    >>> [(offset >> 20, n >> 20) for offset, n in other_parts(25 << 20, 100 << 20, 4)]
-    [(25, 25), (50, 25), (75, 25)]
-    >>> other_parts(100, 100, 4), other_parts(40, 100, 3)  # small rests: one part
-    ([], [(40, 60)])
+    >>> stripes(10, 3, 0, 2), stripes(10, 3, 1, 2)
+    ([(0, 3), (6, 3)], [(3, 3), (9, 1)])
     """
-    count = max(1, streams - 1)
-    size = (length - first) // count // _ALIGN * _ALIGN or length  # small: one part
-    parts: list[tuple[int, int]] = []
-    offset = first
-    while offset < length:
-        n = length - offset if len(parts) == count - 1 else min(size, length - offset)
-        parts.append((offset, n))
-        offset += n
-    return parts
+    return [(start, min(stripe, length - start))
+            for start in range(stream * stripe, length, streams * stripe)]
 
 
 def parse_numbers(argument: str, count: int) -> list[int] | None:

@@ -182,12 +182,13 @@ class NodeServer:
             conn.sendall(bytes([p.OK]))
 
     def _send_object(self, conn: socket.socket, op: int, token: str, argument: str) -> None:
-        """Answer ``GET`` (the whole object), ``GET_SPLIT`` (its first part) or ``PART``
-        (a range), see ``protocol``; a request for a range the object lacks is MISSING."""
+        """Answer ``GET`` (the whole object), ``GET_SPLIT`` (stream 0 of its stripes) or
+        ``PART`` (another stream's stripes), see ``protocol``; a malformed request is
+        answered MISSING."""
         missing = p.SPLIT_ANSWER.pack(p.MISSING, 0, 0) if op == p.GET_SPLIT else (
             p.ANSWER.pack(p.MISSING, 0))
-        numbers = p.parse_numbers(argument, 2 if op == p.PART else 1) if op != p.GET else []
-        if numbers is None:
+        numbers = p.parse_numbers(argument, 3 if op == p.PART else 1) if op != p.GET else [1]
+        if numbers is None or not 1 <= numbers[-2 if op == p.PART else 0] <= p.MAX_STREAMS:
             conn.sendall(missing)
             return
         ranged = getattr(self.store, "sealed_range", None)  # (fd, offset, length, hold)
@@ -198,25 +199,25 @@ class NodeServer:
         fd, offset, length = sealed[:3]
         try:
             if op == p.PART:
-                start, count = numbers
-                if start + count > length:
+                stream, streams, stripe = numbers
+                if stripe <= 0 or stream >= streams:
                     conn.sendall(missing)
                     return
-                answer = p.ANSWER.pack(p.OK, count)
+                conn.sendall(p.ANSWER.pack(p.OK, length))
             else:
-                start, count = 0, length
-                if op == p.GET_SPLIT:
-                    count = p.first_part(length, numbers[0])
-                    argument = argument.partition(" ")[2]
-                answer = (p.SPLIT_ANSWER.pack(p.OK, length, count) if op == p.GET_SPLIT
-                          else p.ANSWER.pack(p.OK, length))
-                if argument and argument != self.address:  # who to tell when it is freed
-                    _append_line(os.path.join(self.store.path, COPIES, token), argument)
-            conn.sendall(answer)
-            if fd < 0:  # a small object, copied out of the store: its bytes
-                conn.sendall(memoryview(sealed[3])[start : start + count])
-                return
-            p.send_range(conn, fd, offset + start, count)
+                stream, streams = 0, numbers[0]
+                stripe = p.stripe_size(length, streams) if op == p.GET_SPLIT else 0
+                reply_to = argument.partition(" ")[2] if op == p.GET_SPLIT else argument
+                if reply_to and reply_to != self.address:  # who to tell when it is freed
+                    _append_line(os.path.join(self.store.path, COPIES, token), reply_to)
+                conn.sendall(p.SPLIT_ANSWER.pack(p.OK, length, stripe) if op == p.GET_SPLIT
+                             else p.ANSWER.pack(p.OK, length))
+            ranges = p.stripes(length, stripe, stream, streams) if stripe else [(0, length)]
+            for start, count in ranges:
+                if fd < 0:  # a small object, copied out of the store: its bytes
+                    conn.sendall(memoryview(sealed[3])[start : start + count])
+                else:
+                    p.send_range(conn, fd, offset + start, count)
         finally:
             if fd >= 0:
                 os.close(fd)
