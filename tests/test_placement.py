@@ -110,6 +110,25 @@ def test_consumers_submitted_before_the_result_is_there_spread_too(ex: StoreExec
         del made
 
 
+def scaled(data: Any, factor: float) -> Any:
+    return np.asarray(data) * factor
+
+
+def test_a_warm_up_on_small_inputs_does_not_hold_back_a_run_on_large_ones(
+        ex: StoreExecutor) -> None:
+    # the warm-up teaches: scaled on inputs that are not stored returns no proxy,
+    # whether they come by value or as a small result of another task
+    ex.submit(scaled, np.ones(10), 2.0).result()
+    ex.submit(scaled, ex.submit(make, 10, 1), 2.0).result()
+    big = ex.submit(make, MB, 1)
+    big.result()  # stored: scaled below reads a stored object
+    for seed in (2, 3):
+        made = ex.submit(scaled, big, float(seed))  # not done when its consumers come
+        _assert_spread(ex, made, seed)
+        del made
+    del big
+
+
 def test_a_result_that_is_not_a_proxy_still_reaches_its_consumers(ex: StoreExecutor) -> None:
     ex.submit(make, MB, 1).result()  # learned: a proxy
     # the same function now returns a small array, which is not proxied

@@ -74,7 +74,10 @@ class Arguments:
         if kind is StoreFuture:
             ledger.record_upstream(value)  # its result must outlive this task
             if self.dependency is not None:
-                return self.dependency(value)
+                passed = self.dependency(value)
+                if passed is value or type(passed) is Boxed:  # a proxied result comes in
+                    ledger.fed = True
+                return passed
             if self.native_futures and value.engine_future is not None:
                 return value.engine_future
             return value

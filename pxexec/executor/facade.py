@@ -175,6 +175,7 @@ class StoreExecutor(cf.Executor):
         except BaseException:
             self._free(ledger.input_keys)
             raise
+        ledger.fed = ledger.reads_stored()
         with self._lock:
             self._pending[future] = ledger
             self._ledgers[future] = ledger
@@ -206,7 +207,7 @@ class StoreExecutor(cf.Executor):
     def _dependency(self, upstream: StoreFuture) -> Any:
         """What the StoreFuture argument ``upstream`` becomes (see ``Placement``)."""
         ledger = self._ledgers.get(upstream)
-        return self._placement.argument(upstream, ledger.fn if ledger is not None else None)
+        return self._placement.argument(upstream, ledger)
 
     def _task(self, fn: Callable[..., Any]) -> ProxyTask:
         # One wrapper per function: engines that cache per function (Parsl) stay small.
@@ -278,7 +279,7 @@ class StoreExecutor(cf.Executor):
             ledger = self._pending.pop(future, None) or self._ledgers.get(future, Ledger())
         ok = not cancelled and exc is None
         if ok:
-            self._placement.learn(ledger.fn, result)
+            self._placement.learn(ledger, result)
         # Inputs are freed before the future completes: once result() returns, the
         # store holds only what the caller owns.
         try:

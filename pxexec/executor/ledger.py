@@ -55,7 +55,7 @@ class Ledger:
     (['k1'], {'k2'})
     """
 
-    __slots__ = ("abandoned", "borrows", "fn", "foreign_keys", "input_keys", "upstream")
+    __slots__ = ("abandoned", "borrows", "fed", "fn", "foreign_keys", "input_keys", "upstream")
 
     def __init__(self) -> None:
         self.input_keys: list[str] = []  # objects this submission stored (or moved in)
@@ -64,6 +64,7 @@ class Ledger:
         self.upstream: list[Any] = []  # futures whose results the task reads
         self.abandoned = False  # nobody will read the result: free it on completion
         self.fn: Any = None  # what the task runs (its results say where consumers go)
+        self.fed = False  # it reads stored objects (proxies, proxied results of tasks)
 
     def record_stored(self, key: str) -> None:
         """The submission stored (or an owner moved in) the object under ``key``."""
@@ -76,6 +77,11 @@ class Ledger:
     def record_borrow(self, borrow: _Borrow) -> None:
         """A borrow the task holds until it completes."""
         self.borrows.append(borrow)
+
+    def reads_stored(self) -> bool:
+        """Whether the task reads stored objects: proxies, or tasks' proxied results
+        (``fed``, set as the arguments are prepared)."""
+        return bool(self.fed or self.input_keys or self.foreign_keys or self.borrows)
 
     def record_upstream(self, future: Any) -> None:
         """A future whose result (an owner) must outlive this task, which reads it."""

@@ -7,8 +7,11 @@ worker reads the stored object as cheaply (shared memory on one node, Redis, a s
 file system), yet all consumers of one result queue up on one worker. So, where the
 store's reads cost the same on every node (its connector is not ``located``), a
 consumer gets the upstream result itself when it is a proxy: at once if the upstream
-future is done, or, if that function's last result was a proxy, once it is done (the
-submission waits on the client: one notification per graph level). Dask then places
+future is done, or, if the upstream's last like task returned a proxy, once it is done
+(the submission waits on the client: one notification per graph level). Tasks are
+alike when they run the same function and both read stored objects or neither does
+(a warm-up on small inputs says nothing of a run on large ones); for a kind not seen
+yet, a task that reads stored objects is expected to return one. Dask then places
 the consumer by occupancy, as it places a task without dependencies. Anything else
 (a result that is not a proxy, a function not seen yet, a ``located`` store on
 several nodes, where running beside the data saves a transfer) goes to the engine as
@@ -45,19 +48,20 @@ class Placement:
         self._native = bool(engine.native_futures)
         self._proxies: Recent[Any, bool] = Recent(_RECENT)
 
-    def learn(self, fn: Any, result: Any) -> None:
-        """``fn``'s task returned ``result`` (its next consumers are placed by it)."""
+    def learn(self, ledger: Any, result: Any) -> None:
+        """The task of ``ledger`` returned ``result`` (the next consumers of tasks like
+        it are placed by it)."""
         if not self.active:
             return
         try:
-            self._proxies.put(fn, isinstance(result, Proxy))
+            self._proxies.put((ledger.fn, ledger.fed), isinstance(result, Proxy))
         except TypeError:  # an unhashable callable: nothing learned
             pass
 
-    def argument(self, future: Any, fn: Any) -> Any:
-        """What to pass for the StoreFuture ``future`` whose task runs ``fn``: its
-        proxied result, its engine future, or ``future`` itself (submit once it is
-        done: ``pxexec.executor.dependencies``)."""
+    def argument(self, future: Any, ledger: Any) -> Any:
+        """What to pass for the StoreFuture ``future`` (its task's ``ledger``, None if
+        unknown): its proxied result, its engine future, or ``future`` itself (submit
+        once it is done: ``pxexec.executor.dependencies``)."""
         engine_future = future.engine_future
         if not self._native:
             return future
@@ -69,15 +73,16 @@ class Placement:
                 if proxied is not None:
                     return proxied
             return engine_future if engine_future is not None else future
-        if engine_future is None or self._expects_proxy(fn):
+        if engine_future is None or (ledger is not None and self._expects_proxy(ledger)):
             return future
         return engine_future
 
-    def _expects_proxy(self, fn: Any) -> bool:
+    def _expects_proxy(self, ledger: Any) -> bool:
         try:
-            return bool(self._proxies.get(fn))
+            known = self._proxies.get((ledger.fn, ledger.fed))
         except TypeError:  # an unhashable callable
             return False
+        return bool(ledger.fed) if known is None else bool(known)
 
     def native(self) -> Callable[[Any], Any] | None:
         """For a waited-on future whose result is not a proxy: its engine future
