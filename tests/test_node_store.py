@@ -24,7 +24,7 @@ from pxexec import Store
 from pxexec.codec.serialize import deserialize, serialize
 from pxexec.connectors import connector_from_config, connector_from_url
 from pxexec.connectors.node import NodeConnector, ShmConnector
-from pxexec.errors import ConfigError, UnsafeDirectoryError
+from pxexec.errors import ConfigError, DeserializationError, UnsafeDirectoryError
 from pxexec.executor.facade import StoreExecutor
 from pxexec.store.leases import reset_keeper
 from pxexec.testing import ConnectorConformance
@@ -184,6 +184,29 @@ def test_empty_then_seal_moves_nothing(node: NodeConnector, signed: bool,
     assert float(out.sum()) == 2.0 * 512 * 1024
     store.evict(key)
     del out, arr
+
+
+def test_an_array_built_in_place_carries_its_digest(node: NodeConnector) -> None:
+    pytest.importorskip("xxhash", reason="the integrity extra (pip install 'pxexec[integrity]')")
+    store = Store(f"built-{uuid.uuid4().hex[:6]}", node, cache_size=0)
+    arr = store.empty(2 * MB // 8)
+    arr[:] = np.arange(arr.size)
+    key = store.seal(arr)
+    reader = Store(f"reader-{uuid.uuid4().hex[:6]}", node, cache_size=0)
+    assert np.array_equal(reader.get(key), np.arange(arr.size))  # the digest holds
+    where = node.locate(key)
+    assert where is not None
+    path, offset, length = where
+    fd = os.open(path, os.O_RDWR)
+    try:  # a byte of the data changed behind the store's back
+        last = os.pread(fd, 1, offset + length - 3)
+        os.pwrite(fd, bytes([last[0] ^ 0x10]), offset + length - 3)
+    finally:
+        os.close(fd)
+    with pytest.raises(DeserializationError, match="XXH3"):
+        Store(f"late-{uuid.uuid4().hex[:6]}", node, cache_size=0).get(key)
+    del arr
+    store.evict(key)
 
 
 def test_unsealed_allocation_is_given_back(node: NodeConnector) -> None:

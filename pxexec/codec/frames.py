@@ -193,6 +193,33 @@ def with_digests(frames: DigestsPending) -> Frames:
     return [bytes(head), *frames[1:]]
 
 
+def pending_digests(frames: DigestsPending) -> DigestsPending:
+    """What ``fill_digests`` needs of ``frames`` (a header with room for digests),
+    without holding their data."""
+    kept = DigestsPending(frames.large, frames.body_len)
+    kept.extend(b"" for _ in frames)
+    return kept
+
+
+def fill_digests(head: Any, pending: DigestsPending, data: Sequence[Any]) -> None:
+    """Write the XXH3 digests of ``data`` (the large frames, in order, once written in
+    place after ``head``) into ``head``, a header made with room for them.
+
+    >>> import numpy as np
+    >>> from pxexec.codec.integrity import defer_digests
+    >>> data = np.arange(100_000).view(np.uint8)
+    >>> with defer_digests():
+    ...     frames = make_frames(NDARRAY, {"x": 1}, [data])
+    >>> head = memoryview(bytearray(frames[0]))
+    >>> fill_digests(head, pending_digests(frames), [data])
+    >>> parse_buffer(bytes(head) + data.tobytes())[1]["x"]  # the digest holds
+    1
+    """
+    from xxhash import xxh3_64_intdigest  # present: headers with room come only with it
+
+    _fill_digests(byte_view(head), pending, [xxh3_64_intdigest(byte_view(d)) for d in data])
+
+
 def _fill_digests(head: memoryview, frames: DigestsPending, digests: list[int]) -> None:
     body = bytes(head[: frames.body_len])
     start = body.rindex(_DIGESTS_KEY) + len(_DIGESTS_KEY)

@@ -23,14 +23,17 @@ from pxexec.codec.frames import (
     PICKLE,
     POLARS,
     STR,
+    DigestsPending,
     Frames,
     check_frames,
     make_frames,
     parse_buffer,
     parse_frames,
+    pending_digests,
     writable_copy,
 )
 from pxexec.codec.hugepages import bytearray_from, bytes_from
+from pxexec.codec.integrity import defer_digests
 from pxexec.errors import DeserializationError, SerializationError
 
 Serializer = Callable[[Any], Sequence[Any]]
@@ -350,17 +353,22 @@ def _view_ndarray(meta: dict[str, Any], frames: list[memoryview]) -> Any:
     return flat.reshape(shape[::-1]).T if meta["order"] == "F" else flat.reshape(shape)
 
 
-def ndarray_header(shape: Sequence[int], dtype: Any) -> bytes:
-    """The header ``serialize`` writes before a C-ordered array of ``shape``/``dtype``.
+def ndarray_header(shape: Sequence[int], dtype: Any, *, digest_room: bool = False
+                   ) -> tuple[bytes, DigestsPending | None]:
+    """The header ``serialize`` writes before a C-ordered array of ``shape``/``dtype``,
+    and, with ``digest_room``, what ``fill_digests`` needs to put the XXH3 digest of the
+    data into it once the data is written (None when there is no room: xxhash missing).
 
     With it a producer can write the header and then fill the data in place
     (``Store.empty``): header + data decodes to that array, for arrays of more than
-    ``CHECKED_FRAME`` bytes (smaller ones carry a CRC). Data written after the header
-    carries no XXH3 digest (``pxexec.codec.integrity``): it did not exist when the header was.
+    ``CHECKED_FRAME`` bytes (smaller ones carry a CRC). Without ``digest_room`` the data
+    carries no XXH3 digest (``pxexec.codec.integrity``): it did not exist when the
+    header was.
 
     >>> import numpy as np
     >>> a = np.ones((300, 300))
-    >>> deserialize(ndarray_header(a.shape, a.dtype) + a.tobytes()).tolist() == a.tolist()
+    >>> head, _ = ndarray_header(a.shape, a.dtype)
+    >>> deserialize(head + a.tobytes()).tolist() == a.tolist()
     True
     """
     import numpy as np
@@ -375,12 +383,20 @@ def ndarray_header(shape: Sequence[int], dtype: Any) -> bytes:
     import mmap
 
     # a stand-in data frame of the right length: its pages are never touched (no CRC
-    # for frames this large), so the anonymous mapping costs no memory
+    # for frames this large, the digest is left to fill_digests), so the anonymous
+    # mapping costs no memory
     stand_in = mmap.mmap(-1, nbytes)
     try:
         view = memoryview(stand_in)
-        head = bytes(make_frames(NDARRAY, meta, [view], digest=False)[0])
+        if digest_room:
+            with defer_digests():
+                frames = make_frames(NDARRAY, meta, [view])
+        else:
+            frames = make_frames(NDARRAY, meta, [view], digest=False)
+        head = bytes(frames[0])
+        room = pending_digests(frames) if isinstance(frames, DigestsPending) else None
+        del frames
         view.release()
     finally:
         stand_in.close()
-    return head
+    return head, room

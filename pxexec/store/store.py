@@ -20,6 +20,7 @@ from pxexec.codec.frames import (
     CHECKED_FRAME,
     DigestsPending,
     copy_digesting,
+    fill_digests,
     payload_size,
     with_digests,
 )
@@ -163,7 +164,7 @@ class Store:
         self._views_for: Callable[[str], bool] | None = (
             views_for if deserializer is None and callable(views_for) else None)
         #: arrays handed out by ``empty`` and not sealed yet: data address -> allocation
-        self._building: dict[int, tuple[str, int, int, Any]] = {}
+        self._building: dict[int, tuple[str, int, int, Any, DigestsPending | None]] = {}
         self._metrics = StoreMetrics()
         self._metrics_lock = threading.Lock()
         #: the newest version of each replaced object this process wrote or read:
@@ -287,7 +288,7 @@ class Store:
         allocate = self.connector.allocate if isinstance(self.connector, AllocatesInPlace) else None
         if allocate is None or self._routes or nbytes <= CHECKED_FRAME or dt.hasobject:
             return np.empty(dims, dtype=dt)
-        header = ndarray_header(dims, dt)
+        header, room = ndarray_header(dims, dt, digest_room=True)
         sig = FRAME_SIZE if self._signer is not None else 0
         key, buffer = allocate(sig + len(header) + nbytes)
         buffer[sig : sig + len(header)] = np.frombuffer(header, dtype=np.uint8)
@@ -296,10 +297,10 @@ class Store:
         building = self._building
 
         def forget(ref: Any) -> None:  # dropped unsealed: the connector frees the space
-            if building.get(address, (None, 0, 0, None))[3] is ref:
+            if building.get(address, (None, 0, 0, None, None))[3] is ref:
                 building.pop(address, None)
 
-        building[address] = (key, sig, len(header), weakref.ref(buffer, forget))
+        building[address] = (key, sig, len(header), weakref.ref(buffer, forget), room)
         return arr
 
     def _is_building(self, obj: Any) -> bool:
@@ -315,7 +316,7 @@ class Store:
         entry = self._building.pop(_address(arr), None)
         if entry is None:
             return self.put(arr)
-        key, sig, header_len, ref = entry
+        key, sig, header_len, ref, room = entry
         buffer = ref()
         if buffer is None:  # pragma: no cover - arr keeps its buffer alive
             raise ValueError("This array's store allocation is gone; put() a copy of it.")
@@ -326,6 +327,8 @@ class Store:
                 "C order); seal that array, or put() a copy of this one."
             )
         start = time.perf_counter()
+        if room is not None:  # the data's XXH3 digest, now that it is written
+            fill_digests(buffer[sig : sig + header_len], room, [buffer[sig + header_len :]])
         if self._signer is not None:
             body = buffer[sig:]
             bound = _binds_keys(self.connector, key)
