@@ -23,6 +23,7 @@ from pxexec.connectors.node import NodeConnector
 from pxexec.connectors.node_transfer import protocol as p
 from pxexec.connectors.node_transfer.client import _receive
 from pxexec.errors import DeserializationError
+from tests.hashing import count_hashed
 
 xxhash = pytest.importorskip("xxhash",
                              reason="the integrity extra (pip install 'pxexec[integrity]')")
@@ -164,21 +165,8 @@ def _send(payload: bytes) -> socket.socket:
 def test_a_received_object_is_verified_once_and_remembered(
         node: NodeConnector, monkeypatch: Any) -> None:
     token = os.urandom(16).hex()
-    hashed: list[int] = []
     real = xxhash.xxh3_64
-
-    class Counted:
-        def __init__(self) -> None:
-            self.inner = real()
-
-        def update(self, data: Any) -> None:
-            hashed.append(memoryview(data).nbytes)
-            self.inner.update(data)
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self.inner, name)
-
-    monkeypatch.setattr(xxhash, "xxh3_64", Counted)
+    hashed = count_hashed(monkeypatch)
     calls = []
     monkeypatch.setattr(xxhash, "xxh3_64_intdigest",
                         lambda data: calls.append(1) or real(data).intdigest())

@@ -21,6 +21,7 @@ from pxexec.connectors.node_transfer import protocol as p
 from pxexec.connectors.node_transfer.client import TransferClient
 from pxexec.connectors.node_transfer.server import NodeServer
 from pxexec.errors import ConfigError, DeserializationError, NodeUnreachableError
+from tests.hashing import count_hashed
 
 xxhash = pytest.importorskip("xxhash",
                              reason="the integrity extra (pip install 'pxexec[integrity]')")
@@ -79,28 +80,9 @@ def local(shm_dir: str) -> Iterator[NodeConnector]:
     assert connector.stats()["objects"] == 0
 
 
-def _hash_counter(monkeypatch: Any) -> list[int]:
-    hashed: list[int] = []
-    real = xxhash.xxh3_64
-
-    class Counted:
-        def __init__(self) -> None:
-            self.inner = real()
-
-        def update(self, data: Any) -> None:
-            hashed.append(memoryview(data).nbytes)
-            self.inner.update(data)
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self.inner, name)
-
-    monkeypatch.setattr(xxhash, "xxh3_64", Counted)
-    return hashed
-
-
 def test_a_large_object_comes_in_parts_over_several_connections(
         origin: Origin, local: NodeConnector, monkeypatch: Any) -> None:
-    hashed = _hash_counter(monkeypatch)
+    hashed = count_hashed(monkeypatch)
     client = TransferClient(None, 5.0, streams=4)
     assert client.pull(HOLDER, origin.address, [origin.token], local, "") == [True]
     assert sorted(origin.requests) == [p.GET_SPLIT, p.PART, p.PART, p.PART]
