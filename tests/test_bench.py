@@ -82,7 +82,11 @@ def test_bench_stores_have_a_namespace_of_their_own(url: str) -> None:
 
 
 def test_apps_on_threads_with_every_arm(tmp_path: Any) -> None:
+    import gc
+    import glob
+
     pytest.importorskip("proxystore")
+    peer_dirs = set(glob.glob("/dev/shm/pxexec-peer-*"))
     with stores(["shm"]) as named, session("thread", 2) as sess, \
             arms(sess, named, SizeAtLeast(10_000), peer=True, threshold=10_000) as made:
         assert [a.name for a in made] == ["plain", "pxexec-shm", "proxystore"]
@@ -92,6 +96,9 @@ def test_apps_on_threads_with_every_arm(tmp_path: Any) -> None:
         stored = named["pxexec-shm"]
         made[1].close()  # flush the background frees
         assert stored.connector.keys() == []  # pxexec freed every object it stored
+    del made
+    gc.collect()  # ProxyStore's last proxies free their objects: its directory stays gone
+    assert set(glob.glob("/dev/shm/pxexec-peer-*")) == peer_dirs
     kinds = {(r.workload, r.arm, r.kind) for r in records}
     for arm in ("plain", "pxexec-shm", "proxystore"):
         for workload, kind in [("cholesky", "gemm"), ("fedlearn", "train"),

@@ -140,6 +140,7 @@ def arms(
     threshold: int = DEFAULT_THRESHOLD, ray: bool = False,
 ) -> Iterator[list[Arm]]:
     """The plain arm, one pxexec arm per store, and the ProxyStore and Ray arms when asked."""
+    import gc
     import shutil
     import tempfile
 
@@ -160,6 +161,11 @@ def arms(
         for arm in made:
             arm.close()
         if peer_dir is not None:
+            # ProxyStore's owned proxies free their objects when collected, making the
+            # store anew from its config, which creates the directory again: let them
+            # go (the arms hold them) while it is still there, then remove it
+            made.clear()
+            gc.collect()
             shutil.rmtree(peer_dir, ignore_errors=True)
 
 
