@@ -20,7 +20,12 @@ from pxexec.connectors.node import NodeConnector
 from pxexec.connectors.node_transfer import protocol as p
 from pxexec.connectors.node_transfer.client import TransferClient
 from pxexec.connectors.node_transfer.server import NodeServer
-from pxexec.errors import ConfigError, DeserializationError, NodeUnreachableError
+from pxexec.errors import (
+    ConfigError,
+    DeserializationError,
+    NodeUnreachableError,
+    StoreConnectionError,
+)
 from tests.hashing import count_hashed
 
 xxhash = pytest.importorskip("xxhash",
@@ -96,14 +101,55 @@ def test_a_large_object_comes_in_parts_over_several_connections(
     client.close()
 
 
-def test_one_stream_pulls_the_whole_object_over_one_connection(
+def test_one_stream_pulls_the_whole_object_with_the_request_every_server_knows(
         origin: Origin, local: NodeConnector) -> None:
     client = TransferClient(None, 5.0, streams=1)
     assert client.pull(HOLDER, origin.address, [origin.token], local, "") == [True]
-    assert origin.requests == [p.GET_SPLIT] and client.idle_connections() == 1
+    assert origin.requests == [p.GET] and client.idle_connections() == 1
     assert bytes(local.get_identified(origin.token)[0]) == PAYLOAD
     local.remove_local(origin.token)
+    got = client.fetch(HOLDER, origin.address, origin.token, "")
+    assert got is not None and bytes(got) == PAYLOAD and origin.requests == [p.GET, p.GET]
     client.close()
+
+
+@pytest.mark.parametrize("answer", [p.OK, p.UNKNOWN])
+def test_a_node_server_that_predates_stripes_is_named_with_what_to_do(
+        origin: Origin, local: NodeConnector, answer: int) -> None:
+    # servers before stripes answered OK (one byte) to a request they did not know;
+    # newer ones answer UNKNOWN
+    served = origin.server._answer
+
+    def older(conn: socket.socket, op: int, token: str, argument: str) -> None:
+        if op in (p.GET_SPLIT, p.PART):
+            conn.sendall(bytes([answer]))
+        else:
+            served(conn, op, token, argument)
+
+    origin.server._answer = older  # type: ignore[method-assign]
+    client = TransferClient(None, 1.0, streams=4)
+    start = time.monotonic()
+    with pytest.raises(StoreConnectionError, match=r"host 'n1' at 127\.0\.0\.1:\d+ does not "
+                                                   r"know striped transfers.*transfer_streams=1"):
+        client.pull(HOLDER, origin.address, [origin.token], local, "")
+    assert time.monotonic() - start < 2.5 and not local.has_local(origin.token)
+    with pytest.raises(StoreConnectionError, match="older pxexec"):
+        client.fetch(HOLDER, origin.address, origin.token, "")
+    one = TransferClient(None, 1.0, streams=1)  # what the error advises: it works
+    assert one.pull(HOLDER, origin.address, [origin.token], local, "") == [True]
+    local.remove_local(origin.token)
+    one.close()
+    client.close()
+
+
+def test_an_operation_the_server_does_not_know_is_answered_unknown(origin: Origin) -> None:
+    host, port = origin.address.rsplit(":", 1)
+    with socket.create_connection((host, int(port))) as sock:
+        p.handshake_client(sock, None)
+        sock.sendall(p.request(99, "x"))
+        assert p.read_exact(sock, 1)[0] == p.UNKNOWN
+        sock.sendall(p.request(p.PING, ""))
+        assert p.read_exact(sock, 1)[0] == p.OK
 
 
 def test_fetch_into_memory_comes_in_parts_too(origin: Origin) -> None:

@@ -20,7 +20,7 @@ import pxexec.connectors.node_transfer.protocol as p
 from pxexec.codec.frames import alloc
 from pxexec.codec.streaming import StreamingDigests
 from pxexec.connectors.node_transfer.seam import NodeLocalStore
-from pxexec.errors import DeserializationError, NodeUnreachableError
+from pxexec.errors import DeserializationError, NodeUnreachableError, StoreConnectionError
 
 __all__ = ["TransferClient"]
 
@@ -132,9 +132,11 @@ class TransferClient:
     def _pull_one(self, holder: str, address: str, token: str, into: NodeLocalStore,
                   reply_to: str) -> bool:
         def exchange(sock: socket.socket) -> bool:
+            if self.streams == 1:  # the request every node server knows
+                sock.sendall(p.request(p.GET, token, reply_to))
+                return _receive(sock, token, into, holder, address)
             sock.sendall(p.request(p.GET_SPLIT, token, f"{self.streams} {reply_to}"))
-            status, nbytes, stripe = p.SPLIT_ANSWER.unpack(
-                p.read_exact(sock, p.SPLIT_ANSWER.size))
+            status, nbytes, stripe = _split_answer(sock)
             if status != p.OK:
                 return False
             incoming = into.new_object(token, nbytes)
@@ -152,12 +154,8 @@ class TransferClient:
                 raise
             return True
 
-        with self._session(holder, address, f"fetch object {token!r}") as run:
-            try:
-                found: bool = run(exchange)
-            except _PartFailed as failed:
-                raise failed.cause from None
-            return found
+        found: bool = self._run_striped(holder, address, token, exchange)
+        return found
 
     def fetch(self, holder: str, address: str, token: str, reply_to: str
               ) -> memoryview | None:
@@ -166,9 +164,13 @@ class TransferClient:
         cost page faults to fill (one file per object), receiving here and writing
         the node's copy off the reader's path is faster than ``recv_into`` the file."""
         def exchange(sock: socket.socket) -> memoryview | None:
-            sock.sendall(p.request(p.GET_SPLIT, token, f"{self.streams} {reply_to}"))
-            status, nbytes, stripe = p.SPLIT_ANSWER.unpack(
-                p.read_exact(sock, p.SPLIT_ANSWER.size))
+            if self.streams == 1:
+                sock.sendall(p.request(p.GET, token, reply_to))
+                status, nbytes = p.ANSWER.unpack(p.read_exact(sock, p.ANSWER.size))
+                stripe = 0
+            else:
+                sock.sendall(p.request(p.GET_SPLIT, token, f"{self.streams} {reply_to}"))
+                status, nbytes, stripe = _split_answer(sock)
             if status != p.OK:
                 return None
             view = alloc(nbytes)
@@ -178,12 +180,25 @@ class TransferClient:
                 return None
             return view
 
+        got: memoryview | None = self._run_striped(holder, address, token, exchange)
+        return got
+
+    def _run_striped(self, holder: str, address: str, token: str, exchange: Any) -> Any:
+        """``exchange`` on a connection to the node at ``address``; a failure of
+        another stream, or a node server too old for stripes, raised as such."""
         with self._session(holder, address, f"fetch object {token!r}") as run:
             try:
-                got: memoryview | None = run(exchange)
+                return run(exchange)
             except _PartFailed as failed:
                 raise failed.cause from None
-            return got
+            except _OldServer:
+                raise StoreConnectionError(
+                    f"The node server of host {_host(holder)!r} at {address} does not know "
+                    f"striped transfers: an older pxexec started it. Run one pxexec version "
+                    f"on every host (a node server stops once its store has been empty for "
+                    f"its idle time, or stop its process), or give this store "
+                    f"transfer_streams=1, which reads the old way."
+                ) from None
 
     def _receive_parts(self, sock: socket.socket, view: memoryview, stripe: int, holder: str,
                        address: str, token: str, digests: StreamingDigests | None) -> None:
@@ -304,6 +319,27 @@ class _Arrivals:
 
 class _Vanished(Exception):
     """The object was freed on its node while its parts were on their way."""
+
+
+class _OldServer(Exception):
+    """The node server does not know ``GET_SPLIT`` (an older pxexec)."""
+
+
+def _split_answer(sock: socket.socket) -> tuple[int, int, int]:
+    """The answer to ``GET_SPLIT``: (status, length, stripe size). A server that does
+    not know the request answers one byte (``UNKNOWN``; before that, OK and nothing
+    more): ``_OldServer``."""
+    status = p.read_exact(sock, 1)[0]
+    if status == p.UNKNOWN:
+        raise _OldServer
+    try:
+        rest = p.read_exact(sock, p.SPLIT_ANSWER.size - 1)
+    except (BlockingIOError, TimeoutError):
+        if status == p.OK:  # nothing after it, within the timeout
+            raise _OldServer from None
+        raise
+    got: tuple[int, int, int] = p.SPLIT_ANSWER.unpack(bytes([status]) + rest)
+    return got
 
 
 class _PartFailed(Exception):

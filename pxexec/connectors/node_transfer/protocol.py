@@ -9,7 +9,8 @@ A request is ``op`` (1 byte), then two length-prefixed strings (u16 length each)
 token and an argument (the requester's node-server address, or empty). Answers:
 ``GET`` -> status (1 byte) and length (u64), then the object's bytes; ``EVICT``,
 ``HAS``, ``PING``, ``TOUCH`` (renew the lease of an object an owner on another node
-holds) -> status (1 byte). Status 0 is yes/ok, 1 is missing.
+holds) -> status (1 byte). Status 0 is yes/ok, 1 is missing, 2 is an operation this
+server does not know (servers before ``GET_SPLIT`` answered 0 to those).
 
 A large object comes over several connections at once (one TCP stream is bound by
 one core's copying; the parts' copies run in parallel), in stripes: with ``k``
@@ -34,7 +35,7 @@ __all__ = ["AuthError", "handshake_client", "handshake_server", "kernel_timeouts
            "request", "send_range", "stripe_size", "stripes"]
 
 GET, EVICT, HAS, PING, TOUCH, GET_SPLIT, PART = 1, 2, 3, 4, 5, 6, 7
-OK, MISSING = 0, 1
+OK, MISSING, UNKNOWN = 0, 1, 2
 ANSWER = struct.Struct("!BQ")
 SPLIT_ANSWER = struct.Struct("!BQQ")
 _STR = struct.Struct("!H")

@@ -178,8 +178,10 @@ class NodeServer:
                 log.debug("could not record %s for %r: %s", token, argument, exc)
                 found = False
             conn.sendall(bytes([p.OK if found else p.MISSING]))
-        else:
+        elif op == p.PING:
             conn.sendall(bytes([p.OK]))
+        else:  # a newer client's request: say so (it falls back, or says what to do)
+            conn.sendall(bytes([p.UNKNOWN]))
 
     def _send_object(self, conn: socket.socket, op: int, token: str, argument: str) -> None:
         """Answer ``GET`` (the whole object), ``GET_SPLIT`` (stream 0 of its stripes) or
