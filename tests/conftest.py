@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
 import shutil
@@ -35,6 +36,16 @@ if _OWN_NODE_DIR:
         prefix=f"pxexec-{os.getuid()}-test-", dir="/dev/shm")
 _SHM_DIR = os.environ["PXEXEC_TEST_RUN_SHM_DIR"]
 os.environ["PXEXEC_SHM_DIR"] = _SHM_DIR
+
+
+def _remove_at_exit(path: str, pid: int = os.getpid()) -> None:
+    if os.getpid() == pid:  # not in a forked child that runs its exit functions
+        shutil.rmtree(path, ignore_errors=True)
+
+
+if _OWN_NODE_DIR:  # removed after the checks below; at exit too, if they never ran
+    for _made in (_NODE_DIR, _SHM_DIR):  # (a run stopped by an error while collecting)
+        atexit.register(_remove_at_exit, _made)
 
 
 @pytest.fixture(scope="session", autouse=True)
