@@ -35,13 +35,16 @@ def main() -> None:
         HighThroughputExecutor(label="htex", max_workers_per_node=2, address="127.0.0.1",
                                provider=LocalProvider(init_blocks=1, max_blocks=1))
     )
-    config = Config(executors=[executor], run_dir=tempfile.mkdtemp(prefix="parsl-example-"),
-                    strategy="none", initialize_logging=False)
     signals = [np.random.default_rng(i).random(int(args.mb * 1e6 / 8)) for i in range(4)]
-    with Store("parsl-example", connector_from_url("shm")) as store, \
-            StoreExecutor(executor_from_config(config), store) as ex:
-        for i, value in enumerate(ex.map(energy, signals)):
-            print(f"signal {i}: energy {value:.1f}")
+    # Parsl's run directory (its logs) goes once Parsl has shut down
+    with tempfile.TemporaryDirectory(prefix="parsl-example-",
+                                     ignore_cleanup_errors=True) as run_dir:
+        config = Config(executors=[executor], run_dir=run_dir, strategy="none",
+                        initialize_logging=False)
+        with Store("parsl-example", connector_from_url("shm")) as store, \
+                StoreExecutor(executor_from_config(config), store) as ex:
+            for i, value in enumerate(ex.map(energy, signals)):
+                print(f"signal {i}: energy {value:.1f}")
 
 
 if __name__ == "__main__":
