@@ -13,7 +13,7 @@ import contextlib
 import os
 import socket
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pxexec.connectors.node_transfer.protocol as p
@@ -132,27 +132,12 @@ class TransferClient:
     def _pull_one(self, holder: str, address: str, token: str, into: NodeLocalStore,
                   reply_to: str) -> bool:
         def exchange(sock: socket.socket) -> bool:
-            if self.streams == 1:  # the request every node server knows
-                sock.sendall(p.request(p.GET, token, reply_to))
-                return _receive(sock, token, into, holder, address)
-            sock.sendall(p.request(p.GET_SPLIT, token, f"{self.streams} {reply_to}"))
-            status, nbytes, stripe = _split_answer(sock)
+            status, nbytes, stripe = self._ask(sock, token, reply_to)
             if status != p.OK:
                 return False
-            incoming = into.new_object(token, nbytes)
-            try:
-                digests = StreamingDigests(nbytes)
-                view = incoming.buffer
-                self._receive_parts(sock, view, stripe, holder, address, token, digests)
-                del view
-                incoming.seal(verified=_verified(digests, token, holder, address))
-            except _Vanished:
-                incoming.abort()
-                return False
-            except BaseException:
-                incoming.abort()
-                raise
-            return True
+            return _into_store(token, into, nbytes, holder, address, lambda view, digests:
+                               self._receive_parts(sock, view, stripe, holder, address, token,
+                                                   digests))
 
         found: bool = self._run_striped(holder, address, token, exchange)
         return found
@@ -164,13 +149,7 @@ class TransferClient:
         cost page faults to fill (one file per object), receiving here and writing
         the node's copy off the reader's path is faster than ``recv_into`` the file."""
         def exchange(sock: socket.socket) -> memoryview | None:
-            if self.streams == 1:
-                sock.sendall(p.request(p.GET, token, reply_to))
-                status, nbytes = p.ANSWER.unpack(p.read_exact(sock, p.ANSWER.size))
-                stripe = 0
-            else:
-                sock.sendall(p.request(p.GET_SPLIT, token, f"{self.streams} {reply_to}"))
-                status, nbytes, stripe = _split_answer(sock)
+            status, nbytes, stripe = self._ask(sock, token, reply_to)
             if status != p.OK:
                 return None
             view = alloc(nbytes)
@@ -182,6 +161,16 @@ class TransferClient:
 
         got: memoryview | None = self._run_striped(holder, address, token, exchange)
         return got
+
+    def _ask(self, sock: socket.socket, token: str, reply_to: str) -> tuple[int, int, int]:
+        """Request ``token``: (status, length, stripe size; 0: all on ``sock``). One
+        stream asks with the request every node server knows."""
+        if self.streams == 1:
+            sock.sendall(p.request(p.GET, token, reply_to))
+            status, nbytes = p.ANSWER.unpack(p.read_exact(sock, p.ANSWER.size))
+            return status, nbytes, 0
+        sock.sendall(p.request(p.GET_SPLIT, token, f"{self.streams} {reply_to}"))
+        return _split_answer(sock)
 
     def _run_striped(self, holder: str, address: str, token: str, exchange: Any) -> Any:
         """``exchange`` on a connection to the node at ``address``; a failure of
@@ -365,19 +354,31 @@ def _verified(digests: StreamingDigests, token: str, holder: str, address: str) 
 
 def _receive(sock: socket.socket, token: str, into: NodeLocalStore, holder: str,
              address: str) -> bool:
-    """Receive ``token`` into a new object of ``into`` and seal it, verifying the large
-    frames' XXH3 digests piece by piece as they arrive: a corrupted object is aborted
-    (never sealed) and raises ``DeserializationError`` naming the node that sent it."""
+    """Receive ``token`` (the answer to a ``GET``) into a new object of ``into``, see
+    ``_into_store``; False if the node does not have it."""
     status, nbytes = p.ANSWER.unpack(p.read_exact(sock, p.ANSWER.size))
     if status != p.OK:
         return False
+    return _into_store(token, into, nbytes, holder, address,
+                       lambda view, digests: _receive_into(sock, view, digests))
+
+
+def _into_store(token: str, into: NodeLocalStore, nbytes: int, holder: str, address: str,
+                fill: Callable[[memoryview, StreamingDigests], None]) -> bool:
+    """A new object of ``into``, filled by ``fill(buffer, digests)``, and sealed,
+    verifying the large frames' XXH3 digests piece by piece as they arrive: a corrupted
+    object is aborted (never sealed) and raises ``DeserializationError`` naming the
+    node that sent it; one freed on its node meanwhile (``_Vanished``) gives False."""
     incoming = into.new_object(token, nbytes)
-    digests = StreamingDigests(nbytes)
     try:
+        digests = StreamingDigests(nbytes)
         view = incoming.buffer
-        _receive_into(sock, view, digests)
+        fill(view, digests)
         del view
         incoming.seal(verified=_verified(digests, token, holder, address))
+    except _Vanished:
+        incoming.abort()
+        return False
     except BaseException:
         incoming.abort()
         raise

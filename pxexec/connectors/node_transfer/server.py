@@ -187,12 +187,22 @@ class NodeServer:
         """Answer ``GET`` (the whole object), ``GET_SPLIT`` (stream 0 of its stripes) or
         ``PART`` (another stream's stripes), see ``protocol``; a malformed request is
         answered MISSING."""
-        missing = p.SPLIT_ANSWER.pack(p.MISSING, 0, 0) if op == p.GET_SPLIT else (
-            p.ANSWER.pack(p.MISSING, 0))
-        numbers = p.parse_numbers(argument, 3 if op == p.PART else 1) if op != p.GET else [1]
-        if numbers is None or not 1 <= numbers[-2 if op == p.PART else 0] <= p.MAX_STREAMS:
-            conn.sendall(missing)
-            return
+        split = op == p.GET_SPLIT
+        missing = p.SPLIT_ANSWER.pack(p.MISSING, 0, 0) if split else p.ANSWER.pack(p.MISSING, 0)
+        stream, streams, stripe, reply_to = 0, 1, 0, argument  # GET: all, on this connection
+        if op != p.GET:
+            numbers = p.parse_numbers(argument, 3 if op == p.PART else 1)
+            if numbers is None:
+                conn.sendall(missing)
+                return
+            if op == p.PART:
+                (stream, streams, stripe), reply_to = numbers, ""
+            else:
+                streams, reply_to = numbers[0], argument.partition(" ")[2]
+            if not 1 <= streams <= p.MAX_STREAMS or stream >= streams or (
+                    op == p.PART and stripe <= 0):
+                conn.sendall(missing)
+                return
         ranged = getattr(self.store, "sealed_range", None)  # (fd, offset, length, hold)
         sealed = ranged(token) if ranged is not None else self.store.sealed_file(token)
         if sealed is None:
@@ -200,20 +210,12 @@ class NodeServer:
             return
         fd, offset, length = sealed[:3]
         try:
-            if op == p.PART:
-                stream, streams, stripe = numbers
-                if stripe <= 0 or stream >= streams:
-                    conn.sendall(missing)
-                    return
-                conn.sendall(p.ANSWER.pack(p.OK, length))
-            else:
-                stream, streams = 0, numbers[0]
-                stripe = p.stripe_size(length, streams) if op == p.GET_SPLIT else 0
-                reply_to = argument.partition(" ")[2] if op == p.GET_SPLIT else argument
-                if reply_to and reply_to != self.address:  # who to tell when it is freed
-                    _append_line(os.path.join(self.store.path, COPIES, token), reply_to)
-                conn.sendall(p.SPLIT_ANSWER.pack(p.OK, length, stripe) if op == p.GET_SPLIT
-                             else p.ANSWER.pack(p.OK, length))
+            if split:
+                stripe = p.stripe_size(length, streams)
+            if reply_to and reply_to != self.address:  # who to tell when it is freed
+                _append_line(os.path.join(self.store.path, COPIES, token), reply_to)
+            conn.sendall(p.SPLIT_ANSWER.pack(p.OK, length, stripe) if split
+                         else p.ANSWER.pack(p.OK, length))
             ranges = p.stripes(length, stripe, stream, streams) if stripe else [(0, length)]
             for start, count in ranges:
                 if fd < 0:  # a small object, copied out of the store: its bytes
