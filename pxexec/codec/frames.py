@@ -104,7 +104,7 @@ def make_frames(codec: int, meta: dict[str, Any] | None, data: Sequence[Any], *,
     head += meta_bytes
     head += _CRC.pack(zlib.crc32(head))
     head += _ZEROS[: header_len - len(head)]
-    frames: Frames = DigestsPending(large, body_len - _CRC.size) if pending else []
+    frames: Frames = DigestsPending(large, len(views), body_len - _CRC.size) if pending else []
     frames.append(bytes(head))
     for i, view in enumerate(views):
         frames.append(view)
@@ -118,10 +118,15 @@ _DIGEST_WIDTH = 20
 _DIGESTS_KEY = f'"{DIGESTS}":['.encode()
 
 
+def _digest_list(nframes: int, large: list[int], digests: list[int]) -> bytes:
+    """The digests field's items: each large frame's digest (a fixed width), else null."""
+    filled = iter(digests)
+    return b",".join(str(next(filled)).encode().rjust(_DIGEST_WIDTH) if i in large
+                     else b"null" for i in range(nframes))
+
+
 def _with_digest_room(meta_bytes: bytes, nframes: int, large: list[int]) -> bytes:
-    room = b",".join(b"0".rjust(_DIGEST_WIDTH) if i in large else b"null"
-                     for i in range(nframes))
-    field = _DIGESTS_KEY + room + b"]"
+    field = _DIGESTS_KEY + _digest_list(nframes, large, [0] * len(large)) + b"]"
     return b"{" + field + b"}" if not meta_bytes else meta_bytes[:-1] + b"," + field + b"}"
 
 
@@ -130,9 +135,10 @@ class DigestsPending(list):  # type: ignore[type-arg]
     digests: ``copy_digesting`` fills them in while it copies (one pass over the data
     instead of two). Written any other way, every digest check would fail."""
 
-    def __init__(self, large: list[int], body_len: int) -> None:
+    def __init__(self, large: list[int], nframes: int, body_len: int) -> None:
         super().__init__()
         self.large = large  # indexes of the data frames to digest
+        self.nframes = nframes  # data frames in the payload
         self.body_len = body_len  # where the header's CRC32 goes
 
 
@@ -196,9 +202,7 @@ def with_digests(frames: DigestsPending) -> Frames:
 def pending_digests(frames: DigestsPending) -> DigestsPending:
     """What ``fill_digests`` needs of ``frames`` (a header with room for digests),
     without holding their data."""
-    kept = DigestsPending(frames.large, frames.body_len)
-    kept.extend(b"" for _ in frames)
-    return kept
+    return DigestsPending(frames.large, frames.nframes, frames.body_len)
 
 
 def fill_digests(head: Any, pending: DigestsPending, data: Sequence[Any]) -> None:
@@ -223,10 +227,7 @@ def fill_digests(head: Any, pending: DigestsPending, data: Sequence[Any]) -> Non
 def _fill_digests(head: memoryview, frames: DigestsPending, digests: list[int]) -> None:
     body = bytes(head[: frames.body_len])
     start = body.rindex(_DIGESTS_KEY) + len(_DIGESTS_KEY)
-    filled = iter(digests)
-    nframes = len(frames) // 2  # the header, then data frames with padding between
-    room = b",".join(str(next(filled)).encode().rjust(_DIGEST_WIDTH) if i in frames.large
-                     else b"null" for i in range(nframes))
+    room = _digest_list(frames.nframes, frames.large, digests)
     head[start : start + len(room)] = room
     head[frames.body_len : frames.body_len + _CRC.size] = _CRC.pack(
         zlib.crc32(head[: frames.body_len]))
