@@ -50,6 +50,13 @@ def objects_on(bed: Any, host: str, path: str) -> int:
     return int(bed.check_output(host, [sys.executable, "-c", _COUNT, path]))
 
 
+def assert_no_objects(bed: Any, path: str, hosts: tuple[str, ...]) -> None:
+    """No host of ``hosts`` holds an object of the store at ``path`` (waited for: frees
+    travel between hosts)."""
+    for host in hosts:
+        assert wait_until(lambda h=host: objects_on(bed, h, path) == 0), host
+
+
 def total(x: Any) -> float:
     return float(np.asarray(x).sum())
 
@@ -138,8 +145,7 @@ def test_a_read_on_another_host_lands_in_its_arena_once_and_a_free_frees_every_r
     assert float(bed.python("n2", reader)) == expected
     assert objects_on(bed, "n2", store_dir) == 1
     store.evict(key)
-    for host in ("head", "n1", "n2"):
-        assert wait_until(lambda h=host: objects_on(bed, h, store_dir) == 0), host
+    assert_no_objects(bed, store_dir, ("head", "n1", "n2"))
 
 
 def test_a_full_arena_spills_what_it_receives(bed: Any, store_dir: str) -> None:
@@ -151,8 +157,7 @@ def test_a_full_arena_spills_what_it_receives(bed: Any, store_dir: str) -> None:
     assert total(store.get(key)) == 4 * MB / 8
     assert connector.stats()["spilled_objects_now"] == 1
     store.evict(key)
-    for host in ("head", "n1"):
-        assert wait_until(lambda h=host: objects_on(bed, h, store_dir) == 0), host
+    assert_no_objects(bed, store_dir, ("head", "n1"))
 
 
 def test_many_small_objects_come_over_one_connection(bed: Any, store_dir: str) -> None:
@@ -168,8 +173,7 @@ def test_many_small_objects_come_over_one_connection(bed: Any, store_dir: str) -
     assert objects_on(bed, "head", store_dir) == 200  # copies, in this node's arena
     assert store.connector.transfer_client().idle_connections() == 1
     store.evict_batch(keys)
-    for host in ("head", "n1"):
-        assert wait_until(lambda h=host: objects_on(bed, h, store_dir) == 0), host
+    assert_no_objects(bed, store_dir, ("head", "n1"))
 
 
 def test_dask_round_trip_and_fan_out_cross_each_link_once(
@@ -211,8 +215,7 @@ def test_dask_round_trip_and_fan_out_cross_each_link_once(
             ex.flush()
     finally:
         client.close()
-    for host in ("head", "n1", "n2"):
-        assert wait_until(lambda h=host: objects_on(bed, h, store_dir) == 0), host
+    assert_no_objects(bed, store_dir, ("head", "n1", "n2"))
 
 
 def test_link_down_and_producer_killed_give_a_clear_error_then_tasks_succeed(
@@ -241,8 +244,7 @@ def test_link_down_and_producer_killed_give_a_clear_error_then_tasks_succeed(
     fresh = put_on(bed, "n2", store, "np.full(100_000, 2.0)")  # next tasks succeed
     assert total(store.get(fresh)) == 200_000.0
     store.evict(fresh)
-    for host in ("head", "n2"):
-        assert wait_until(lambda h=host: objects_on(bed, h, store_dir) == 0), host
+    assert_no_objects(bed, store_dir, ("head", "n2"))
     bed.check_output("n1", ["rm", "-rf", store_dir])  # n1's memory, like a hung node's
     assert objects_on(bed, "n1", store_dir) == 0
 
@@ -260,8 +262,7 @@ def test_a_host_route_serves_data_that_leaves_its_host_and_frees_it_from_elsewhe
     assert key.startswith("workers:") and "@n1~" in key
     assert total(store.get(key)) == 200_000.0  # read here, through the transfer
     store.evict(key)  # freed from the head: n1's object and the head's copy go
-    for host in ("head", "n1"):
-        assert wait_until(lambda h=host: objects_on(bed, h, store_dir) == 0), host
+    assert_no_objects(bed, store_dir, ("head", "n1"))
     plain = [Route("workers", {**node, "transfer": False}, host=r"n[0-9]+", min_size=1000),
              Route("small", {"type": "local"})]
     no_transfer = Store("mhn-route-plain", MultiConnector(plain, default="small"))
@@ -365,8 +366,7 @@ def test_a_pull_hashes_each_large_frame_once_as_it_arrives(
     assert (hashed.streamed, hashed.one_shot) == (large, 0)  # not hashed again
     del got, again
     store.evict(key)
-    for host in ("head", "n1"):
-        assert wait_until(lambda h=host: objects_on(bed, h, store_dir) == 0), host
+    assert_no_objects(bed, store_dir, ("head", "n1"))
 
 
 def test_an_object_corrupted_on_its_host_is_refused_and_never_kept(
@@ -394,8 +394,7 @@ def test_an_object_corrupted_on_its_host_is_refused_and_never_kept(
         assert objects_on(bed, "head", store_dir) == 0
     assert objects_on(bed, "n1", store_dir) == 1
     store.evict(key)
-    for host in ("head", "n1"):
-        assert wait_until(lambda h=host: objects_on(bed, h, store_dir) == 0), host
+    assert_no_objects(bed, store_dir, ("head", "n1"))
     assert store.connector.keys() == []
 
 
