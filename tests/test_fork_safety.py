@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pxexec import Store
+from pxexec import Store, exit_hooks
 from pxexec.connectors import connector_from_config
 from pxexec.connectors.file import FileConnector
 from pxexec.connectors.redis import RedisConnector
@@ -70,12 +70,13 @@ def test_a_forked_child_never_frees_what_its_parent_owns(kind: str, how: str, sh
         except BaseException:
             status = 1
         finally:
-            if how == "exit":  # what an exiting interpreter runs: atexit and finalizers
-                import atexit
-                atexit._run_exitfuncs()
+            if how == "exit":  # pxexec's exit hooks, as an exiting interpreter runs them
+                # (not every atexit hook of this pytest process: other libraries' hooks,
+                # such as distributed's cluster closer, wait forever in a forked child)
+                for hook in list(exit_hooks._REGISTERED):
+                    hook()
             os._exit(status)
-    _, raw = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(raw) == 0
+    _wait_for_child(pid)
     assert store.exists(key), "the child evicted its parent's object"
     assert float(Store(f"fork-own-{kind}-reader", store.connector, cache_size=0).get(key).sum()) \
         == 499500.0
@@ -83,16 +84,23 @@ def test_a_forked_child_never_frees_what_its_parent_owns(kind: str, how: str, sh
     assert not store.exists(key)
 
 
-def _run_in_child(fn: Any, timeout: float = 30.0) -> None:
-    """Fork; the child runs ``fn`` (True = ok). Fails if the child hangs (deadlock)."""
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_forked_child_that_exits_for_real_leaves_its_parents_objects(
+        kind: str, shm_dir: str, tmp_path: Any, redis_url: str) -> None:
+    """The child ends with ``sys.exit``: the interpreter's whole exit, in a plain program."""
+    connector = _connector(kind, shm_dir, tmp_path, redis_url)
+    config = json.dumps(connector_from_config(connector.config()).config())
+    proc = subprocess.run([sys.executable, "-m", "tests.fork_exit_workload", config], cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stdout
+    assert connector.keys() == []
+
+
+def _wait_for_child(pid: int, timeout: float = 30.0) -> None:
+    """Wait for a forked child to exit 0; fails (and kills it) if it hangs."""
     import time
 
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os._exit(0 if fn() else 1)
-        except BaseException:
-            os._exit(2)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         done, raw = os.waitpid(pid, os.WNOHANG)
@@ -102,34 +110,55 @@ def _run_in_child(fn: Any, timeout: float = 30.0) -> None:
         time.sleep(0.05)
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
-    pytest.fail("the forked child deadlocked on a lock its parent's thread held at fork")
+    pytest.fail(f"the forked child hung (killed after {timeout:.0f} s): a deadlock on a lock "
+                "its parent's thread held at fork")
+
+
+def _run_in_child(fn: Any, timeout: float = 30.0) -> None:
+    """Fork; the child runs ``fn`` (True = ok). Fails if the child hangs (deadlock)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os._exit(0 if fn() else 1)
+        except BaseException:
+            os._exit(2)
+    _wait_for_child(pid, timeout)
 
 
 @pytest.mark.parametrize("held", ["redis pool", "store registry", "owners", "lease keeper",
-                                  "local connector"])
+                                  "local connector", "freer", "node store maps"])
 def test_a_lock_held_by_another_thread_at_fork_never_blocks_the_child(
-        held: str, redis_url: str) -> None:
-    """What a fork pool worker inherits when another thread is inside pxexec at fork."""
+        held: str, redis_url: str, shm_dir: str) -> None:
+    """What a fork pool worker inherits when another thread is inside pxexec at fork;
+    the child then works with the store and exits (pxexec's exit hooks)."""
     import threading
 
     from pxexec.connectors.local import LocalConnector
+    from pxexec.connectors.node import NodeConnector
+    from pxexec.executor.freer import Freer
     from pxexec.store import leases as lease
     from pxexec.store import ownership
     from pxexec.store import registry as store_module
 
     if held == "redis pool":
         connector: Any = RedisConnector(redis_url, prefix=f"lock{uuid.uuid4().hex[:8]}")
+    elif held == "node store maps":
+        connector = NodeConnector(shm_dir, namespace="fork-lock")
     else:
         connector = LocalConnector()
     store = Store(f"fork-lock-{held}", connector, cache_size=0)
     key = store.put(np.arange(10))
+    assert float(store.get(key).sum()) == 45.0  # the node store maps its segment
     lease.keeper()
+    freer = Freer(store)
     lock = {
         "redis pool": lambda: connector.client.connection_pool._lock,
         "store registry": lambda: store_module._STORES_LOCK,
         "owners": lambda: ownership._OWNERS_LOCK,
         "lease keeper": lambda: lease._KEEPER_LOCK,
         "local connector": lambda: connector._lock,
+        "freer": lambda: freer._cond,
+        "node store maps": lambda: connector.arena._maps_lock,
     }[held]()
     if held == "owners":
         store.owned_proxy(1).free()  # registers the owners' fork hook, as first use does
@@ -150,6 +179,8 @@ def test_a_lock_held_by_another_thread_at_fork_never_blocks_the_child(
             fine = float(value.sum()) == 45.0 and float(owner.sum()) == 3.0
             lease.keeper()
             owner.free()
+            for hook in list(exit_hooks._REGISTERED):  # as the child's interpreter exits
+                hook()
             return fine
 
         _run_in_child(child)

@@ -3,7 +3,9 @@
 Threads: any thread may ``put`` keys (the winner of a future's completion race
 does); one daemon thread per freer evicts them; ``flush`` waits from any thread.
 At interpreter exit every freer still alive is flushed (the exit hook is
-registered when the first freer is made, not on import).
+registered when the first freer is made, not on import). A forked child inherits
+no freer thread and locks its parent's thread may hold: its copies start empty,
+and its exit flushes only what it queued itself (the parent frees the rest).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import weakref
 from typing import TYPE_CHECKING
 
 from pxexec.exit_hooks import at_exit_once
+from pxexec.forking import on_fork_child
 
 if TYPE_CHECKING:
     from pxexec.store.store import Store
@@ -43,12 +46,17 @@ class Freer:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._start_empty()
+        _register(self)
+
+    def _start_empty(self) -> None:
+        # (again in a forked child: the parent's queue, thread and lock stay the parent's)
+        self._pid = os.getpid()
         self._queue: list[str] = []
         self._cond = threading.Condition()
         self._queued = 0
         self._done = 0
         self._thread: threading.Thread | None = None
-        _register(self)
 
     def put(self, keys: list[str]) -> None:
         if not keys:
@@ -94,6 +102,12 @@ class Freer:
 def _register(freer: Freer) -> None:
     _FREERS.add(freer)
     at_exit_once(_flush_all)
+    on_fork_child(_start_empty_in_child)
+
+
+def _start_empty_in_child() -> None:
+    for freer in list(_FREERS):
+        freer._start_empty()
 
 
 def _flush_all() -> None:

@@ -24,7 +24,6 @@ charge passes to someone else (a Dask result's new owner).
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import threading
@@ -33,6 +32,7 @@ from typing import Any
 
 from pxexec.connectors.base import Leases
 from pxexec.connectors.owners import process_owner
+from pxexec.exit_hooks import at_exit_once
 from pxexec.forking import on_fork_child
 
 log = logging.getLogger("pxexec")
@@ -95,7 +95,7 @@ class LeaseKeeper:
         if not keys or not tracks_owners(store.connector):
             return
         store.connector.adopt(self.owner, keys)
-        _free_at_exit()
+        at_exit_once(_exit_handler)
         with self._lock:
             entry = self._held.setdefault(store.fingerprint, (store, set()))
             entry[1].update(keys)
@@ -179,19 +179,11 @@ class LeaseKeeper:
 
 _KEEPER: LeaseKeeper | None = None
 _KEEPER_LOCK = threading.Lock()
-_AT_EXIT = False
 
 
 def _renew_keeper_lock() -> None:
     global _KEEPER_LOCK
     _KEEPER_LOCK = threading.Lock()
-
-
-def _free_at_exit() -> None:
-    global _AT_EXIT
-    if not _AT_EXIT:
-        _AT_EXIT = True
-        atexit.register(_exit_handler)
 
 
 def _exit_handler() -> None:

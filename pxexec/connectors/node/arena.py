@@ -38,6 +38,7 @@ from pxexec.connectors.node.files import (
 from pxexec.connectors.node.index import Index
 from pxexec.connectors.node.liveness import Identity, alive, this_process
 from pxexec.errors import StoreIOError
+from pxexec.forking import renew_locks_after_fork
 
 __all__ = ["Arena", "Slot"]
 
@@ -73,7 +74,7 @@ class Arena:
         self.index = Index(os.path.join(path, "index.sqlite"))
         self._maps: dict[int, mmap.mmap] = {}
         self._maps_lock = threading.Lock()
-        self._maps_pid = os.getpid()
+        renew_locks_after_fork(self, "_maps_lock")  # another thread may hold it at fork
 
     # -- files ------------------------------------------------------------------------
 
@@ -92,8 +93,6 @@ class Arena:
         """
         mapped = self._maps.get(seg)
         if mapped is None:
-            if self._maps_pid != os.getpid():  # forked: another thread may have held it
-                self._maps_lock, self._maps_pid = threading.Lock(), os.getpid()
             live = {s for (s,) in db.execute("SELECT id FROM segments")} if db else None
             with self._maps_lock:
                 if live is not None:
