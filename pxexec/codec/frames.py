@@ -28,6 +28,7 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
+from pxexec.codec.bulk_copy import copy_into
 from pxexec.codec.integrity import (
     DIGESTS,
     HAVE_XXHASH,
@@ -142,13 +143,10 @@ class DigestsPending(list):  # type: ignore[type-arg]
         self.body_len = body_len  # where the header's CRC32 goes
 
 
-#: bytes copied, then hashed while still in cache
-_PIECE = 256 * 1024
-
-
 def copy_digesting(frames: DigestsPending, target: memoryview) -> None:
     """Copy ``frames`` into ``target`` (their payload size, writable), hashing each
-    large frame piece by piece right after copying it, then write the finished header.
+    large frame piece by piece right after copying it (``copy_into``: two threads for
+    large frames), then write the finished header.
 
     >>> import numpy as np
     >>> from pxexec.codec.integrity import defer_digests
@@ -168,13 +166,10 @@ def copy_digesting(frames: DigestsPending, target: memoryview) -> None:
         end = pos + view.nbytes
         if index in hashed:
             digest = hasher()
-            for start in range(0, view.nbytes, _PIECE):
-                piece = view[start : start + _PIECE]
-                target[pos + start : pos + start + piece.nbytes] = piece
-                digest.update(piece)
+            copy_into(target[pos:end], view, digest)
             digests.append(digest.intdigest())
         else:
-            target[pos:end] = view
+            copy_into(target[pos:end], view)
         pos = end
     head = target[: byte_view(frames[0]).nbytes]
     _fill_digests(head, frames, digests)
@@ -254,7 +249,7 @@ def alloc(nbytes: int) -> memoryview:
 def writable_copy(view: memoryview) -> memoryview:
     """A writable copy of ``view`` (see ``alloc``)."""
     out = alloc(view.nbytes)
-    out[:] = view
+    copy_into(out, view.cast("B") if view.format != "B" or view.ndim != 1 else view)
     return out
 
 

@@ -17,6 +17,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from pxexec.codec.bulk_copy import copy_into
+
 __all__ = ["HUGE_MIN", "bytearray_from", "bytes_from"]
 
 #: below this size the plain constructors are as fast
@@ -80,7 +82,7 @@ def bytes_from(view: memoryview) -> bytes:
     _advise(address, nbytes)
     # the new object is not shared yet: writing into it is what its C constructors do
     target = memoryview((ctypes.c_char * nbytes).from_address(address)).cast("B")
-    target[:] = _flat(view)
+    copy_into(target, _flat(view))
     target.release()
     return out
 
@@ -97,6 +99,6 @@ def bytearray_from(view: memoryview) -> bytearray:
     out: bytearray = _API[2](None, nbytes)
     target = memoryview(out)
     _advise(ctypes.addressof(ctypes.c_char.from_buffer(out)), nbytes)
-    target[:] = _flat(view)
+    copy_into(target, _flat(view))
     target.release()
     return out

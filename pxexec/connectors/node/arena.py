@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pxexec.connectors.node.allocator as allocator
+from pxexec.codec.bulk_copy import copy_into
 from pxexec.connectors.node.files import (
     create_segment,
     ensure_private_directory,
@@ -152,7 +153,8 @@ class Arena:
         return allocator.take(db, size, align)
 
     def write(self, slot: Slot, frames: Sequence[Any]) -> None:
-        """Copy ``frames`` into the slot (one memcpy each; no joined copy)."""
+        """Copy ``frames`` into the slot (one copy each, by two threads for large ones;
+        no joined copy)."""
         if slot.seg is None:
             self._write_spill(slot, frames)
             return
@@ -160,7 +162,7 @@ class Arena:
         pos = slot.off
         for frame in frames:
             view = memoryview(frame).cast("B")
-            target[pos : pos + view.nbytes] = view
+            copy_into(target[pos : pos + view.nbytes], view)
             pos += view.nbytes
 
     def _write_spill(self, slot: Slot, frames: Sequence[Any]) -> None:
