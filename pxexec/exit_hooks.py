@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import atexit
+import sys
 import threading
 from collections.abc import Callable
+
+from pxexec.forking import renew_locks_after_fork
 
 __all__ = ["at_exit_once", "registered"]
 
@@ -23,6 +26,8 @@ def at_exit_once(hook: Callable[[], None]) -> None:
     """
     if hook in _REGISTERED:
         return
+    if not _REGISTERED:  # a child forked while another thread registers gets a free lock
+        renew_locks_after_fork(sys.modules[__name__], "_LOCK")
     with _LOCK:
         if hook not in _REGISTERED:
             atexit.register(hook)

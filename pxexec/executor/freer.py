@@ -51,7 +51,6 @@ class Freer:
 
     def _start_empty(self) -> None:
         # (again in a forked child: the parent's queue, thread and lock stay the parent's)
-        self._pid = os.getpid()
         self._queue: list[str] = []
         self._cond = threading.Condition()
         self._queued = 0
