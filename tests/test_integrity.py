@@ -178,3 +178,25 @@ def test_an_object_larger_than_the_arena_spills_with_its_digests(shm_dir: str) -
         assert np.array_equal(store.get(key), array)
         assert connector.stats()["spilled_objects_now"] == 1
         store.evict(key)
+
+
+def test_the_process_that_put_a_large_array_reads_it_without_hashing_it_again(
+        shm_dir: str, monkeypatch: Any) -> None:
+    """Its put hashed the bytes as it copied them in; readers elsewhere still check."""
+    import xxhash
+
+    connector = NodeConnector(shm_dir, namespace="put-verified", chunk=1 << 26)
+    store = Store("put-verified", connector, cache_size=0)
+    data = np.random.default_rng(5).random((40 << 20) // 8)
+    key = store.put(data)
+    checked: list[int] = []
+    real = xxhash.xxh3_64_intdigest
+    monkeypatch.setattr(xxhash, "xxh3_64_intdigest",
+                        lambda b: checked.append(memoryview(b).nbytes) or real(b))
+    assert np.array_equal(store.get(key), data)
+    assert not [n for n in checked if n >= 1 << 20], "the producer hashed its own put again"
+    other = Store("put-verified-other", NodeConnector(shm_dir, namespace="put-verified",
+                                                      chunk=1 << 26), cache_size=0)
+    assert np.array_equal(other.get(key), data)  # another Store (another reader): checked
+    assert [n for n in checked if n >= 1 << 20]
+    store.evict(key)

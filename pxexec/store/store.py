@@ -247,6 +247,13 @@ class Store:
             allocating.seal(key)
         finally:
             del buffer  # unsealed: its space goes back
+        if self._identifies:
+            # this process hashed these bytes as it copied them in: like a first read
+            # here, that verified them (readers elsewhere still check the digests)
+            opened = self.connector.get_identified(key)  # type: ignore[attr-defined]
+            if opened is not None:
+                self._checked.remember(str(key), opened[1])
+            del opened
         return str(key)
 
     def _put_signed(self, frames: Any, route: dict[str, Any]) -> tuple[str, Any]:
