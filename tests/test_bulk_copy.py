@@ -47,32 +47,112 @@ def test_the_caller_copies_alone_without_numpy(monkeypatch: Any) -> None:
     assert started == []
 
 
-def test_a_helper_that_gets_no_cpu_until_the_caller_is_done_changes_nothing(
-        monkeypatch: Any) -> None:
-    """The caller copies whatever the helper has not taken (a busy machine)."""
+def test_a_helper_that_gets_no_cpu_for_a_while_changes_nothing(monkeypatch: Any) -> None:
+    """The caller copies what the helper has not taken (a busy machine), then waits
+    for the helper's one chunk before digesting it."""
     import threading
 
     go = threading.Event()
     real_copyto = np.copyto
     caller = threading.get_ident()
+    taken: list[str] = []
 
     def copyto(dst: Any, src: Any) -> None:
-        if threading.get_ident() != caller:
+        who = "caller" if threading.get_ident() == caller else "helper"
+        taken.append(who)
+        if who == "helper":
             go.wait(10)  # the helper stalls on its first chunk
         real_copyto(dst, src)
 
     monkeypatch.setattr(np, "copyto", copyto)
-    real_join = threading.Thread.join
-
-    def join(self: threading.Thread, timeout: float | None = None) -> None:
-        go.set()  # the caller has finished its part: let the helper go
-        real_join(self, timeout)
-
-    monkeypatch.setattr(threading.Thread, "join", join)
+    timer = threading.Timer(0.3, go.set)
+    timer.start()
     size = 5 * PARALLEL_AT + 99
     source, target, digest = _source(size), memoryview(bytearray(size)), xxhash.xxh3_64()
     copy_into(target, source, digest)
+    timer.join()
     assert target == source and digest.intdigest() == xxhash.xxh3_64_intdigest(source)
+    assert taken.count("helper") == 1  # its first chunk; the caller took all the others
+
+
+@pytest.mark.parametrize("digesting", [True, False])
+def test_a_source_changed_during_the_copy_still_gets_the_digest_of_what_was_stored(
+        digesting: bool) -> None:
+    """The digest is that of the target's bytes, whatever the source did meanwhile."""
+    import threading
+
+    size = 6 * PARALLEL_AT
+    array = np.random.default_rng(3).integers(0, 256, size, dtype=np.uint8)
+    source = memoryview(array).cast("B")
+    stop = threading.Event()
+
+    def scribble() -> None:  # another thread keeps writing into the source
+        while not stop.is_set():
+            array[::4096] += 1
+
+    thread = threading.Thread(target=scribble)
+    thread.start()
+    try:
+        target, digest = memoryview(bytearray(size)), xxhash.xxh3_64()
+        copy_into(target, source, digest)
+    finally:
+        stop.set()
+        thread.join()
+    assert digest.intdigest() == xxhash.xxh3_64_intdigest(target)
+
+
+def test_strided_and_typed_views_are_copied_as_their_bytes() -> None:
+    base = np.arange(4 * PARALLEL_AT // 8, dtype=np.int64)
+    typed = memoryview(base)  # format "l", 32 MB
+    target = memoryview(bytearray(typed.nbytes))
+    copy_into(target, typed)
+    assert bytes(target) == base.tobytes()
+    strided = memoryview(np.arange(3 * PARALLEL_AT, dtype=np.uint8)[::3])
+    target = memoryview(bytearray(strided.nbytes))
+    digest = xxhash.xxh3_64()
+    copy_into(target, strided, digest)
+    assert bytes(target) == strided.tobytes()
+    assert digest.intdigest() == xxhash.xxh3_64_intdigest(strided.tobytes())
+
+
+def test_a_read_only_target_is_refused_before_copying() -> None:
+    with pytest.raises(ValueError, match="writable"):
+        copy_into(memoryview(bytes(PARALLEL_AT)), _source(PARALLEL_AT))
+
+
+def test_an_interrupted_join_still_waits_for_the_helper(monkeypatch: Any) -> None:
+    """A KeyboardInterrupt while the caller waits for the helper reaches the caller
+    only once the helper has stopped writing."""
+    import threading
+
+    joining = threading.Event()
+    real_copyto, real_join = np.copyto, threading.Thread.join
+    caller = threading.get_ident()
+    writes_after: list[bool] = []
+
+    def copyto(dst: Any, src: Any) -> None:
+        if threading.get_ident() != caller:
+            joining.wait(10)  # the helper is still writing when the caller joins
+        real_copyto(dst, src)
+        writes_after.append(raised.is_set())
+
+    raised = threading.Event()
+
+    def join(self: threading.Thread, timeout: float | None = None) -> None:
+        if not joining.is_set():
+            joining.set()
+            raise KeyboardInterrupt  # the first wait is interrupted
+        real_join(self, timeout)
+
+    monkeypatch.setattr(np, "copyto", copyto)
+    monkeypatch.setattr(threading.Thread, "join", join)
+    size = 6 * PARALLEL_AT
+    target, source = memoryview(bytearray(size)), _source(size)
+    with pytest.raises(KeyboardInterrupt):
+        copy_into(target, source)  # no digest: the caller takes every other chunk, then joins
+    raised.set()
+    assert joining.is_set() and not any(writes_after)
+    assert not [t for t in threading.enumerate() if t.name == "pxexec-bulk-copy"]
 
 
 def test_views_of_different_lengths_are_refused_before_copying() -> None:
@@ -110,4 +190,4 @@ def test_a_failing_digest_stops_the_helper_before_the_error_reaches_the_caller()
     size = 6 * PARALLEL_AT
     with pytest.raises(RuntimeError, match="digest broke"):
         copy_into(memoryview(bytearray(size)), _source(size), Failing())
-    assert not [t for t in threading.enumerate() if t.name == "pxexec-copy"]
+    assert not [t for t in threading.enumerate() if t.name == "pxexec-bulk-copy"]

@@ -142,8 +142,8 @@ def test_a_lock_held_by_another_thread_at_fork_never_blocks_the_child(
 
     if held == "redis pool":
         connector: Any = RedisConnector(redis_url, prefix=f"lock{uuid.uuid4().hex[:8]}")
-    elif held == "node store maps":
-        connector = NodeConnector(shm_dir, namespace="fork-lock")
+    elif held == "node store maps":  # small segments: the child's put needs a new one
+        connector = NodeConnector(shm_dir, namespace="fork-lock", chunk=1 << 20)
     else:
         connector = LocalConnector()
     store = Store(f"fork-lock-{held}", connector, cache_size=0)
@@ -179,6 +179,9 @@ def test_a_lock_held_by_another_thread_at_fork_never_blocks_the_child(
             fine = float(value.sum()) == 45.0 and float(owner.sum()) == 3.0
             lease.keeper()
             owner.free()
+            mine = store.put(np.ones(300_000))  # 2.4 MB: through the parent's connector
+            fine = fine and float(store.get(mine).sum()) == 300_000.0
+            store.evict(mine)
             for hook in list(exit_hooks._REGISTERED):  # as the child's interpreter exits
                 hook()
             return fine
@@ -188,3 +191,51 @@ def test_a_lock_held_by_another_thread_at_fork_never_blocks_the_child(
         release.set()
         thread.join()
     store.evict(key)
+
+
+def test_a_forked_child_leaves_its_parents_failed_evictions_to_the_parent(
+        shm_dir: str, monkeypatch: Any) -> None:
+    """A child's exit (pxexec's exit hooks) neither retries the evictions its parent
+    deferred nor blocks on the parent's retry queue."""
+    import threading
+
+    from pxexec.connectors.node import NodeConnector
+    from pxexec.executor.freer import Freer
+
+    store = Store("fork-deferred", NodeConnector(shm_dir, namespace="fork-deferred"),
+                  cache_size=0)
+    Freer(store)  # its exit hook retries deferred evictions
+    store.failed_evictions.delays = (60.0,)  # the parent's own retry waits
+    key = store.put(np.arange(10))
+
+    def refuse(*args: Any) -> None:
+        raise ConnectionError("the backend is down for this test")
+
+    monkeypatch.setattr(store.connector, "evict_batch", refuse)
+    monkeypatch.setattr(store.connector, "evict", refuse)
+    assert not store.evict_or_defer([key])  # deferred: the parent will retry it
+    monkeypatch.undo()
+    assert store.metrics.deferred_evictions == 1 and store.failed_evictions.pending() == 1
+    acquired, release = threading.Event(), threading.Event()
+
+    def holder() -> None:  # the parent's retry queue is busy at fork
+        with store.failed_evictions._cond:
+            acquired.set()
+            release.wait(60)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    acquired.wait(10)
+    try:
+        def child() -> bool:
+            for hook in list(exit_hooks._REGISTERED):
+                hook()
+            return store.failed_evictions.pending() == 0 and \
+                store.metrics.deferred_evictions == 0
+
+        _run_in_child(child)
+    finally:
+        release.set()
+        thread.join()
+    assert store.exists(key), "the child freed what its parent had deferred"
+    assert store.retry_evictions() and not store.exists(key)  # the parent does

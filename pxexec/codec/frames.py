@@ -249,7 +249,7 @@ def alloc(nbytes: int) -> memoryview:
 def writable_copy(view: memoryview) -> memoryview:
     """A writable copy of ``view`` (see ``alloc``)."""
     out = alloc(view.nbytes)
-    copy_into(out, view.cast("B") if view.format != "B" or view.ndim != 1 else view)
+    copy_into(out, view)
     return out
 
 

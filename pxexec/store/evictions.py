@@ -8,7 +8,8 @@ background thread after 0.5, 1, 2, 4, 8 and 16 s. A key whose eviction can never
 succeed from this host (it lives in another host's node-local store, no transfer) is
 given up at once, with an error log saying where it lives; keys still failing after
 the last retry are given up likewise. An object given up expires by its lease if its
-store has one.
+store has one. A forked child starts with none of its parent's failures (the parent
+retries them).
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import heapq
 import logging
 import threading
 import time
+import weakref
 from typing import Any
 
 from pxexec.errors import ConfigError, ObjectOnOtherHostError
+from pxexec.forking import on_fork_child
 
 log = logging.getLogger("pxexec")
 
@@ -28,6 +31,17 @@ __all__ = ["RETRY_DELAYS", "FailedEvictions"]
 #: seconds before each retry of a failed eviction
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 _PERMANENT = (ObjectOnOtherHostError, ConfigError)
+_ALL: weakref.WeakSet[FailedEvictions] = weakref.WeakSet()
+
+
+def _start_empty_in_child() -> None:
+    """A forked child leaves its parent's failed evictions to the parent: neither the
+    retry queue nor the keys a store deferred are the child's to free."""
+    for failed in list(_ALL):
+        failed._start_empty()
+        forget = getattr(failed.store, "_forget_deferred", None)
+        if forget is not None:
+            forget()
 
 
 class FailedEvictions:
@@ -43,6 +57,12 @@ class FailedEvictions:
     def __init__(self, store: Any, delays: tuple[float, ...] = RETRY_DELAYS) -> None:
         self.store = store
         self.delays = delays
+        self._start_empty()
+        _ALL.add(self)
+        on_fork_child(_start_empty_in_child)
+
+    def _start_empty(self) -> None:
+        # (again in a forked child: the parent's retries, thread and lock stay the parent's)
         self._queue: list[tuple[float, int, str, int]] = []  # (due, seq, key, attempt)
         self._seq = 0
         self._cond = threading.Condition()

@@ -247,13 +247,12 @@ class Store:
             allocating.seal(key)
         finally:
             del buffer  # unsealed: its space goes back
-        if self._identifies:
-            # this process hashed these bytes as it copied them in: like a first read
-            # here, that verified them (readers elsewhere still check the digests)
-            opened = self.connector.get_identified(key)  # type: ignore[attr-defined]
-            if opened is not None:
-                self._checked.remember(str(key), opened[1])
-            del opened
+        object_id = getattr(self.connector, "object_id", None) if self._identifies else None
+        ident = object_id(str(key)) if callable(object_id) else None
+        if ident is not None:
+            # this process hashed these bytes as they landed: like a first read here,
+            # that verified them (readers in other processes still check the digests)
+            self._checked.remember(str(key), ident)
         return str(key)
 
     def _put_signed(self, frames: Any, route: dict[str, Any]) -> tuple[str, Any]:
@@ -654,6 +653,13 @@ class Store:
             self._metrics.deferred_evictions = len(self._deferred)
             self._retry_at = time.monotonic() + RETRY_AFTER
         return not failed
+
+    def _forget_deferred(self) -> None:
+        """In a forked child (no lock taken: the child has one thread): the evictions
+        that failed are the parent's to retry."""
+        self._deferred = set()
+        self._retry_at = 0.0
+        self._metrics.deferred_evictions = 0
 
     def _evicted_on_retry(self, key: str) -> None:
         """A background retry freed ``key``: it no longer waits for one."""

@@ -187,6 +187,16 @@ class ArenaConnector(BaseConnector):
         buffer, obj = opened
         return buffer, obj, obj in self.verified
 
+    def object_id(self, key: str) -> int | None:
+        """The id ``get_identified`` gives the sealed object under ``key``, without
+        opening it (None if there is none)."""
+        if not _KEY.fullmatch(key):
+            return None
+        with self.arena.index.transaction() as db:
+            row = db.execute("SELECT id FROM objects WHERE key = ? AND state = 'sealed'",
+                             (key,)).fetchone()
+        return None if row is None else int(row[0])
+
     def exists(self, key: str) -> bool:
         if not _KEY.fullmatch(key):
             return False

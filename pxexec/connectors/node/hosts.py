@@ -244,6 +244,11 @@ class HostKeys(NodeTransfer):
     def seal(self, key: str) -> None:
         super().seal(self._local_token(key, "seal"))  # type: ignore[misc]
 
+    def object_id(self, key: str) -> int | None:
+        found: int | None = super().object_id(  # type: ignore[misc]
+            self._local_token(key, "identify"))
+        return found
+
     def locate(self, key: str) -> tuple[str, int, int] | None:
         where: tuple[str, int, int] | None = super().locate(  # type: ignore[misc]
             self._local_token(key, "locate"))
