@@ -155,6 +155,38 @@ def test_an_interrupted_join_still_waits_for_the_helper(monkeypatch: Any) -> Non
     assert not [t for t in threading.enumerate() if t.name == "pxexec-bulk-copy"]
 
 
+def test_an_interrupt_while_the_helper_starts_stops_it_before_the_error_goes_on(
+        monkeypatch: Any) -> None:
+    import threading
+    import time
+
+    real_start, real_copyto = threading.Thread.start, np.copyto
+    caller = threading.get_ident()
+    raised = threading.Event()
+    writes_after: list[bool] = []
+
+    def start(self: threading.Thread) -> None:
+        real_start(self)
+        if self.name == "pxexec-bulk-copy":
+            raise KeyboardInterrupt  # Ctrl-C while start() waits for the thread
+
+    def copyto(dst: Any, src: Any) -> None:
+        if threading.get_ident() != caller:
+            time.sleep(0.005)  # a slow helper: it would still be copying
+        real_copyto(dst, src)
+        writes_after.append(raised.is_set())
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    monkeypatch.setattr(np, "copyto", copyto)
+    size = 8 * PARALLEL_AT
+    with pytest.raises(KeyboardInterrupt):
+        copy_into(memoryview(bytearray(size)), _source(size))
+    raised.set()
+    time.sleep(0.05)
+    assert not any(writes_after)
+    assert not [t for t in threading.enumerate() if t.name == "pxexec-bulk-copy"]
+
+
 def test_views_of_different_lengths_are_refused_before_copying() -> None:
     target = memoryview(bytearray(10))
     with pytest.raises(ValueError, match="one length"):

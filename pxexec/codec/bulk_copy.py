@@ -136,20 +136,19 @@ def _copy_shared(target: memoryview, source: memoryview, digest: Any) -> bool:
 
     helper = threading.Thread(target=helper_part, name="pxexec-bulk-copy", daemon=True)
     try:
-        helper.start()
-    except RuntimeError:  # no new threads (interpreter shutdown)
-        return False
-    try:
+        try:
+            helper.start()
+        except RuntimeError:  # no new threads (interpreter shutdown)
+            return False
         for pos in range(0, split, _PIECE):  # the caller's part, digested as it goes
             np.copyto(dst[pos : pos + _PIECE], src[pos : pos + _PIECE])
             if digest is not None:
                 digest.update(target[pos : pos + _PIECE])
         _rest(dst, src, target, digest, shares, split, size)
-    except BaseException:
-        shares.stop()  # the helper takes no more chunks; then it is waited for
-        _join(helper)
+    except BaseException as exc:
+        _stop_and_join(helper, shares, exc)  # the helper takes no more chunks, then ends
         raise
-    _join(helper)
+    _stop_and_join(helper, shares, None)
     if shares.failed is not None:  # pragma: no cover - numpy.copyto does not fail here
         raise shares.failed
     return True
@@ -190,14 +189,24 @@ def _rest(dst: Any, src: Any, target: memoryview, digest: Any, shares: _Shares, 
         pos = stop
 
 
-def _join(helper: threading.Thread) -> None:
-    """Wait for ``helper`` even through interrupts (it writes into the caller's
-    target: it must be done before the caller's error or return goes anywhere)."""
+def _stop_and_join(helper: threading.Thread, shares: _Shares,
+                   error: BaseException | None) -> None:
+    """Make ``helper`` take no more chunks (after ``error``) and wait until it has ended,
+    even through interrupts: it writes into the caller's target, so it must be done
+    before the caller's error or return goes anywhere. An interrupt meanwhile is
+    raised afterwards (unless ``error`` is already on its way)."""
     interrupted: BaseException | None = None
-    while helper.is_alive():
+    stopping = error is not None
+    while True:
         try:
+            if stopping:
+                shares.stop()
+                stopping = False
+            if not helper.is_alive():
+                break
             helper.join()
-        except BaseException as exc:  # e.g. KeyboardInterrupt: raised once it is done
-            interrupted = exc
-    if interrupted is not None:
+        except BaseException as exc:  # e.g. a second KeyboardInterrupt
+            interrupted = interrupted or exc
+            stopping = True
+    if interrupted is not None and error is None:
         raise interrupted

@@ -248,7 +248,10 @@ class Store:
         finally:
             del buffer  # unsealed: its space goes back
         object_id = getattr(self.connector, "object_id", None) if self._identifies else None
-        ident = object_id(str(key)) if callable(object_id) else None
+        try:
+            ident = object_id(str(key)) if callable(object_id) else None
+        except Exception:  # only a saving: the object is stored, a read will verify it
+            ident = None
         if ident is not None:
             # this process hashed these bytes as they landed: like a first read here,
             # that verified them (readers in other processes still check the digests)
