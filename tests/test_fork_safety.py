@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -114,6 +116,28 @@ def _wait_for_child(pid: int, timeout: float = 30.0) -> None:
                 "its parent's thread held at fork")
 
 
+@contextlib.contextmanager
+def _held_by_another_thread(lock: Any) -> Iterator[None]:
+    """``lock`` held by another thread of this process for the block's duration."""
+    import threading
+
+    acquired, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with lock:
+            acquired.set()
+            release.wait(60)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    assert acquired.wait(10)
+    try:
+        yield
+    finally:
+        release.set()
+        thread.join()
+
+
 def _run_in_child(fn: Any, timeout: float = 30.0) -> None:
     """Fork; the child runs ``fn`` (True = ok). Fails if the child hangs (deadlock)."""
     pid = os.fork()
@@ -131,7 +155,6 @@ def test_a_lock_held_by_another_thread_at_fork_never_blocks_the_child(
         held: str, redis_url: str, shm_dir: str) -> None:
     """What a fork pool worker inherits when another thread is inside pxexec at fork;
     the child then works with the store and exits (pxexec's exit hooks)."""
-    import threading
 
     from pxexec.connectors.local import LocalConnector
     from pxexec.connectors.node import NodeConnector
@@ -162,34 +185,22 @@ def test_a_lock_held_by_another_thread_at_fork_never_blocks_the_child(
     }[held]()
     if held == "owners":
         store.owned_proxy(1).free()  # registers the owners' fork hook, as first use does
-    acquired, release = threading.Event(), threading.Event()
 
-    def holder() -> None:  # another thread of the parent, inside pxexec at fork time
-        with lock:
-            acquired.set()
-            release.wait(60)
+    def child() -> bool:
+        value = Store.from_config(store.config()).get(key)
+        owner = Store.from_config(store.config()).owned_proxy(np.ones(3))
+        fine = float(value.sum()) == 45.0 and float(owner.sum()) == 3.0
+        lease.keeper()
+        owner.free()
+        mine = store.put(np.ones(300_000))  # 2.4 MB: through the parent's connector
+        fine = fine and float(store.get(mine).sum()) == 300_000.0
+        store.evict(mine)
+        for hook in list(exit_hooks._REGISTERED):  # as the child's interpreter exits
+            hook()
+        return fine
 
-    thread = threading.Thread(target=holder)
-    thread.start()
-    acquired.wait(10)
-    try:
-        def child() -> bool:
-            value = Store.from_config(store.config()).get(key)
-            owner = Store.from_config(store.config()).owned_proxy(np.ones(3))
-            fine = float(value.sum()) == 45.0 and float(owner.sum()) == 3.0
-            lease.keeper()
-            owner.free()
-            mine = store.put(np.ones(300_000))  # 2.4 MB: through the parent's connector
-            fine = fine and float(store.get(mine).sum()) == 300_000.0
-            store.evict(mine)
-            for hook in list(exit_hooks._REGISTERED):  # as the child's interpreter exits
-                hook()
-            return fine
-
+    with _held_by_another_thread(lock):  # inside pxexec at fork time
         _run_in_child(child)
-    finally:
-        release.set()
-        thread.join()
     store.evict(key)
 
 
@@ -197,7 +208,6 @@ def test_a_forked_child_leaves_its_parents_failed_evictions_to_the_parent(
         shm_dir: str, monkeypatch: Any) -> None:
     """A child's exit (pxexec's exit hooks) neither retries the evictions its parent
     deferred nor blocks on the parent's retry queue."""
-    import threading
 
     from pxexec.connectors.node import NodeConnector
     from pxexec.executor.freer import Freer
@@ -216,26 +226,14 @@ def test_a_forked_child_leaves_its_parents_failed_evictions_to_the_parent(
     assert not store.evict_or_defer([key])  # deferred: the parent will retry it
     monkeypatch.undo()
     assert store.metrics.deferred_evictions == 1 and store.failed_evictions.pending() == 1
-    acquired, release = threading.Event(), threading.Event()
 
-    def holder() -> None:  # the parent's retry queue is busy at fork
-        with store.failed_evictions._cond:
-            acquired.set()
-            release.wait(60)
+    def child() -> bool:
+        for hook in list(exit_hooks._REGISTERED):
+            hook()
+        return store.failed_evictions.pending() == 0 and \
+            store.metrics.deferred_evictions == 0
 
-    thread = threading.Thread(target=holder)
-    thread.start()
-    acquired.wait(10)
-    try:
-        def child() -> bool:
-            for hook in list(exit_hooks._REGISTERED):
-                hook()
-            return store.failed_evictions.pending() == 0 and \
-                store.metrics.deferred_evictions == 0
-
+    with _held_by_another_thread(store.failed_evictions._cond):  # the retry queue, busy
         _run_in_child(child)
-    finally:
-        release.set()
-        thread.join()
     assert store.exists(key), "the child freed what its parent had deferred"
     assert store.retry_evictions() and not store.exists(key)  # the parent does
