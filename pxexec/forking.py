@@ -4,8 +4,9 @@
 moment stays held forever in the child, and a client (a Redis connection pool)
 shared with the parent must not be closed or reset from the child. Objects and
 modules register here on first use (never at import); one ``os.register_at_fork``
-hook then gives registered objects new locks and runs registered hooks in the
-child, before any other code of the child runs.
+hook then gives registered objects new locks, lets registered objects start afresh
+(``restart_after_fork``) and runs registered hooks in the child, before any other code
+of the child runs.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["on_fork_child", "renew_locks_after_fork"]
+__all__ = ["on_fork_child", "renew_locks_after_fork", "restart_after_fork"]
 
 _HOOKS: list[Callable[[], None]] = []
 _OBJECTS: dict[int, tuple[weakref.ref[Any], tuple[str, ...]]] = {}
+_RESTARTS: dict[int, tuple[weakref.ref[Any], str]] = {}
 _REGISTERED = False
 
 
@@ -65,12 +67,40 @@ def renew_locks_after_fork(obj: Any, *names: str) -> None:
     0
     """
     _register()
+    _OBJECTS[id(obj)] = (_weak(obj, _OBJECTS), names)
+
+
+def restart_after_fork(obj: Any, method: str) -> None:
+    """Call ``obj.<method>()`` in every child forked from now on, while ``obj`` lives
+    (after the locks are renewed). Like a hook, it only drops or replaces what the
+    child inherited: a queue, a thread, a condition that are the parent's.
+
+    >>> class Queue:
+    ...     def __init__(self):
+    ...         self.items = [1]
+    ...         restart_after_fork(self, "clear")
+    ...     def clear(self):
+    ...         self.items = []
+    >>> queue = Queue()
+    >>> import os
+    >>> pid = os.fork()
+    >>> if pid == 0:                  # the child: an empty queue of its own
+    ...     os._exit(0 if queue.items == [] else 1)
+    >>> os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), queue.items
+    (0, [1])
+    """
+    _register()
+    _RESTARTS[id(obj)] = (_weak(obj, _RESTARTS), method)
+
+
+def _weak(obj: Any, table: dict[int, Any]) -> weakref.ref[Any]:
+    """A weak reference to ``obj`` that removes its entry from ``table`` once it goes."""
     key = id(obj)
 
-    def forget(_: object, key: int = key) -> None:
-        _OBJECTS.pop(key, None)
+    def forget(_: object) -> None:
+        table.pop(key, None)
 
-    _OBJECTS[key] = (weakref.ref(obj, forget), names)
+    return weakref.ref(obj, forget)
 
 
 def _after_fork_in_child() -> None:
@@ -79,6 +109,13 @@ def _after_fork_in_child() -> None:
         if obj is not None:
             for name in names:
                 setattr(obj, name, threading.Lock())
+    for ref, method in list(_RESTARTS.values()):
+        obj = ref()
+        if obj is not None:
+            try:
+                getattr(obj, method)()
+            except Exception:  # pragma: no cover - a restart must never break a fork
+                pass
     for hook in list(_HOOKS):
         try:
             hook()

@@ -20,7 +20,6 @@ True
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 from typing import Any
 
@@ -36,8 +35,6 @@ _CHUNK = 4 << 20
 #: takes about 0.4 of the time copying does; measured best here), or when it does not
 _SHARE_DIGESTING = 0.25
 _SHARE_COPYING = 0.5
-
-_HAVE_NUMPY = importlib.util.find_spec("numpy") is not None
 
 
 def copy_into(target: memoryview, source: memoryview, digest: Any = None) -> None:
@@ -61,27 +58,21 @@ def copy_into(target: memoryview, source: memoryview, digest: Any = None) -> Non
     if not source.c_contiguous:  # a strided view: copied by slices, as it always was
         target[:] = source if source.format == "B" and source.ndim == 1 else source.tobytes()
         if digest is not None:
-            _digest(target, 0, target.nbytes, digest)
+            for pos in range(0, target.nbytes, _PIECE):
+                digest.update(target[pos : pos + _PIECE])
         return
     source = _bytes_of(source)
-    if source.nbytes < PARALLEL_AT or not _HAVE_NUMPY or not _copy_shared(target, source,
-                                                                          digest):
-        _copy_alone(target, source, 0, source.nbytes, digest)
+    if source.nbytes < PARALLEL_AT or not _copy_shared(target, source, digest):
+        _copy_alone(target, source, digest)
 
 
 def _bytes_of(view: memoryview) -> memoryview:
     return view if view.format == "B" and view.ndim == 1 else view.cast("B")
 
 
-def _digest(target: memoryview, start: int, end: int, digest: Any) -> None:
-    for pos in range(start, end, _PIECE):
-        digest.update(target[pos : min(pos + _PIECE, end)])
-
-
-def _copy_alone(target: memoryview, source: memoryview, start: int, end: int,
-                digest: Any) -> None:
-    for pos in range(start, end, _PIECE):
-        stop = min(pos + _PIECE, end)
+def _copy_alone(target: memoryview, source: memoryview, digest: Any) -> None:
+    for pos in range(0, source.nbytes, _PIECE):
+        stop = pos + _PIECE
         target[pos:stop] = source[pos:stop]
         if digest is not None:
             digest.update(target[pos:stop])
@@ -108,7 +99,7 @@ def _copy_shared(target: memoryview, source: memoryview, digest: Any) -> bool:
     """The two-thread copy; False if it could not start (nothing copied)."""
     try:
         import numpy as np
-    except ImportError:  # numpy broken, or the interpreter shutting down
+    except ImportError:  # no numpy (or a broken one, or the interpreter shutting down)
         return False
     dst = np.frombuffer(target, dtype=np.uint8)
     src = np.frombuffer(source, dtype=np.uint8)

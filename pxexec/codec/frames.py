@@ -186,11 +186,8 @@ def with_digests(frames: DigestsPending) -> Frames:
     >>> parse_buffer(b"".join(done))[0] == BYTES
     True
     """
-    from xxhash import xxh3_64_intdigest
-
-    digests = [xxh3_64_intdigest(byte_view(frames[1 + 2 * i])) for i in frames.large]
     head = memoryview(bytearray(frames[0]))
-    _fill_digests(head, frames, digests)
+    fill_digests(head, frames, [frames[1 + 2 * i] for i in frames.large])
     return [bytes(head), *frames[1:]]
 
 

@@ -17,7 +17,7 @@ import weakref
 from typing import TYPE_CHECKING
 
 from pxexec.exit_hooks import at_exit_once
-from pxexec.forking import on_fork_child
+from pxexec.forking import restart_after_fork
 
 if TYPE_CHECKING:
     from pxexec.store.store import Store
@@ -47,6 +47,7 @@ class Freer:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._start_empty()
+        restart_after_fork(self, "_start_empty")
         _register(self)
 
     def _start_empty(self) -> None:
@@ -101,12 +102,6 @@ class Freer:
 def _register(freer: Freer) -> None:
     _FREERS.add(freer)
     at_exit_once(_flush_all)
-    on_fork_child(_start_empty_in_child)
-
-
-def _start_empty_in_child() -> None:
-    for freer in list(_FREERS):
-        freer._start_empty()
 
 
 def _flush_all() -> None:

@@ -18,11 +18,10 @@ import heapq
 import logging
 import threading
 import time
-import weakref
 from typing import Any
 
 from pxexec.errors import ConfigError, ObjectOnOtherHostError
-from pxexec.forking import on_fork_child
+from pxexec.forking import restart_after_fork
 
 log = logging.getLogger("pxexec")
 
@@ -31,17 +30,6 @@ __all__ = ["RETRY_DELAYS", "FailedEvictions"]
 #: seconds before each retry of a failed eviction
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 _PERMANENT = (ObjectOnOtherHostError, ConfigError)
-_ALL: weakref.WeakSet[FailedEvictions] = weakref.WeakSet()
-
-
-def _start_empty_in_child() -> None:
-    """A forked child leaves its parent's failed evictions to the parent: neither the
-    retry queue nor the keys a store deferred are the child's to free."""
-    for failed in list(_ALL):
-        failed._start_empty()
-        forget = getattr(failed.store, "_forget_deferred", None)
-        if forget is not None:
-            forget()
 
 
 class FailedEvictions:
@@ -58,8 +46,7 @@ class FailedEvictions:
         self.store = store
         self.delays = delays
         self._start_empty()
-        _ALL.add(self)
-        on_fork_child(_start_empty_in_child)
+        restart_after_fork(self, "_start_empty")
 
     def _start_empty(self) -> None:
         # (again in a forked child: the parent's retries, thread and lock stay the parent's)

@@ -44,7 +44,7 @@ from pxexec.connectors.base import (
     require,
 )
 from pxexec.errors import ConfigError, MissingKeyError, SignatureError
-from pxexec.forking import renew_locks_after_fork
+from pxexec.forking import renew_locks_after_fork, restart_after_fork
 from pxexec.proxy import Proxy, ProxyInfo
 from pxexec.recent import Recent
 from pxexec.store.checked import CheckedPayloads
@@ -176,6 +176,7 @@ class Store:
             renew_locks_after_fork(self._cache, "_lock")
         self._deferred: set[str] = set()  # keys whose eviction failed
         self._retry_at = 0.0
+        restart_after_fork(self, "_forget_deferred")  # a child leaves them to the parent
         self._config: dict[str, Any] = {
             "name": name,
             "connector": connector.config(),
