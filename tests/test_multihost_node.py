@@ -419,3 +419,78 @@ def test_on_one_node_keys_name_it_and_no_server_starts(tmp_path: Any) -> None:
         assert connector.keys() == [] and connector.stats()["objects"] == 0
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_a_reader_cut_off_mid_pull_leaves_nothing_pinned_on_the_holder(
+    bed: Any, store_dir: str,
+) -> None:
+    """The holder's server lets go of an object whose reader vanished mid-transfer
+    within about the transfer timeout, so freeing it frees it (not 10 minutes later)."""
+    store = Store("mhn-cut", node_store(bed, store_dir, "cut", transfer_timeout=2,
+                                        replica_lease=3), cache_size=0)
+    key = put_on(bed, "n1", store, "np.arange(5 * 2**20, dtype=np.float64)")  # 40 MB
+    bed.shape("n2", rate="100mbit")  # the pull takes over 3 s
+    code = (
+        "import json\n"
+        "from pxexec.store.store import get_or_create_store\n"
+        f"s = get_or_create_store(json.loads({json.dumps(store.config())!r}))\n"
+        "try:\n"
+        f"    s.get({key!r})\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__)\n"
+    )
+    before = bed.link_bytes("n2")[0]
+    reader = bed.spawn("n2", [sys.executable, "-c", code], label="cut-reader")
+    assert wait_until(lambda: bed.link_bytes("n2")[0] - before > 8 * MB, timeout=20)
+    bed.link("n2", False)
+    reader.wait(timeout=30)
+    assert "NodeUnreachableError" in bed.log("n2", "cut-reader")
+    store.evict(key)  # n1 is reachable from here
+    start = time.monotonic()
+    assert wait_until(lambda: objects_on(bed, "n1", store_dir) == 0, timeout=15)
+    assert time.monotonic() - start < 10
+    bed.link("n2", True)
+    bed.shape("n2")
+    assert_no_objects(bed, store_dir, ("head", "n1", "n2"))
+
+
+def test_a_reader_without_room_to_spill_a_pulled_object_gets_an_error_not_a_crash(
+    bed: Any, store_dir: str,
+) -> None:
+    """A pulled object that fits neither the reader's arena nor its spill directory is
+    a StoreIOError naming the spill directory (its space is reserved before any byte
+    arrives: a full disk is not a SIGBUS mid-receive), and nothing is left behind."""
+    spill = os.path.join(store_dir, "small-spill")
+    connector = ShmConnector(store_dir, namespace="full", chunk=4 * MB, capacity=4 * MB,
+                             spill_directory=spill, transfer=True, bind=network(bed))
+    store = Store("mhn-full", connector, cache_size=0)
+    key = put_on(bed, "n1", store, "np.ones(4 * 2**20)")  # 32 MB: n1 spills it
+    bed.check_output("n2", ["sh", "-c", f"mkdir -p {spill} && chmod 700 {spill} && "
+                                        f"mount -t tmpfs -o size=8m,mode=0700 tmpfs {spill}"])
+    try:
+        code = (
+            "import json\n"
+            "from pxexec.store.store import get_or_create_store\n"
+            f"s = get_or_create_store(json.loads({json.dumps(store.config())!r}))\n"
+            "try:\n"
+            f"    s.get({key!r})\n"
+            "except Exception as exc:\n"
+            "    print(type(exc).__name__, exc)\n"
+            "else:\n"
+            "    print('read it')\n"
+        )
+        out = bed.python("n2", code)
+        assert out.startswith("StoreIOError") and spill in out and "spill_directory" in out
+        assert bed.check_output("n2", ["find", spill, "-type", "f"]) == ""  # none left
+        empty = ("import json\n"
+                 "from pxexec.store.store import get_or_create_store\n"
+                 f"s = get_or_create_store(json.loads({json.dumps(store.config())!r}))\n"
+                 "try:\n"
+                 "    s.empty(4 * 2**20)\n"  # built in place: the same reservation
+                 "except Exception as exc:\n"
+                 "    print(type(exc).__name__)\n")
+        assert bed.python("n2", empty) == "StoreIOError"
+    finally:
+        bed.check_output("n2", ["umount", spill])
+    store.evict(key)
+    assert_no_objects(bed, store_dir, ("head", "n1", "n2"))

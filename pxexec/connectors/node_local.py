@@ -15,7 +15,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pxexec.connectors.nodeid import this_node
@@ -234,14 +234,18 @@ class NodeTransfer:
 
         replicas.drop_copy(self, token)
 
-    def free_here(self, token: str, skip: str = "") -> None:
-        """Free ``token`` on this node and, with transfer, every copy of it elsewhere."""
+    def free_here(self, token: str, skip: str = "",
+                  freed: Callable[[], None] | None = None) -> None:
+        """Free ``token`` on this node and, with transfer, every copy of it elsewhere
+        (``freed`` is called in between, see ``replicas.free_here``)."""
         if not self.transfer:
             self.remove_local(token)
+            if freed is not None:
+                freed()
             return
         from pxexec.connectors.node_transfer import replicas
 
-        replicas.free_here(self, token, skip)
+        replicas.free_here(self, token, skip, freed)
 
 
 class IncomingFile:
@@ -271,7 +275,14 @@ class IncomingFile:
         self._map: mmap.mmap | None = None
         try:
             if nbytes:
-                os.ftruncate(self.fd, nbytes)
+                try:  # every block now: a full disk is this error, not a SIGBUS mid-receive
+                    os.posix_fallocate(self.fd, 0, nbytes)
+                except OSError as exc:
+                    raise StoreIOError(
+                        f"Could not make room for a received object of {nbytes} bytes in "
+                        f"{directory!r}: {exc.strerror or exc}. Free space there or give "
+                        "the store a directory with room for what this host reads."
+                    ) from exc
                 self._map = mmap.mmap(self.fd, nbytes)
                 self.buffer = memoryview(self._map)
             else:

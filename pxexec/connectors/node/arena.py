@@ -178,11 +178,14 @@ class Arena:
                 os.close(fd)
         except OSError as exc:
             remove_quietly(path)
-            raise StoreIOError(
-                f"Could not spill an object of {slot.length} bytes to {self.spill!r}: "
-                f"{exc.strerror or exc}. The shared-memory arena is full; free space in the "
-                "spill directory or choose a larger one (spill_directory=...)."
-            ) from exc
+            raise self._spill_failed(slot, exc) from exc
+
+    def _spill_failed(self, slot: Slot, exc: OSError) -> StoreIOError:
+        return StoreIOError(
+            f"Could not spill an object of {slot.length} bytes to {self.spill!r}: "
+            f"{exc.strerror or exc}. The shared-memory arena is full; free space in the "
+            "spill directory or choose a larger one (spill_directory=...)."
+        )
 
     def writable(self, slot: Slot) -> memoryview:
         """A writable view of a reserved slot (for producers that build in place)."""
@@ -192,9 +195,13 @@ class Arena:
         ensure_private_directory(self.spill)
         fd = open_private(slot.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC)
         try:
-            os.ftruncate(fd, slot.length)
             if slot.length == 0:
                 return memoryview(bytearray())
+            try:  # every block now: a full disk is this error, not a SIGBUS at a write
+                os.posix_fallocate(fd, 0, slot.length)
+            except OSError as exc:
+                remove_quietly(slot.path)
+                raise self._spill_failed(slot, exc) from exc
             return memoryview(mmap.mmap(fd, slot.length, flags=mmap.MAP_SHARED))
         finally:
             os.close(fd)
@@ -218,10 +225,14 @@ class Arena:
                 _count(db, "spilled_bytes", row[1])
         return bool(done)
 
-    def abort(self, obj: int) -> None:
-        """Give up a reserved, unsealed object."""
+    def abort(self, obj: int, *, pinned: bool = False) -> None:
+        """Give up a reserved, unsealed object (``pinned``: reserved with
+        ``pinned=True``, whose pin goes with it)."""
         with self.index.transaction() as db:
-            self._free_if(db, obj, "writing")
+            if pinned:
+                unpin(db, obj, this_process(), self)
+            else:
+                self._free_if(db, obj, "writing")
 
     # -- reading ----------------------------------------------------------------------
 

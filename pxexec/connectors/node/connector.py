@@ -249,7 +249,7 @@ class ArenaConnector(BaseConnector):
         try:
             buffer = self.arena.pin_writer_view(slot, self.arena.writable(slot))
         except BaseException:
-            self.arena.abort(slot.obj)
+            self.arena.abort(slot.obj, pinned=True)
             raise
         self._slots[key] = slot
         return key, buffer

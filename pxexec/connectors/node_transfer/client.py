@@ -20,7 +20,13 @@ import pxexec.connectors.node_transfer.protocol as p
 from pxexec.codec.frames import alloc
 from pxexec.codec.streaming import StreamingDigests
 from pxexec.connectors.node_transfer.seam import NodeLocalStore
-from pxexec.errors import DeserializationError, NodeUnreachableError, StoreConnectionError
+from pxexec.errors import (
+    DeserializationError,
+    NodeUnreachableError,
+    PxexecError,
+    StoreConnectionError,
+    StoreIOError,
+)
 
 __all__ = ["TransferClient"]
 
@@ -96,6 +102,9 @@ class TransferClient:
                                                _describe(exc, self.timeout)) from exc
                 try:
                     result = fn(sock)
+                except PxexecError:  # this host's own (a full disk, a bad object): as is
+                    sock.close()
+                    raise
                 except (OSError, ConnectionError) as exc:
                     sock.close()
                     if pooled and attempt == 0 and not _timed_out(exc):
@@ -369,7 +378,15 @@ def _into_store(token: str, into: NodeLocalStore, nbytes: int, holder: str, addr
     verifying the large frames' XXH3 digests piece by piece as they arrive: a corrupted
     object is aborted (never sealed) and raises ``DeserializationError`` naming the
     node that sent it; one freed on its node meanwhile (``_Vanished``) gives False."""
-    incoming = into.new_object(token, nbytes)
+    try:
+        incoming = into.new_object(token, nbytes)
+    except OSError as exc:
+        if isinstance(exc, PxexecError):
+            raise
+        raise StoreIOError(
+            f"Could not make room on this host for the object {token!r} of {nbytes} bytes "
+            f"from host {_host(holder)!r}: {exc.strerror or exc}."
+        ) from exc
     try:
         digests = StreamingDigests(nbytes)
         view = incoming.buffer

@@ -83,16 +83,26 @@ class AuthError(ConnectionError):
     """The other end does not know the store secret (or demands one we lack)."""
 
 
-def kernel_timeouts(sock: socket.socket, seconds: float) -> None:
-    """Bound every send and receive on ``sock`` by ``seconds`` in the kernel
-    (SO_RCVTIMEO/SO_SNDTIMEO) and make it blocking: Python's own socket timeouts poll
-    before each call, which costs much on an object received in hundreds of pieces.
-    A wait that runs out raises ``BlockingIOError`` (EAGAIN)."""
+def kernel_timeouts(sock: socket.socket, seconds: float, receive: float | None = None
+                    ) -> None:
+    """Bound every send on ``sock`` by ``seconds`` and every receive by ``receive``
+    (default ``seconds``) in the kernel (SO_SNDTIMEO/SO_RCVTIMEO), and make it blocking:
+    Python's own socket timeouts poll before each call, which costs much on an object
+    received in hundreds of pieces. A wait that runs out raises ``BlockingIOError``
+    (EAGAIN). Bytes sent and not acknowledged for ``seconds`` also end the connection
+    (TCP_USER_TIMEOUT, where there is one): a peer gone mid-object does not hold it."""
     sock.settimeout(None)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(seconds))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                    _timeval(seconds if receive is None else receive))
+    user_timeout = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if user_timeout is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, user_timeout, max(1, int(seconds * 1000)))
+
+
+def _timeval(seconds: float) -> bytes:
     whole = int(seconds)
-    value = struct.pack("ll", whole, int((seconds - whole) * 1e6))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+    return struct.pack("ll", whole, int((seconds - whole) * 1e6))
 
 
 def send_range(sock: socket.socket, fd: int, offset: int, length: int) -> None:

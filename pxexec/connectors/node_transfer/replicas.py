@@ -17,6 +17,7 @@ import fcntl
 import logging
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from pxexec.codec.frames import writable_copy
@@ -157,11 +158,17 @@ def drop_copy(store: Any, token: str) -> None:
     _unlink(os.path.join(store.path, ".replicas", token))
 
 
-def free_here(store: Any, token: str, skip: str = "") -> None:
+def free_here(store: Any, token: str, skip: str = "",
+              freed: Callable[[], None] | None = None) -> None:
     """Free ``token`` on this node and every copy other nodes pulled of it (except at
-    ``skip``, the node that asked). Copies on nodes that do not answer are logged; they
-    expire within their node's ``replica_lease`` (their origin no longer has them)."""
+    ``skip``, the node that asked). ``freed`` is called once this node's object is gone,
+    before the copies are freed (the node server answers the request then: a node with
+    a copy that does not answer must not hold up the one that asked). Copies on nodes
+    that do not answer are logged; they expire within their node's ``replica_lease``
+    (their origin no longer has them)."""
     drop_copy(store, token)
+    if freed is not None:
+        freed()
     record = os.path.join(store.path, ".copies", token)
     try:
         with open(record) as f:

@@ -32,6 +32,8 @@ STATE = ".node-server.json"
 LOCK = ".node-server.lock"
 COPIES = ".copies"  # on the holder: token -> addresses of node servers holding a copy
 REPLICAS = ".replicas"  # on a copy's node: token -> "holder-tag address" of its origin
+#: seconds a pooled connection may stay idle between requests before the server closes it
+IDLE_CONNECTION = 600.0
 
 
 @contextlib.contextmanager
@@ -128,6 +130,7 @@ class NodeServer:
         self.listener = listener
         self.address = address
         self.secret = store.transfer_secret()
+        self.send_timeout = float(store.transfer_timeout)
         self.active = 0
         self._lock = threading.Lock()
         self.stopped = threading.Event()
@@ -149,7 +152,10 @@ class NodeServer:
             self.active += 1
         try:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            p.kernel_timeouts(conn, 600)
+            # a reader that takes no bytes for the transfer timeout has gone (it gives
+            # up after as long): the object it pinned is let go; idle pooled
+            # connections may wait for their next request much longer
+            p.kernel_timeouts(conn, self.send_timeout, receive=IDLE_CONNECTION)
             p.handshake_server(conn, self.secret)
             while True:
                 req = p.read_request(conn)
@@ -167,8 +173,11 @@ class NodeServer:
         if op in (p.GET, p.GET_SPLIT, p.PART):
             self._send_object(conn, op, token, argument)
         elif op == p.EVICT:
-            self.store.free_here(token, skip=argument)
-            conn.sendall(bytes([p.OK]))
+            def answer() -> None:  # the copies are freed even if the asker has gone
+                with contextlib.suppress(OSError):
+                    conn.sendall(bytes([p.OK]))
+
+            self.store.free_here(token, skip=argument, freed=answer)
         elif op == p.HAS:
             conn.sendall(bytes([p.OK if self.store.has_local(token) else p.MISSING]))
         elif op == p.TOUCH:  # an owner elsewhere holds it: recorded here, with heartbeat
