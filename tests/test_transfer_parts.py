@@ -101,6 +101,22 @@ def test_a_large_object_comes_in_parts_over_several_connections(
     client.close()
 
 
+def test_after_one_stale_pooled_connection_the_retry_does_not_take_another(
+        origin: Origin, local: NodeConnector) -> None:
+    """A node server that restarted (or a link that went down) leaves every idle
+    connection to it broken: the one retry goes on a new connection, and the other
+    stale ones are dropped, so the request succeeds."""
+    client = TransferClient(None, 5.0, streams=4)
+    assert client.pull(HOLDER, origin.address, [origin.token], local, "") == [True]
+    local.remove_local(origin.token)
+    assert client.idle_connections() == 4
+    for sock in client._idle[origin.address]:
+        sock.shutdown(socket.SHUT_WR)  # broken as seen from here: a send fails
+    assert client.has(HOLDER, origin.address, [origin.token]) == [True]
+    assert client.idle_connections() == 1  # the new one; the stale ones are closed
+    client.close()
+
+
 def test_one_stream_pulls_the_whole_object_with_the_request_every_server_knows(
         origin: Origin, local: NodeConnector) -> None:
     client = TransferClient(None, 5.0, streams=1)

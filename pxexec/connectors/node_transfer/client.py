@@ -72,13 +72,18 @@ class TransferClient:
             raise
         return sock
 
-    def _take(self, address: str) -> tuple[socket.socket, bool]:
+    def _take(self, address: str, fresh: bool = False) -> tuple[socket.socket, bool]:
+        """A connection to ``address``: an idle pooled one (True) unless ``fresh``,
+        which closes every idle one first (they are as stale as the one that broke:
+        a node server that restarted, a link that went down)."""
         if self._pid != os.getpid():  # forked: the parent's connections are not ours
             self._idle, self._lock, self._pid = {}, threading.Lock(), os.getpid()
         with self._lock:
-            idle = self._idle.get(address)
-            if idle:
+            idle = self._idle.pop(address, []) if fresh else self._idle.get(address)
+            if idle and not fresh:
                 return idle.pop(), True
+        for stale in idle or ():
+            stale.close()
         return self._connect(address), False
 
     def _give_back(self, address: str, sock: socket.socket) -> None:
@@ -93,7 +98,7 @@ class TransferClient:
         def run(fn: Any) -> Any:
             for attempt in (0, 1):
                 try:
-                    sock, pooled = self._take(address)
+                    sock, pooled = self._take(address, fresh=attempt == 1)
                 except p.AuthError as exc:
                     raise NodeUnreachableError(_host(holder), address, action, str(exc)
                                                ) from exc
