@@ -6,10 +6,13 @@ each; store runs redis-server. Every test leaves no object on any host.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -179,6 +182,53 @@ def test_objects_outlive_their_producer_process(bed: Any, store_dir: str) -> Non
     store.evict(key)
     assert wait_until(lambda: objects_on(bed, "n1", store_dir) == [])
     assert objects_on(bed, "head", store_dir) == []
+
+
+def test_a_host_without_room_for_its_copies_reads_and_keeps_nothing(
+    bed: Any, store_dir: str,
+) -> None:
+    """On a host whose store directory is full, reads still return their objects and
+    the node's copies are given up with a warning: one object read alone (received in
+    memory), several read at once (received in place, whose files have their space
+    reserved before any byte arrives: a SIGBUS killed the reader before). No
+    half-written file is left."""
+    store = transfer_store(bed, store_dir, "mh-full", "full")
+    big = put_on(bed, "n1", store, "import numpy as np\nprint(s.put(np.ones(4 * 2**20)))")
+    small = put_on(bed, "n1", store, "import numpy as np\nprint(s.put(np.ones(200_000)))")
+    other = put_on(bed, "n1", store, "import numpy as np\nprint(s.put(np.ones(100_000)))")
+    bed.check_output("n2", ["sh", "-c", f"mkdir -p {store_dir} && "
+                                        f"mount -t tmpfs -o size=1m,mode=0700 tmpfs {store_dir}"])
+    try:
+        code = (
+            "import logging, time\n"
+            "logging.basicConfig(level=logging.WARNING, format='%(message)s')\n"
+            f"print(float(s.get({big!r}).sum()), flush=True)\n"
+            "time.sleep(1)\n"  # the node's copy is written in the background
+            f"print([float(a.sum()) for a in s.get_batch([{small!r}, {other!r}])])\n"
+        )
+        proc = subprocess.run(bed.enter("n2", [sys.executable, "-c", (
+            "import json\nfrom pxexec.store.store import get_or_create_store\n"
+            f"s = get_or_create_store(json.loads({json.dumps(store.config())!r}))\n" + code)]),
+            capture_output=True, text=True, timeout=120, env=bed.env())
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        lines = proc.stdout.splitlines()
+        assert len(lines) == 2, (proc.stdout, proc.stderr[-2000:])
+        assert lines[0] == str(float(4 * 2**20))
+        assert lines[1] == "[200000.0, 100000.0]"
+        assert "could not keep this node's copy" in proc.stderr
+        assert "could not keep copies of 2 objects" in proc.stderr
+        assert bed.check_output("n2", ["find", store_dir, "-name", "*.tmp"]) == ""
+    finally:  # n2's node server (started by the reader) holds the mount: stop it first
+        state = bed.check_output("n2", ["sh", "-c", f"cat {store_dir}/full/.node-server.json "
+                                                    "2>/dev/null || true"])
+        if state:
+            server = json.loads(state)["pid"]
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(server, signal.SIGKILL)
+            assert wait_until(lambda: not os.path.exists(f"/proc/{server}"))
+        bed.check_output("n2", ["umount", store_dir])
+    store.free([big, small, other])
+    assert wait_until(lambda: objects_on(bed, "n1", store_dir) == [])
 
 
 def test_vanished_node_gives_a_clear_error_in_bounded_time_and_copies_expire(

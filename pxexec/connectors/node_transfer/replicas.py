@@ -22,6 +22,7 @@ from typing import Any
 
 from pxexec.codec.frames import writable_copy
 from pxexec.connectors.private_dir import ensure_private_directory
+from pxexec.errors import StoreIOError
 
 __all__ = ["after_pull", "drop_copy", "free_here", "fresh", "pull", "pull_many"]
 
@@ -97,10 +98,14 @@ def pull_many(store: Any, tokens: list[str], holder: str, address: str) -> None:
             f.write(f"{holder} {address}")
     try:
         found = store.transfer_client().pull(holder, address, tokens, store, reply_to)
-    except BaseException:
+    except BaseException as exc:
         for token in tokens:
             if not store.has_local(token):
                 _unlink(os.path.join(replicas, token))
+        if isinstance(exc, StoreIOError):  # no room here: each is read on its own
+            log.warning("pxexec: could not keep copies of %d objects of %s here: %s",
+                        len(tokens), holder, exc)
+            return
         raise
     for token, there in zip(tokens, found):
         if not there:
