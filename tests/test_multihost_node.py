@@ -494,3 +494,22 @@ def test_a_reader_without_room_to_spill_a_pulled_object_gets_an_error_not_a_cras
         bed.check_output("n2", ["umount", spill])
     store.evict(key)
     assert_no_objects(bed, store_dir, ("head", "n1", "n2"))
+
+
+def test_an_empty_node_server_stops_though_readers_keep_connections_to_it(
+    bed: Any, store_dir: str,
+) -> None:
+    """Idle pooled connections are not requests: a node server whose store has been
+    empty for ``idle`` seconds stops, and the readers' next pull goes to its successor."""
+    store = Store("mhn-idle", node_store(bed, store_dir, "idle", idle=1.0), cache_size=0)
+    first = put_on(bed, "n1", store, "np.ones(3 * 2**20)")  # 24 MB: several streams
+    assert total(store.get(first)) == 3 * 2**20
+    assert store.connector.transfer_client().idle_connections() > 1
+    store.evict(first)
+    running = ("from pxexec.connectors.node_transfer.server import server_pid\n"
+               f"print(server_pid({os.path.join(store_dir, 'idle')!r}))\n")
+    assert wait_until(lambda: bed.python("n1", running) == "None", timeout=15)
+    second = put_on(bed, "n1", store, "np.full(3 * 2**20, 2.0)")  # a new server
+    assert total(store.get(second)) == 6 * 2**20  # over new connections
+    store.evict(second)
+    assert_no_objects(bed, store_dir, ("head", "n1"))

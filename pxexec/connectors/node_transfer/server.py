@@ -148,24 +148,35 @@ class NodeServer:
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
     def _handle(self, conn: socket.socket) -> None:
-        with self._lock:
-            self.active += 1
         try:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            # a reader that takes no bytes for the transfer timeout has gone (it gives
-            # up after as long): the object it pinned is let go; idle pooled
-            # connections may wait for their next request much longer
+            # a peer that takes (or sends) no bytes for the transfer timeout mid-request
+            # has gone (a reader gives up after as long): what it pinned is let go
+            p.kernel_timeouts(conn, self.send_timeout)
+            with self._busy():
+                p.handshake_server(conn, self.secret)
+            # between requests a pooled connection may stay idle much longer
             p.kernel_timeouts(conn, self.send_timeout, receive=IDLE_CONNECTION)
-            p.handshake_server(conn, self.secret)
             while True:
                 req = p.read_request(conn)
                 if req is None:
                     return
-                self._answer(conn, *req)
+                with self._busy():
+                    self._answer(conn, *req)
         except (OSError, ConnectionError) as exc:
             log.debug("connection ended: %s", exc)
         finally:
             conn.close()
+
+    @contextlib.contextmanager
+    def _busy(self) -> Iterator[None]:
+        """Counts a request being answered (an idle pooled connection is not one: it
+        does not keep an empty store's server from stopping)."""
+        with self._lock:
+            self.active += 1
+        try:
+            yield
+        finally:
             with self._lock:
                 self.active -= 1
 
