@@ -179,7 +179,9 @@ class HostKeys(NodeTransfer):
         if holder is not None and address is not None and not self.has_local(token):
             from pxexec.connectors.node_transfer import replicas
 
-            replicas.pull(self, token, holder, address)
+            fetched = replicas.pull(self, token, holder, address)
+            if fetched:  # no room here for a copy: this reader's own bytes, unchecked
+                return fetched[0], object(), False
         got: tuple[Buffer, Hashable, bool] | None = super().get_identified(  # type: ignore[misc]
             token)
         return got

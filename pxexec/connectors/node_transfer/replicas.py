@@ -62,7 +62,15 @@ def pull(store: Any, token: str, holder: str, address: str) -> list[Any] | None:
             f.write(f"{holder} {address}")
         client = store.transfer_client()
         if getattr(store, "receive_in_place", False):
-            if not client.pull(holder, address, [token], store, reply_to)[0]:
+            try:
+                found = client.pull(holder, address, [token], store, reply_to)[0]
+            except StoreIOError as exc:  # no room here for a copy: this reader's only
+                _unlink(sidecar)
+                log.warning("pxexec: no room on this node for a copy of %s from %s (%s); "
+                            "read without keeping one", token, holder, exc)
+                data = client.fetch(holder, address, token, "")
+                return [] if data is None else [data]
+            if not found:
                 _unlink(sidecar)
                 return []
             return None
