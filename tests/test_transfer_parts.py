@@ -117,6 +117,24 @@ def test_after_one_stale_pooled_connection_the_retry_does_not_take_another(
     client.close()
 
 
+def test_idle_connections_whose_server_closed_them_are_dropped_from_the_pool(
+        origin: Origin) -> None:
+    """A pooled connection the other end closed (a node server that stopped) is closed
+    when the pool next takes one back, not kept for good."""
+    client = TransferClient(None, 5.0, streams=1)
+    gone = socket.create_server(("127.0.0.1", 0))
+    address = f"127.0.0.1:{gone.getsockname()[1]}"
+    peer = socket.create_connection(("127.0.0.1", gone.getsockname()[1]))
+    accepted, _ = gone.accept()
+    client._give_back(address, peer)
+    accepted.close()  # the server's end goes
+    gone.close()
+    assert client.has(HOLDER, origin.address, [origin.token]) == [True]  # gives one back
+    assert client.idle_connections() == 1 and address not in client._idle
+    assert peer.fileno() == -1  # closed
+    client.close()
+
+
 def test_one_stream_pulls_the_whole_object_with_the_request_every_server_knows(
         origin: Origin, local: NodeConnector) -> None:
     client = TransferClient(None, 5.0, streams=1)

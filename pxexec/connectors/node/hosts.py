@@ -181,7 +181,7 @@ class HostKeys(NodeTransfer):
 
             fetched = replicas.pull(self, token, holder, address)
             if fetched:  # no room here for a copy: this reader's own bytes, unchecked
-                return fetched[0], object(), False
+                return fetched[0], None, False
         got: tuple[Buffer, Hashable, bool] | None = super().get_identified(  # type: ignore[misc]
             token)
         return got

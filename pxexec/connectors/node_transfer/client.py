@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -89,6 +90,24 @@ class TransferClient:
     def _give_back(self, address: str, sock: socket.socket) -> None:
         with self._lock:
             self._idle.setdefault(address, []).append(sock)
+            self._prune_locked()
+
+    def _prune_locked(self) -> None:
+        """Close idle connections the other end has closed (readable while idle: its
+        end of file), such as those to a node server that stopped."""
+        idle = [s for socks in self._idle.values() for s in socks]
+        try:
+            ended = set(select.select(idle, [], [], 0)[0]) if idle else set()
+        except (OSError, ValueError):
+            return
+        for address in [a for a, socks in self._idle.items() if ended & set(socks)]:
+            kept = [s for s in self._idle[address] if s not in ended]
+            if kept:
+                self._idle[address] = kept
+            else:
+                del self._idle[address]
+        for sock in ended:
+            sock.close()
 
     @contextlib.contextmanager
     def _session(self, holder: str, address: str, action: str) -> Iterator[Any]:
@@ -389,8 +408,8 @@ def _into_store(token: str, into: NodeLocalStore, nbytes: int, holder: str, addr
         if isinstance(exc, PxexecError):
             raise
         raise StoreIOError(
-            f"Could not make room on this host for the object {token!r} of {nbytes} bytes "
-            f"from host {_host(holder)!r}: {exc.strerror or exc}."
+            f"Could not make a copy on this host of the object {token!r} of {nbytes} "
+            f"bytes from host {_host(holder)!r}: {exc.strerror or exc}."
         ) from exc
     try:
         digests = StreamingDigests(nbytes)

@@ -97,7 +97,8 @@ def kernel_timeouts(sock: socket.socket, seconds: float, receive: float | None =
                     _timeval(seconds if receive is None else receive))
     user_timeout = getattr(socket, "TCP_USER_TIMEOUT", None)
     if user_timeout is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, user_timeout, max(1, int(seconds * 1000)))
+        sock.setsockopt(socket.IPPROTO_TCP, user_timeout,
+                        min(2**31 - 1, max(1, int(seconds * 1000))))
 
 
 def _timeval(seconds: float) -> bytes:

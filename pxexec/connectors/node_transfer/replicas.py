@@ -64,10 +64,10 @@ def pull(store: Any, token: str, holder: str, address: str) -> list[Any] | None:
         if getattr(store, "receive_in_place", False):
             try:
                 found = client.pull(holder, address, [token], store, reply_to)[0]
-            except StoreIOError as exc:  # no room here for a copy: this reader's only
+            except StoreIOError as exc:  # no copy here (no room): this reader's only
                 _unlink(sidecar)
-                log.warning("pxexec: no room on this node for a copy of %s from %s (%s); "
-                            "read without keeping one", token, holder, exc)
+                log.warning("pxexec: could not keep a copy of %s from %s on this node "
+                            "(%s); read without keeping one", token, holder, exc)
                 data = client.fetch(holder, address, token, "")
                 return [] if data is None else [data]
             if not found:

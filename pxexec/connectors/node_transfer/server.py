@@ -34,6 +34,9 @@ COPIES = ".copies"  # on the holder: token -> addresses of node servers holding 
 REPLICAS = ".replicas"  # on a copy's node: token -> "holder-tag address" of its origin
 #: seconds a pooled connection may stay idle between requests before the server closes it
 IDLE_CONNECTION = 600.0
+#: the least time a reader may take no bytes before the server gives up on it (a reader
+#: reserves the object's space after the answer's header, which may take a while)
+SEND_GRACE = 30.0
 
 
 @contextlib.contextmanager
@@ -130,7 +133,7 @@ class NodeServer:
         self.listener = listener
         self.address = address
         self.secret = store.transfer_secret()
-        self.send_timeout = float(store.transfer_timeout)
+        self.send_timeout = max(SEND_GRACE, 4 * float(store.transfer_timeout))
         self.active = 0
         self._lock = threading.Lock()
         self.stopped = threading.Event()
@@ -150,8 +153,8 @@ class NodeServer:
     def _handle(self, conn: socket.socket) -> None:
         try:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            # a peer that takes (or sends) no bytes for the transfer timeout mid-request
-            # has gone (a reader gives up after as long): what it pinned is let go
+            # a peer that takes (or sends) no bytes for long mid-request has gone (a
+            # reader gives up after its transfer timeout): what it pinned is let go
             p.kernel_timeouts(conn, self.send_timeout)
             with self._busy():
                 p.handshake_server(conn, self.secret)
@@ -184,11 +187,7 @@ class NodeServer:
         if op in (p.GET, p.GET_SPLIT, p.PART):
             self._send_object(conn, op, token, argument)
         elif op == p.EVICT:
-            def answer() -> None:  # the copies are freed even if the asker has gone
-                with contextlib.suppress(OSError):
-                    conn.sendall(bytes([p.OK]))
-
-            self.store.free_here(token, skip=argument, freed=answer)
+            self._evict(conn, token, argument)
         elif op == p.HAS:
             conn.sendall(bytes([p.OK if self.store.has_local(token) else p.MISSING]))
         elif op == p.TOUCH:  # an owner elsewhere holds it: recorded here, with heartbeat
@@ -202,6 +201,33 @@ class NodeServer:
             conn.sendall(bytes([p.OK]))
         else:  # a newer client's request: say so (it falls back, or says what to do)
             conn.sendall(bytes([p.UNKNOWN]))
+
+    def _evict(self, conn: socket.socket, token: str, skip: str) -> None:
+        """Free ``token`` here and answer; its copies on other nodes are freed after, in
+        another thread, so that one that does not answer holds up no request of this
+        connection."""
+        answered = threading.Event()
+        sent: list[bool] = []
+
+        def answer() -> None:
+            with contextlib.suppress(OSError):  # the copies go even if the asker has gone
+                conn.sendall(bytes([p.OK]))
+            sent.append(True)
+            answered.set()
+
+        def free() -> None:
+            with self._busy():
+                try:
+                    self.store.free_here(token, skip=skip, freed=answer)
+                except Exception as exc:
+                    log.warning("could not free %s: %s", token, exc)
+                finally:
+                    answered.set()
+
+        threading.Thread(target=free, name="pxexec-free", daemon=True).start()
+        answered.wait()
+        if not sent:  # it failed here: the asker learns so from the closed connection
+            raise ConnectionError(f"could not free {token}")
 
     def _send_object(self, conn: socket.socket, op: int, token: str, argument: str) -> None:
         """Answer ``GET`` (the whole object), ``GET_SPLIT`` (stream 0 of its stripes) or
