@@ -6,12 +6,10 @@ each; store runs redis-server. Every test leaves no object on any host.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,7 +26,7 @@ from pxexec.connectors.shm import SharedMemoryConnector
 from pxexec.errors import NodeUnreachableError, ObjectOnOtherHostError, StoreConnectionError
 from pxexec.policies import SizeAtLeast
 from pxexec.store.registry import clear_registry
-from tests.bed_helpers import network, wait_until
+from tests.bed_helpers import network, small_disk, wait_until
 
 MB = 1 << 20
 
@@ -196,9 +194,7 @@ def test_a_host_without_room_for_its_copies_reads_and_keeps_nothing(
     big = put_on(bed, "n1", store, "import numpy as np\nprint(s.put(np.ones(4 * 2**20)))")
     small = put_on(bed, "n1", store, "import numpy as np\nprint(s.put(np.ones(200_000)))")
     other = put_on(bed, "n1", store, "import numpy as np\nprint(s.put(np.ones(100_000)))")
-    bed.check_output("n2", ["sh", "-c", f"mkdir -p {store_dir} && "
-                                        f"mount -t tmpfs -o size=1m,mode=0700 tmpfs {store_dir}"])
-    try:
+    with small_disk(bed, "n2", store_dir, "1m"):
         code = (
             "import logging, time\n"
             "logging.basicConfig(level=logging.WARNING, format='%(message)s')\n"
@@ -218,15 +214,6 @@ def test_a_host_without_room_for_its_copies_reads_and_keeps_nothing(
         assert "could not keep this node's copy" in proc.stderr
         assert "could not keep copies of 2 objects" in proc.stderr
         assert bed.check_output("n2", ["find", store_dir, "-name", "*.tmp"]) == ""
-    finally:  # n2's node server (started by the reader) holds the mount: stop it first
-        state = bed.check_output("n2", ["sh", "-c", f"cat {store_dir}/full/.node-server.json "
-                                                    "2>/dev/null || true"])
-        if state:
-            server = json.loads(state)["pid"]
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(server, signal.SIGKILL)
-            assert wait_until(lambda: not os.path.exists(f"/proc/{server}"))
-        bed.check_output("n2", ["umount", store_dir])
     store.free([big, small, other])
     assert wait_until(lambda: objects_on(bed, "n1", store_dir) == [])
 

@@ -29,7 +29,7 @@ from pxexec.connectors.node.connector import ArenaConnector
 from pxexec.connectors.node_transfer.server import stop_server
 from pxexec.errors import DeserializationError, NodeUnreachableError, ObjectOnOtherHostError
 from pxexec.policies import SizeAtLeast
-from tests.bed_helpers import network, wait_until
+from tests.bed_helpers import network, small_disk, wait_until
 
 MB = 1 << 20
 
@@ -466,9 +466,7 @@ def test_a_reader_without_room_to_spill_a_pulled_object_reads_it_without_a_copy(
                              spill_directory=spill, transfer=True, bind=network(bed))
     store = Store("mhn-full", connector, cache_size=0)
     key = put_on(bed, "n1", store, "np.ones(4 * 2**20)")  # 32 MB: n1 spills it
-    bed.check_output("n2", ["sh", "-c", f"mkdir -p {spill} && chmod 700 {spill} && "
-                                        f"mount -t tmpfs -o size=8m,mode=0700 tmpfs {spill}"])
-    try:
+    with small_disk(bed, "n2", spill, "8m"):
         code = (
             "import json\n"
             "from pxexec.store.store import get_or_create_store\n"
@@ -489,8 +487,6 @@ def test_a_reader_without_room_to_spill_a_pulled_object_reads_it_without_a_copy(
                  "except Exception as exc:\n"
                  "    print(type(exc).__name__)\n")
         assert bed.python("n2", empty) == "StoreIOError"
-    finally:
-        bed.check_output("n2", ["umount", spill])
     store.evict(key)
     assert_no_objects(bed, store_dir, ("head", "n1", "n2"))
 
