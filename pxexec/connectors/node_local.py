@@ -15,7 +15,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from pxexec.connectors.nodeid import this_node
@@ -234,18 +234,14 @@ class NodeTransfer:
 
         replicas.drop_copy(self, token)
 
-    def free_here(self, token: str, skip: str = "",
-                  freed: Callable[[], None] | None = None) -> None:
-        """Free ``token`` on this node and, with transfer, every copy of it elsewhere
-        (``freed`` is called in between, see ``replicas.free_here``)."""
+    def free_here(self, token: str, skip: str = "") -> None:
+        """Free ``token`` on this node and, with transfer, every copy of it elsewhere."""
         if not self.transfer:
             self.remove_local(token)
-            if freed is not None:
-                freed()
             return
         from pxexec.connectors.node_transfer import replicas
 
-        replicas.free_here(self, token, skip, freed)
+        replicas.free_here(self, token, skip)
 
 
 class IncomingFile:

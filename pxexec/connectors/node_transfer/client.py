@@ -80,11 +80,13 @@ class TransferClient:
         if self._pid != os.getpid():  # forked: the parent's connections are not ours
             self._idle, self._lock, self._pid = {}, threading.Lock(), os.getpid()
         with self._lock:
-            idle = self._idle.pop(address, []) if fresh else self._idle.get(address)
-            if idle and not fresh:
-                return idle.pop(), True
-        for stale in idle or ():
-            stale.close()
+            if not fresh:
+                idle = self._idle.get(address)
+                if idle:
+                    return idle.pop(), True
+            stale = self._idle.pop(address, []) if fresh else []
+        for sock in stale:
+            sock.close()
         return self._connect(address), False
 
     def _give_back(self, address: str, sock: socket.socket) -> None:
@@ -100,8 +102,10 @@ class TransferClient:
             ended = set(select.select(idle, [], [], 0)[0]) if idle else set()
         except (OSError, ValueError):
             return
-        for address in [a for a, socks in self._idle.items() if ended & set(socks)]:
-            kept = [s for s in self._idle[address] if s not in ended]
+        if not ended:
+            return
+        for address, socks in list(self._idle.items()):
+            kept = [s for s in socks if s not in ended]
             if kept:
                 self._idle[address] = kept
             else:

@@ -17,14 +17,14 @@ import fcntl
 import logging
 import os
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from pxexec.codec.frames import writable_copy
 from pxexec.connectors.private_dir import ensure_private_directory
 from pxexec.errors import StoreIOError
 
-__all__ = ["after_pull", "drop_copy", "free_here", "fresh", "pull", "pull_many"]
+__all__ = ["after_pull", "drop_copy", "free_copies", "free_here", "free_local", "fresh",
+           "pull", "pull_many"]
 
 log = logging.getLogger("pxexec")
 
@@ -171,24 +171,30 @@ def drop_copy(store: Any, token: str) -> None:
     _unlink(os.path.join(store.path, ".replicas", token))
 
 
-def free_here(store: Any, token: str, skip: str = "",
-              freed: Callable[[], None] | None = None) -> None:
+def free_here(store: Any, token: str, skip: str = "") -> None:
     """Free ``token`` on this node and every copy other nodes pulled of it (except at
-    ``skip``, the node that asked). ``freed`` is called once this node's object is gone,
-    before the copies are freed (the node server answers the request then: a node with
-    a copy that does not answer must not hold up the one that asked). Copies on nodes
-    that do not answer are logged; they expire within their node's ``replica_lease``
-    (their origin no longer has them)."""
+    ``skip``, the node that asked): ``free_local`` then ``free_copies``."""
+    free_copies(store, token, free_local(store, token), skip)
+
+
+def free_local(store: Any, token: str) -> set[str]:
+    """Free ``token`` on this node; the addresses of the nodes that pulled a copy of it
+    (their record goes with it)."""
     drop_copy(store, token)
-    if freed is not None:
-        freed()
     record = os.path.join(store.path, ".copies", token)
     try:
         with open(record) as f:
             copies = {line.strip() for line in f if line.strip()}
     except FileNotFoundError:
-        return
+        return set()
     _unlink(record)
+    return copies
+
+
+def free_copies(store: Any, token: str, copies: set[str], skip: str = "") -> None:
+    """Free the copies of ``token`` at ``copies`` (node server addresses; not ``skip``
+    nor this node). Copies on nodes that do not answer are logged; they expire within
+    their node's ``replica_lease`` (their origin no longer has them)."""
     me = store.known_address()
     for address in sorted(copies - {skip, me, ""}):
         try:

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pxexec.connectors.node_transfer.protocol as p
+from pxexec.connectors.node_transfer import replicas
 from pxexec.connectors.private_dir import ensure_private_directory
 
 __all__ = ["ensure_server", "server_pid", "stop_server"]
@@ -206,28 +207,15 @@ class NodeServer:
         """Free ``token`` here and answer; its copies on other nodes are freed after, in
         another thread, so that one that does not answer holds up no request of this
         connection."""
-        answered = threading.Event()
-        sent: list[bool] = []
+        copies = replicas.free_local(self.store, token)
+        conn.sendall(bytes([p.OK]))
+        if copies:
+            threading.Thread(target=self._free_copies, args=(token, copies, skip),
+                             name="pxexec-free", daemon=True).start()
 
-        def answer() -> None:
-            with contextlib.suppress(OSError):  # the copies go even if the asker has gone
-                conn.sendall(bytes([p.OK]))
-            sent.append(True)
-            answered.set()
-
-        def free() -> None:
-            with self._busy():
-                try:
-                    self.store.free_here(token, skip=skip, freed=answer)
-                except Exception as exc:
-                    log.warning("could not free %s: %s", token, exc)
-                finally:
-                    answered.set()
-
-        threading.Thread(target=free, name="pxexec-free", daemon=True).start()
-        answered.wait()
-        if not sent:  # it failed here: the asker learns so from the closed connection
-            raise ConnectionError(f"could not free {token}")
+    def _free_copies(self, token: str, copies: set[str], skip: str) -> None:
+        with self._busy():
+            replicas.free_copies(self.store, token, copies, skip)
 
     def _send_object(self, conn: socket.socket, op: int, token: str, argument: str) -> None:
         """Answer ``GET`` (the whole object), ``GET_SPLIT`` (stream 0 of its stripes) or
