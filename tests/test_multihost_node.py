@@ -86,15 +86,16 @@ def node_store(bed: Any, store_dir: str, namespace: str, **options: Any) -> ShmC
                         spill_directory=os.path.join(store_dir, "spill"), **options)
 
 
+def store_program(store: Store, body: str) -> str:
+    """Python code that opens ``store`` as ``s`` (in a new process), then runs ``body``."""
+    return ("import json\n"
+            "from pxexec.store.store import get_or_create_store\n"
+            f"s = get_or_create_store(json.loads({json.dumps(store.config())!r}))\n" + body)
+
+
 def put_on(bed: Any, host: str, store: Store, expr: str) -> str:
     """Store ``expr`` from a process on ``host`` (which exits); the key."""
-    code = (
-        "import json, numpy as np\n"
-        "from pxexec.store.store import get_or_create_store\n"
-        f"s = get_or_create_store(json.loads({json.dumps(store.config())!r}))\n"
-        f"print(s.put({expr}))\n"
-    )
-    return bed.python(host, code)
+    return bed.python(host, store_program(store, f"import numpy as np\nprint(s.put({expr}))\n"))
 
 
 def test_a_node_store_key_names_its_host_and_a_read_elsewhere_says_so(
@@ -431,15 +432,12 @@ def test_a_reader_cut_off_mid_pull_leaves_nothing_pinned_on_the_holder(
                                         replica_lease=3), cache_size=0)
     key = put_on(bed, "n1", store, "np.arange(5 * 2**20, dtype=np.float64)")  # 40 MB
     bed.shape("n2", rate="100mbit")  # the pull takes over 3 s
-    code = (
-        "import json\n"
-        "from pxexec.store.store import get_or_create_store\n"
-        f"s = get_or_create_store(json.loads({json.dumps(store.config())!r}))\n"
+    code = store_program(store, (
         "try:\n"
         f"    s.get({key!r})\n"
         "except Exception as exc:\n"
         "    print(type(exc).__name__)\n"
-    )
+    ))
     before = bed.link_bytes("n2")[0]
     reader = bed.spawn("n2", [sys.executable, "-c", code], label="cut-reader")
     assert wait_until(lambda: bed.link_bytes("n2")[0] - before > 8 * MB, timeout=20)
@@ -467,25 +465,19 @@ def test_a_reader_without_room_to_spill_a_pulled_object_reads_it_without_a_copy(
     store = Store("mhn-full", connector, cache_size=0)
     key = put_on(bed, "n1", store, "np.ones(4 * 2**20)")  # 32 MB: n1 spills it
     with small_disk(bed, "n2", spill, "8m"):
-        code = (
-            "import json\n"
-            "from pxexec.store.store import get_or_create_store\n"
-            f"s = get_or_create_store(json.loads({json.dumps(store.config())!r}))\n"
-            "print(float(s.get(" + repr(key) + ").sum()))\n"
-        )
+        code = store_program(store, f"print(float(s.get({key!r}).sum()))\n")
         proc = subprocess.run(bed.enter("n2", [sys.executable, "-c", code]),
                               capture_output=True, text=True, timeout=120, env=bed.env())
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert proc.stdout.strip() == str(float(4 * 2**20))
         assert "could not keep a copy" in proc.stderr and spill in proc.stderr
         assert bed.check_output("n2", ["find", spill, "-type", "f"]) == ""  # none left
-        empty = ("import json\n"
-                 "from pxexec.store.store import get_or_create_store\n"
-                 f"s = get_or_create_store(json.loads({json.dumps(store.config())!r}))\n"
-                 "try:\n"
-                 "    s.empty(4 * 2**20)\n"  # built in place: the same reservation
-                 "except Exception as exc:\n"
-                 "    print(type(exc).__name__)\n")
+        empty = store_program(store, (
+            "try:\n"
+            "    s.empty(4 * 2**20)\n"  # built in place: the same reservation
+            "except Exception as exc:\n"
+            "    print(type(exc).__name__)\n"
+        ))
         assert bed.python("n2", empty) == "StoreIOError"
     store.evict(key)
     assert_no_objects(bed, store_dir, ("head", "n1", "n2"))
@@ -518,12 +510,7 @@ def test_frees_in_a_row_are_answered_while_a_node_with_copies_is_cut_off(
     store = Store("mhn-frees", node_store(bed, store_dir, "frees", transfer_timeout=2,
                                           replica_lease=3), cache_size=0)
     keys = [put_on(bed, "n1", store, f"np.full(100_000, {i}.0)") for i in range(3)]
-    code = (
-        "import json\n"
-        "from pxexec.store.store import get_or_create_store\n"
-        f"s = get_or_create_store(json.loads({json.dumps(store.config())!r}))\n"
-        f"print(sum(float(s.get(k).sum()) for k in {keys!r}))\n"
-    )
+    code = store_program(store, f"print(sum(float(s.get(k).sum()) for k in {keys!r}))\n")
     assert bed.python("n2", code) == str(300_000.0)  # n2 holds copies of all three
     assert objects_on(bed, "n2", store_dir) == 3
     assert store.connector.transfer_client().has(  # a pooled connection to n1
